@@ -1,0 +1,1 @@
+"""attn_jax: attention in RNN encoder-decoders, as pure JAX functions."""

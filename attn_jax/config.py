@@ -1,0 +1,171 @@
+"""Frozen configuration: model, data and training options, with validation.
+
+One `Config` describes an experiment. It is built once by an entry point in
+`experiments/` (from flags) and passed down unchanged; jitted functions receive
+the parts they need as static arguments, never through globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from attn_jax import attention, cells
+
+QUERIES = ("previous", "current")
+TASKS = ("copy", "reverse", "sort")
+
+# Special token ids shared by every vocabulary.
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+NUM_SPECIAL = 3
+
+
+class ConfigError(ValueError):
+  """An invalid option; the message names the option."""
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+  if not ok:
+    raise ConfigError(f"{name}: {message}")
+
+
+def _positive(obj: Any, *names: str) -> None:
+  for name in names:
+    value = getattr(obj, name)
+    _check(value > 0, name, f"must be positive, got {value}")
+
+
+def _non_negative(obj: Any, *names: str) -> None:
+  for name in names:
+    value = getattr(obj, name)
+    _check(value >= 0, name, f"must be >= 0, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture options; every field changes the parameter tree or the graph."""
+
+  src_vocab_size: int = 20
+  tgt_vocab_size: int = 20
+  cell: str = "gru"
+  embed_size: int = 64
+  hidden_size: int = 128
+  encoder_layers: int = 1
+  bidirectional: bool = True
+  attention: str = "additive"
+  attention_size: int = 128  # additive attention's inner size
+  query: str = "current"
+  input_feeding: bool = True
+  dropout: float = 0.0
+
+  def __post_init__(self):
+    _check(self.cell in cells.CELLS, "cell",
+           f"must be one of {tuple(cells.CELLS)}, got {self.cell!r}")
+    _check(self.query in QUERIES, "query",
+           f"must be one of {QUERIES}, got {self.query!r}")
+    _check(self.attention in attention.VARIANTS, "attention",
+           f"must be one of {tuple(attention.VARIANTS)}, got {self.attention!r}")
+    _positive(self, "embed_size", "hidden_size", "encoder_layers", "attention_size")
+    _check(self.src_vocab_size > NUM_SPECIAL, "src_vocab_size",
+           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.src_vocab_size}")
+    _check(self.tgt_vocab_size > NUM_SPECIAL, "tgt_vocab_size",
+           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.tgt_vocab_size}")
+    _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+  @property
+  def encoder_output_size(self) -> int:
+    """Size of one encoder state (the attention's keys and values)."""
+    return self.hidden_size * (2 if self.bidirectional else 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The synthetic task and its sizes."""
+
+  task: str = "reverse"
+  vocab_size: int = 20  # including the special tokens PAD, BOS, EOS
+  min_len: int = 1
+  max_len: int = 30
+  train_size: int = 50_000
+  eval_size: int = 1_000
+  seed: int = 0  # the evaluation set uses a different stream of this seed
+
+  def __post_init__(self):
+    _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
+    _check(self.vocab_size > NUM_SPECIAL, "vocab_size",
+           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.vocab_size}")
+    _positive(self, "min_len", "max_len", "train_size", "eval_size")
+    _check(self.min_len <= self.max_len, "min_len",
+           f"must be <= max_len ({self.max_len}), got {self.min_len}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and bookkeeping options."""
+
+  num_steps: int = 3_000
+  batch_size: int = 64
+  learning_rate: float = 3e-3
+  warmup_steps: int = 100
+  clip_norm: float = 1.0
+  label_smoothing: float = 0.0
+  seed: int = 0
+  log_every: int = 100
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 2
+  num_plots: int = 3  # eval examples drawn as attention heatmaps
+
+  def __post_init__(self):
+    _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
+              "eval_every", "checkpoint_every", "keep_checkpoints")
+    _non_negative(self, "warmup_steps", "clip_norm", "num_plots")
+    _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
+           f"must be in [0, 1), got {self.label_smoothing}")
+
+
+# Fields that may change when a run is resumed: they alter neither the
+# parameters nor the training trajectory up to the resumed step.
+RESUMABLE_CHANGES = frozenset({
+    "train.num_steps", "train.log_every", "train.eval_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: ModelConfig = ModelConfig()
+  data: DataConfig = DataConfig()
+  train: TrainConfig = TrainConfig()
+
+  def __post_init__(self):
+    _check(self.model.src_vocab_size == self.data.vocab_size, "src_vocab_size",
+           f"must equal the task's vocab_size ({self.data.vocab_size})")
+    _check(self.model.tgt_vocab_size == self.data.vocab_size, "tgt_vocab_size",
+           f"must equal the task's vocab_size ({self.data.vocab_size})")
+
+  def to_dict(self) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, dict[str, Any]]) -> "Config":
+    return cls(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
+               train=TrainConfig(**d["train"]))
+
+
+def differing_fields(a: Config, b: Config) -> list[str]:
+  """Dotted names of the fields whose values differ, e.g. ['model.hidden_size']."""
+  da, db = a.to_dict(), b.to_dict()
+  return sorted(f"{section}.{k}" for section in da for k in da[section]
+                if da[section][k] != db[section].get(k))
+
+
+def incompatible_fields(saved: Config, current: Config) -> list[str]:
+  """Differing fields that forbid resuming `saved` with `current`."""
+  return [f for f in differing_fields(saved, current) if f not in RESUMABLE_CHANGES]

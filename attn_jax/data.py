@@ -1,0 +1,87 @@
+"""In-memory parallel datasets and the fixed-shape batches drawn from them.
+
+The batch taken at training step s is a pure function of (dataset, seed, s), so
+the data position needs no state of its own: resuming at step s resumes the data.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
+
+
+class Batch(NamedTuple):
+  src: np.ndarray  # int32 [batch, src_len]: tokens, EOS, PAD...
+  src_len: np.ndarray  # int32 [batch]: real length incl. EOS; >= 1
+  tgt_in: np.ndarray  # int32 [batch, tgt_len]: BOS, tokens, PAD...
+  tgt_out: np.ndarray  # int32 [batch, tgt_len]: tokens, EOS, PAD...
+  tgt_len: np.ndarray  # int32 [batch]: real length incl. EOS; 0 marks a filler row
+  align: np.ndarray  # int32 [batch, tgt_len]: gold source position of each target token; -1 if none
+
+
+Dataset = Batch  # a dataset is one big batch; batches are row subsets of it
+
+
+def from_sequences(sources: list[np.ndarray], targets: list[np.ndarray],
+                   alignments: list[np.ndarray], src_width: int, tgt_width: int) -> Dataset:
+  """Pads token sequences (without specials) into a Dataset; EOS aligns to source EOS."""
+  n = len(sources)
+  ds = Batch(src=np.full((n, src_width), PAD_ID, np.int32),
+             src_len=np.zeros(n, np.int32),
+             tgt_in=np.full((n, tgt_width), PAD_ID, np.int32),
+             tgt_out=np.full((n, tgt_width), PAD_ID, np.int32),
+             tgt_len=np.zeros(n, np.int32),
+             align=np.full((n, tgt_width), -1, np.int32))
+  for i, (s, t, a) in enumerate(zip(sources, targets, alignments)):
+    ds.src[i, :len(s)] = s
+    ds.src[i, len(s)] = EOS_ID
+    ds.src_len[i] = len(s) + 1
+    ds.tgt_in[i, 0] = BOS_ID
+    ds.tgt_in[i, 1:len(t) + 1] = t
+    ds.tgt_out[i, :len(t)] = t
+    ds.tgt_out[i, len(t)] = EOS_ID
+    ds.tgt_len[i] = len(t) + 1
+    ds.align[i, :len(t)] = a
+    ds.align[i, len(t)] = len(s)
+  return ds
+
+
+def size(ds: Dataset) -> int:
+  return ds.src.shape[0]
+
+
+def take(ds: Dataset, rows: np.ndarray) -> Batch:
+  return Batch(*(x[rows] for x in ds))
+
+
+def train_batch(ds: Dataset, step: int, batch_size: int, seed: int) -> Batch:
+  """The batch of training step `step`: epoch-wise shuffles seeded by (seed, epoch)."""
+  per_epoch = size(ds) // batch_size
+  if per_epoch == 0:
+    raise ValueError(f"batch_size ({batch_size}) exceeds the training set ({size(ds)})")
+  epoch, offset = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(size(ds))
+  return take(ds, order[offset * batch_size:(offset + 1) * batch_size])
+
+
+def data_position(ds: Dataset, step: int, batch_size: int) -> dict[str, int]:
+  """Where step `step` reads: {"epoch", "batch_in_epoch"} (for checkpoint metadata)."""
+  epoch, offset = divmod(step, max(1, size(ds) // batch_size))
+  return {"epoch": epoch, "batch_in_epoch": offset}
+
+
+def eval_batches(ds: Dataset, batch_size: int) -> Iterator[Batch]:
+  """Fixed-shape batches in order; the last is filled with rows of tgt_len 0."""
+  n = size(ds)
+  for start in range(0, n, batch_size):
+    rows = np.arange(start, min(start + batch_size, n))
+    batch = take(ds, rows)
+    short = batch_size - len(rows)
+    if short:
+      filler = take(ds, np.zeros(short, np.int64))._replace(
+          tgt_len=np.zeros(short, np.int32))
+      batch = Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
+    yield batch

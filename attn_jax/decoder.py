@@ -1,0 +1,165 @@
+"""The attentional decoder: one step, and the teacher-forced `lax.scan` over it.
+
+Two independent switches (ModelConfig):
+
+* ``query="previous"`` (Bahdanau et al. 2014): attend with h_{t-1}; the cell reads
+  [E y_{t-1}; c_t]; the output layer reads the deep-output vector
+  t_t = tanh(W_r [h_t; c_t; E y_{t-1}]) (Bahdanau eq. A.1.2 with tanh for maxout).
+* ``query="current"`` (Luong et al. 2015): the cell reads E y_{t-1}; attend with h_t;
+  the attentional vector h~_t = tanh(W_c [c_t; h_t]) (Luong eq. 5) feeds the output layer.
+* ``input_feeding``: the previous step's h~_{t-1} (current) or c_{t-1} (previous) is
+  appended to the cell's input (Luong section 3.3).
+
+p(y_t | y_<t, x) = softmax(W_o v_t + b_o) with v_t = t_t or h~_t (Luong eq. 6).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax import attention, cells, layers
+from attn_jax.config import ModelConfig
+from attn_jax.encoder import EncoderOutput
+
+
+class DecoderCarry(NamedTuple):
+  state: cells.CellState  # h, c: float32 [batch, hidden]
+  feed: jax.Array  # float32 [batch, feed_size]: h~_{t-1} or c_{t-1}; feed_size 0 without input feeding
+
+
+class Memory(NamedTuple):
+  """What attention reads at every step, computed once per batch."""
+  keys: jax.Array  # float32 [batch, src_len or 1, K]: prepared keys (U k, W k, ...)
+  values: jax.Array  # float32 [batch, src_len, A]: encoder states
+  mask: jax.Array  # bool [batch, src_len]
+
+
+def feed_size(config: ModelConfig) -> int:
+  if not config.input_feeding:
+    return 0
+  return config.hidden_size if config.query == "current" else config.encoder_output_size
+
+
+def _cell_input_size(config: ModelConfig) -> int:
+  context = config.encoder_output_size if config.query == "previous" else 0
+  return config.embed_size + context + feed_size(config)
+
+
+def init(key: jax.Array, config: ModelConfig) -> dict:
+  cell = cells.CELLS[config.cell]
+  k = jax.random.split(key, 6)
+  a, h, e = config.encoder_output_size, config.hidden_size, config.embed_size
+  readout_in = h + a + (e if config.query == "previous" else 0)
+  params = {
+      "embed": layers.embed_init(k[0], config.tgt_vocab_size, e),
+      "cell": cell.init(k[1], _cell_input_size(config), h),
+      "bridge": layers.dense_init(k[2], a, h),
+      "attention": attention.VARIANTS[config.attention].init(k[3], h, a, config.attention_size),
+      "readout": layers.dense_init(k[4], readout_in, h),  # W_r or W_c
+      "output": layers.dense_init(k[5], h, config.tgt_vocab_size),
+  }
+  if cell.has_memory:
+    params["bridge_c"] = layers.dense_init(jax.random.fold_in(k[2], 1), a, h)
+  return params
+
+
+def initial_carry(params: dict, enc: EncoderOutput, config: ModelConfig) -> DecoderCarry:
+  """Bridge: s_0 = tanh(W_s [h->_N; h<-_1] + b) (Bahdanau A.2.2, both directions)."""
+  h0 = jnp.tanh(layers.dense(params["bridge"], enc.final.h))  # [batch, hidden]
+  c0 = jnp.tanh(layers.dense(params["bridge_c"], enc.final.c)) if "bridge_c" in params else None
+  batch = h0.shape[0]
+  return DecoderCarry(state=cells.CellState(h=h0, c=c0),
+                      feed=jnp.zeros((batch, feed_size(config)), jnp.float32))
+
+
+def memory(params: dict, enc: EncoderOutput, config: ModelConfig) -> Memory:
+  """Prepares the attention keys once per batch (Joey NMT's trick, made explicit)."""
+  prepare, _ = attention.batched(attention.VARIANTS[config.attention])
+  keys = prepare(params["attention"], enc.states, enc.final.h)  # [batch, src_len or 1, K]
+  return Memory(keys=keys, values=enc.states, mask=enc.mask)
+
+
+def project_embeddings(params: dict, emb: jax.Array) -> jax.Array:
+  """The embedding part of the cell input projection: emb [..., embed] -> [..., gates*hidden]."""
+  return (cells.project_input_rows(params["cell"], emb, 0)
+          + params["cell"]["input"]["bias"])
+
+
+def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
+         mem: Memory, config: ModelConfig) -> tuple[DecoderCarry, jax.Array, jax.Array]:
+  """One decoder step for a batch.
+
+  Args:
+    params: decoder parameters.
+    carry: DecoderCarry from step t-1.
+    emb: E y_{t-1} [batch, embed].
+    emb_proj: project_embeddings(E y_{t-1}) [batch, gates*hidden].
+    mem: Memory.
+    config: model options.
+  Returns:
+    (carry at t, output vector v_t [batch, hidden], attention weights [batch, src_len]).
+  """
+  cell = cells.CELLS[config.cell]
+  _, attend = attention.batched(attention.VARIANTS[config.attention])
+  e, a = config.embed_size, config.encoder_output_size
+  x = emb_proj  # [batch, gates*hidden]
+  if config.query == "previous":
+    context, weights = attend(params["attention"], carry.state.h, mem.keys, mem.values, mem.mask)
+    x = x + cells.project_input_rows(params["cell"], context, e)
+    if config.input_feeding:
+      x = x + cells.project_input_rows(params["cell"], carry.feed, e + a)
+    state = cell.step(params["cell"], carry.state, x)
+    readout_in = jnp.concatenate([state.h, context, emb], axis=-1)  # [batch, hidden+A+embed]
+    out = jnp.tanh(layers.dense(params["readout"], readout_in))  # [batch, hidden]
+    feed = context
+  else:
+    if config.input_feeding:
+      x = x + cells.project_input_rows(params["cell"], carry.feed, e)
+    state = cell.step(params["cell"], carry.state, x)
+    context, weights = attend(params["attention"], state.h, mem.keys, mem.values, mem.mask)
+    readout_in = jnp.concatenate([context, state.h], axis=-1)  # [batch, A+hidden]
+    out = jnp.tanh(layers.dense(params["readout"], readout_in))  # [batch, hidden]
+    feed = out
+  if not config.input_feeding:
+    feed = carry.feed  # [batch, 0]
+  return DecoderCarry(state=state, feed=feed), out, weights
+
+
+def logits(params: dict, out: jax.Array) -> jax.Array:
+  """v [..., hidden] -> logits [..., tgt_vocab]."""
+  return layers.dense(params["output"], out)
+
+
+def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
+                          config: ModelConfig, dropout_key: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
+  """Runs the decoder over given previous tokens.
+
+  Args:
+    params: decoder parameters.
+    enc: EncoderOutput for the batch.
+    tgt_in: int32 [batch, tgt_len]: BOS y_1 ... y_{n} PAD...
+    config: model options.
+    dropout_key: PRNG key or None.
+  Returns:
+    logits [batch, tgt_len, tgt_vocab], attention weights [batch, tgt_len, src_len].
+  """
+  k_emb, k_out = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
+  mem = memory(params, enc, config)
+  emb = layers.dropout(k_emb, layers.embed(params["embed"], tgt_in), config.dropout)  # [batch, tgt_len, embed]
+  emb_proj = project_embeddings(params, emb)  # [batch, tgt_len, gates*hidden]: one matmul
+
+  def body(carry, inputs):
+    e, ep = inputs
+    carry, out, weights = step(params, carry, e, ep, mem, config)
+    return carry, (out, weights)
+
+  _, (outs, weights) = jax.lax.scan(
+      body, initial_carry(params, enc, config),
+      (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1)))
+  outs = jnp.swapaxes(outs, 0, 1)  # [batch, tgt_len, hidden]
+  outs = layers.dropout(k_out, outs, config.dropout)
+  return logits(params, outs), jnp.swapaxes(weights, 0, 1)  # [batch, tgt_len, vocab], [batch, tgt_len, src_len]

@@ -1,0 +1,109 @@
+"""Bidirectional, multi-layer RNN encoder as explicit masked `lax.scan`s.
+
+Padding is masked, never packed: past a sequence's length the carry stays as it
+was, and the backward direction reads each sequence through a length-aware flip
+(positions [0, len) reversed, padding left in place), so batches need no sorting.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax import cells, layers
+from attn_jax.config import ModelConfig
+
+
+class EncoderOutput(NamedTuple):
+  states: jax.Array  # float32 [batch, src_len, A]: top layer, 0 at padding; A = encoder_output_size
+  final: cells.CellState  # h, c: float32 [batch, A]: top layer's last states, directions concatenated
+  mask: jax.Array  # bool [batch, src_len]: True at real tokens (EOS included)
+
+
+def init(key: jax.Array, config: ModelConfig) -> dict:
+  """{"embed", "layer_0": {"fwd", "bwd"?}, ...}."""
+  cell = cells.CELLS[config.cell]
+  keys = jax.random.split(key, 1 + 2 * config.encoder_layers)
+  params = {"embed": layers.embed_init(keys[0], config.src_vocab_size, config.embed_size)}
+  in_size = config.embed_size
+  for i in range(config.encoder_layers):
+    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.hidden_size)}
+    if config.bidirectional:
+      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.hidden_size)
+    params[f"layer_{i}"] = layer
+    in_size = config.encoder_output_size
+  return params
+
+
+def reverse_padded(x: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Reverses x [batch, time, ...] within each sequence's length; padding stays put.
+
+  Its own inverse: reverse_padded(reverse_padded(x, n), n) == x.
+  """
+  t = jnp.arange(x.shape[1])[None, :]  # [1, time]
+  index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # [batch, time]
+  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def run_direction(cell: cells.Cell, params: dict, x: jax.Array, mask: jax.Array,
+                  hidden: int) -> tuple[jax.Array, cells.CellState]:
+  """One direction of one layer, left to right.
+
+  Args:
+    cell: the recurrent cell.
+    params: its parameters.
+    x: inputs [batch, time, in].
+    mask: bool [batch, time].
+    hidden: state size.
+  Returns:
+    outputs [batch, time, hidden] (0 at padding) and the final CellState, which
+    is the state at each sequence's last real token.
+  """
+  x_proj = cells.project_inputs(params, x)  # [batch, time, gates*hidden]: one matmul
+  x_proj = jnp.swapaxes(x_proj, 0, 1)  # [time, batch, gates*hidden]
+  mask_t = jnp.swapaxes(mask, 0, 1)  # [time, batch]
+
+  def step(state, inputs):
+    xp, m = inputs  # [batch, gates*hidden], [batch]
+    state = cells.masked_update(m, cell.step(params, state, xp), state)
+    return state, jnp.where(m[:, None], state.h, 0.0)
+
+  final, outputs = jax.lax.scan(step, cell.zero_state(x.shape[0], hidden), (x_proj, mask_t))
+  return jnp.swapaxes(outputs, 0, 1), final  # [batch, time, hidden]
+
+
+def _concat_states(a: cells.CellState, b: cells.CellState) -> cells.CellState:
+  return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=-1), a, b)
+
+
+def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
+           dropout_key: jax.Array | None = None) -> EncoderOutput:
+  """Encodes a padded batch.
+
+  Args:
+    params: encoder parameters.
+    src: int32 [batch, src_len] token ids, EOS-terminated, PAD after.
+    src_len: int32 [batch] real lengths (EOS included), >= 1.
+    config: model options.
+    dropout_key: PRNG key, or None for evaluation.
+  Returns:
+    EncoderOutput.
+  """
+  cell = cells.CELLS[config.cell]
+  mask = jnp.arange(src.shape[1])[None, :] < src_len[:, None]  # [batch, src_len]
+  keys = (jax.random.split(dropout_key, config.encoder_layers)
+          if dropout_key is not None else [None] * config.encoder_layers)
+  x = layers.embed(params["embed"], src)  # [batch, src_len, embed]
+  for i in range(config.encoder_layers):
+    x = layers.dropout(keys[i], x, config.dropout)
+    layer = params[f"layer_{i}"]
+    out, final = run_direction(cell, layer["fwd"], x, mask, config.hidden_size)
+    if config.bidirectional:
+      out_b, final_b = run_direction(cell, layer["bwd"], reverse_padded(x, src_len), mask,
+                                     config.hidden_size)
+      out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*hidden]
+      final = _concat_states(final, final_b)  # [batch, 2*hidden]
+    x = out
+  return EncoderOutput(states=x, final=final, mask=mask)

@@ -1,0 +1,49 @@
+"""Dense and embedding parameters: Flax initialisers, plain-JAX application.
+
+Parameters are plain dicts (``{"kernel": [in, out], "bias": [out]}``) so that the
+rest of the library stays pure functions over one params pytree.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Params = dict
+
+
+def dense_init(key: jax.Array, in_size: int, out_size: int, *, bias: bool = True,
+               kernel_init=nn.initializers.lecun_normal()) -> Params:
+  """Parameters of y = x W (+ b)."""
+  params = {"kernel": kernel_init(key, (in_size, out_size), jnp.float32)}
+  if bias:
+    params["bias"] = jnp.zeros((out_size,), jnp.float32)
+  return params
+
+
+def dense(params: Params, x: jax.Array) -> jax.Array:
+  """x [..., in] -> [..., out]."""
+  y = x @ params["kernel"]
+  if "bias" in params:
+    y = y + params["bias"]
+  return y
+
+
+def embed_init(key: jax.Array, vocab_size: int, size: int) -> Params:
+  """Embedding table [vocab, size], N(0, 1/size) so rows start at unit-ish norm."""
+  init = nn.initializers.normal(stddev=size ** -0.5)
+  return {"embedding": init(key, (vocab_size, size), jnp.float32)}
+
+
+def embed(params: Params, ids: jax.Array) -> jax.Array:
+  """ids [...] int -> [..., size]."""
+  return jnp.take(params["embedding"], ids, axis=0)
+
+
+def dropout(key: jax.Array | None, x: jax.Array, rate: float) -> jax.Array:
+  """Inverted dropout; identity when `key` is None (evaluation) or rate is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)

@@ -1,0 +1,31 @@
+"""The encoder-decoder as a whole: parameter init and the teacher-forced forward pass."""
+
+from __future__ import annotations
+
+import jax
+
+from attn_jax import decoder, encoder
+from attn_jax.config import ModelConfig
+from attn_jax.data import Batch
+
+
+def init(key: jax.Array, config: ModelConfig) -> dict:
+  """{"encoder": ..., "decoder": ...}: the whole params pytree."""
+  k_enc, k_dec = jax.random.split(key)
+  return {"encoder": encoder.init(k_enc, config), "decoder": decoder.init(k_dec, config)}
+
+
+def forward(params: dict, batch: Batch, config: ModelConfig,
+            dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Teacher-forced pass.
+
+  Returns:
+    logits [batch, tgt_len, tgt_vocab] and attention weights [batch, tgt_len, src_len].
+  """
+  k_enc, k_dec = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
+  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
+  return decoder.decode_teacher_forced(params["decoder"], enc, batch.tgt_in, config, k_dec)
+
+
+def count_params(params: dict) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,54 @@
+"""Figures: attention heatmaps and training curves (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def attention_grid(items: list[tuple[np.ndarray, list[str], list[str]]],
+                   title: str = "") -> plt.Figure:
+  """Heatmaps side by side; each item is (weights [out_len, src_len], source tokens, output tokens)."""
+  width = sum(1.5 + 0.28 * w.shape[1] for w, _, _ in items)
+  height = max(1.5 + 0.28 * w.shape[0] for w, _, _ in items)
+  fig, axes = plt.subplots(1, len(items), figsize=(width, height), squeeze=False)
+  for ax, (weights, src, tgt) in zip(axes[0], items):
+    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src)), src, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(tgt)), tgt, fontsize=7)
+    ax.set_xlabel("source")
+  axes[0][0].set_ylabel("output")
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def save(fig: plt.Figure, path: str) -> None:
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def curves(records: list[dict], path: str) -> None:
+  """Loss and accuracies against step, train and eval, from metrics.jsonl records."""
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for split, style in (("train", "-"), ("eval", "o-")):
+    rows = [r for r in records if r.get("split") == split]
+    if not rows:
+      continue
+    steps = [r["step"] for r in rows]
+    ax_loss.plot(steps, [r.get("loss", np.nan) for r in rows], style, label=f"{split} loss")
+    for key in ("token_accuracy", "sequence_accuracy", "alignment_accuracy"):
+      if any(key in r for r in rows):
+        ax_acc.plot(steps, [r.get(key, np.nan) for r in rows], style, label=f"{split} {key}")
+  ax_loss.set_yscale("log")
+  for ax, label in ((ax_loss, "loss (nats/token)"), (ax_acc, "accuracy")):
+    ax.set_xlabel("step")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  save(fig, path)

@@ -1,0 +1,68 @@
+"""Decoding: greedy search (beam search builds on the same decoder step)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax import decoder, encoder, layers
+from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
+
+
+def _never_emit(vocab_size: int) -> jax.Array:
+  """[vocab]: -inf at PAD and BOS, which are never outputs; 0 elsewhere."""
+  return jnp.zeros((vocab_size,)).at[jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
+
+
+class GreedyCarry(NamedTuple):
+  dec: decoder.DecoderCarry  # h, c: [batch, hidden]; feed: [batch, feed_size]
+  token: jax.Array  # int32 [batch]: y_{t-1}
+  finished: jax.Array  # bool [batch]: EOS already emitted
+
+
+class Hypotheses(NamedTuple):
+  tokens: jax.Array  # int32 [batch, max_len]: EOS-terminated, PAD after
+  lengths: jax.Array  # int32 [batch]: tokens up to and including EOS (max_len if none)
+  scores: jax.Array  # float32 [batch]: sum of log p of the emitted tokens
+  weights: jax.Array  # float32 [batch, max_len, src_len]: attention at each step, 0 after EOS
+
+
+def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
+           max_len: int) -> Hypotheses:
+  """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or max_len tokens.
+
+  Args:
+    params: model parameters.
+    src: int32 [batch, src_len]; src_len: int32 [batch].
+    config: model options.
+    max_len: most tokens to emit per sentence, EOS included (a static int).
+  """
+  enc = encoder.encode(params["encoder"], src, src_len, config)
+  dec_params = params["decoder"]
+  mem = decoder.memory(dec_params, enc, config)
+  batch = src.shape[0]
+  never_emit = _never_emit(config.tgt_vocab_size)  # [vocab]
+
+  def body(carry: GreedyCarry, _):
+    emb = layers.embed(dec_params["embed"], carry.token)  # [batch, embed]
+    dec, out, weights = decoder.step(dec_params, carry.dec, emb,
+                                     decoder.project_embeddings(dec_params, emb), mem, config)
+    log_p = jax.nn.log_softmax(decoder.logits(dec_params, out))  # [batch, vocab]
+    token = jnp.argmax(log_p + never_emit, axis=-1).astype(jnp.int32)  # [batch]
+    live = ~carry.finished
+    score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
+    token = jnp.where(live, token, PAD_ID)
+    weights = jnp.where(live[:, None], weights, 0.0)
+    carry = GreedyCarry(dec=dec, token=token, finished=carry.finished | (token == EOS_ID))
+    return carry, (token, score, weights, live)
+
+  start = GreedyCarry(dec=decoder.initial_carry(dec_params, enc, config),
+                      token=jnp.full((batch,), BOS_ID, jnp.int32),
+                      finished=jnp.zeros((batch,), bool))
+  _, (tokens, scores, weights, live) = jax.lax.scan(body, start, None, length=max_len)
+  return Hypotheses(tokens=tokens.T,  # [batch, max_len]
+                    lengths=jnp.sum(live, axis=0).astype(jnp.int32),  # [batch]
+                    scores=jnp.sum(scores, axis=0),  # [batch]
+                    weights=jnp.swapaxes(weights, 0, 1))  # [batch, max_len, src_len]

@@ -1,0 +1,86 @@
+"""The jitted step functions: training update, teacher-forced evaluation, greedy decoding.
+
+Each is pure and compiled once per batch shape. Metrics leave as sums and
+counts; the host divides them (metrics.summarize) and only fetches them at log
+steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from attn_jax import metrics, model, search
+from attn_jax.config import ModelConfig, TrainConfig
+from attn_jax.data import Batch
+
+
+class TrainState(NamedTuple):
+  step: jax.Array  # int32 []: updates applied so far
+  params: dict  # the model's params pytree
+  opt_state: optax.OptState  # Adam moments and count
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """Adam with linear warm-up and global-norm clipping (Pascanu et al. 2013)."""
+  schedule = optax.linear_schedule(0.0, config.learning_rate, max(1, config.warmup_steps))
+  chain = [optax.adam(schedule)]
+  if config.clip_norm > 0:
+    chain.insert(0, optax.clip_by_global_norm(config.clip_norm))
+  return optax.chain(*chain)
+
+
+def init_state(key: jax.Array, config: ModelConfig,
+               optimizer: optax.GradientTransformation) -> TrainState:
+  params = model.init(key, config)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
+          dropout_key: jax.Array | None):
+  logits, weights = model.forward(params, batch, config, dropout_key)
+  mask = metrics.target_mask(batch.tgt_len, batch.tgt_out.shape[1])  # [batch, tgt_len]
+  loss_sum = metrics.cross_entropy_sum(logits, batch.tgt_out, mask, label_smoothing)
+  count = jnp.sum(mask)
+  hits = jnp.sum((jnp.argmax(logits, -1) == batch.tgt_out) & mask)
+  return loss_sum / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
+
+
+def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
+                    optimizer: optax.GradientTransformation):
+  """(state, batch, dropout_key) -> (state, sums); the state's buffers are donated."""
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state: TrainState, batch: Batch, dropout_key: jax.Array):
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+    (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
+        state.params, batch, model_config, train_config.label_smoothing, dropout_key)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    sums = {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
+            "grad_norm_sum": optax.global_norm(grads), "steps": jnp.ones((), jnp.int32)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), sums
+
+  return train_step
+
+
+def make_eval_step(config: ModelConfig):
+  """(params, batch) -> sums of loss, token hits, alignment hits and entropy (teacher forced)."""
+
+  @jax.jit
+  def eval_step(params: dict, batch: Batch):
+    _, (loss_sum, count, hits, weights, mask) = _loss(params, batch, config, 0.0, None)
+    return {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
+            **metrics.attention_sums(weights, batch.align, mask)}
+
+  return eval_step
+
+
+def make_greedy(config: ModelConfig, max_len: int):
+  """(params, src, src_len) -> search.Hypotheses, jitted."""
+  return jax.jit(functools.partial(search.greedy, config=config, max_len=max_len))

@@ -1,0 +1,108 @@
+r"""Trains an attentional encoder-decoder.
+
+  python -m experiments.train --workdir=runs/reverse \
+      [--flagfile=experiments/configs/reverse.flags] [--attention=dot ...]
+
+Running the same command again on the same workdir resumes from its latest
+checkpoint. Defaults give the embedded task: reverse, additive attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app, flags, logging
+
+from attn_jax import attention, cells, config as config_lib, training
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and plots.")
+# Model.
+flags.DEFINE_enum("cell", "gru", list(cells.CELLS), "Recurrent cell.")
+flags.DEFINE_integer("embed_size", 64, "Embedding size.", lower_bound=1)
+flags.DEFINE_integer("hidden_size", 128, "Hidden size of every RNN (per direction).",
+                     lower_bound=1)
+flags.DEFINE_integer("encoder_layers", 1, "Stacked encoder layers.", lower_bound=1)
+flags.DEFINE_boolean("bidirectional", True, "Bidirectional encoder.")
+flags.DEFINE_enum("attention", "additive", list(attention.VARIANTS), "Attention variant.")
+flags.DEFINE_integer("attention_size", 128, "Inner size of additive attention.", lower_bound=1)
+flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
+                  "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
+flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")
+flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0.0, upper_bound=0.99)
+# Data.
+flags.DEFINE_enum("task", "reverse", list(config_lib.TASKS), "Synthetic task.")
+flags.DEFINE_integer("vocab_size", 20, "Vocabulary size including PAD, BOS, EOS.", lower_bound=4)
+flags.DEFINE_integer("min_len", 1, "Shortest source sequence.", lower_bound=1)
+flags.DEFINE_integer("max_len", 30, "Longest source sequence.", lower_bound=1)
+flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
+flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
+flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and its order.")
+# Training.
+flags.DEFINE_integer("num_steps", 3_000, "Training steps.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 3e-3, "Adam's peak learning rate.", lower_bound=0.0)
+flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps.", lower_bound=0)
+flags.DEFINE_float("clip_norm", 1.0, "Global gradient-norm clip; 0 disables.", lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_integer("seed", 0, "Seed of initialisation and dropout.")
+flags.DEFINE_integer("log_every", 100, "Steps between log lines.", lower_bound=1)
+flags.DEFINE_integer("eval_every", 500, "Steps between evaluations.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.", lower_bound=1)
+flags.DEFINE_integer("keep_checkpoints", 2, "Latest checkpoints kept (the best is kept too).",
+                     lower_bound=1)
+flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention heatmaps.",
+                     lower_bound=0)
+flags.mark_flag_as_required("workdir")
+
+# Config field -> flag name, where they differ.
+_FLAG_NAMES = {"data.seed": "data_seed", "data.vocab_size": "vocab_size"}
+
+
+def _section(cls, section: str, **extra):
+  names = {f.name for f in dataclasses.fields(cls)} - set(extra)
+  values = {n: getattr(FLAGS, _FLAG_NAMES.get(f"{section}.{n}", n)) for n in names}
+  return cls(**values, **extra)
+
+
+def build_config() -> config_lib.Config:
+  """The frozen Config from the parsed flags; ConfigError names the bad option."""
+  data = _section(config_lib.DataConfig, "data")
+  model = _section(config_lib.ModelConfig, "model", src_vocab_size=data.vocab_size,
+                   tgt_vocab_size=data.vocab_size)
+  return config_lib.Config(model=model, data=data, train=_section(config_lib.TrainConfig, "train"))
+
+
+def flagfile_text() -> str:
+  """The flags of this program as a flagfile that re-runs the experiment."""
+  names = sorted(FLAGS.get_flags_for_module(sys.modules[__name__]), key=lambda f: f.name)
+  return "".join(f.serialize() + "\n" for f in names)
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
+  try:
+    config = build_config()
+  except config_lib.ConfigError as e:
+    field, _, why = str(e).partition(": ")
+    fail(f"flag --{_FLAG_NAMES.get('data.' + field, field)}: {why}")
+  try:
+    training.train_and_evaluate(config, FLAGS.workdir, flagfile=flagfile_text())
+  except (training.IncompatibleCheckpointError, training.NonFiniteLossError) as e:
+    fail(str(e))
+  except OSError as e:
+    fail(f"{e.filename or FLAGS.workdir}: {e.strerror or e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -21,11 +21,22 @@ Resume order (see training.restore_or_init):
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+
+class _NoMetricWarning(logging.Filter):
+  """Drops Orbax's warning for saves without a score: between evaluations that is intended."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricWarning())
 
 
 def _score(metrics: dict[str, float]) -> float:
@@ -41,6 +52,7 @@ class Checkpointer:
             policies.LatestN(n=keep),
             policies.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False),
         ]),
+        best_fn=_score, best_mode="max",  # makes Orbax store the scores for reopened managers
         create=True)
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory), item_names=("state", "metadata"), options=options)

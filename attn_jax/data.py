@@ -27,7 +27,11 @@ Dataset = Batch  # a dataset is one big batch; batches are row subsets of it
 
 def from_sequences(sources: list[np.ndarray], targets: list[np.ndarray],
                    alignments: list[np.ndarray], src_width: int, tgt_width: int) -> Dataset:
-  """Pads token sequences (without specials) into a Dataset; EOS aligns to source EOS."""
+  """Pads token sequences (without specials) into a Dataset.
+
+  EOS gets no gold alignment (-1): a model may attend anywhere when it decides
+  to stop, so alignment metrics count the content tokens only.
+  """
   n = len(sources)
   ds = Batch(src=np.full((n, src_width), PAD_ID, np.int32),
              src_len=np.zeros(n, np.int32),
@@ -45,7 +49,6 @@ def from_sequences(sources: list[np.ndarray], targets: list[np.ndarray],
     ds.tgt_out[i, len(t)] = EOS_ID
     ds.tgt_len[i] = len(t) + 1
     ds.align[i, :len(t)] = a
-    ds.align[i, len(t)] = len(s)
   return ds
 
 

@@ -42,6 +42,20 @@ def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array) -> dict
           "entropy_sum": jnp.sum(jnp.where(mask, entropy, 0.0))}
 
 
+def _pad_to(x: np.ndarray, width: int) -> np.ndarray:
+  return np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1)
+
+
+def exact_matches(pred: np.ndarray, pred_len: np.ndarray, tgt_out: np.ndarray,
+                  tgt_len: np.ndarray) -> np.ndarray:
+  """bool [batch]: the decoded sequence equals the reference, EOS and length included."""
+  width = max(pred.shape[1], tgt_out.shape[1])
+  pred, tgt_out = _pad_to(pred, width), _pad_to(tgt_out, width)
+  ref_mask = np.arange(width)[None, :] < tgt_len[:, None]
+  hits = np.sum((pred == tgt_out) & ref_mask, axis=1)
+  return (pred_len == tgt_len) & (hits == tgt_len) & (tgt_len > 0)
+
+
 def sequence_sums(pred: np.ndarray, pred_len: np.ndarray, tgt_out: np.ndarray,
                   tgt_len: np.ndarray) -> dict[str, int]:
   """Exact-sequence and position-wise token matches of decoded outputs (host side).
@@ -51,16 +65,24 @@ def sequence_sums(pred: np.ndarray, pred_len: np.ndarray, tgt_out: np.ndarray,
     tgt_out: int [batch, tgt_len] references; tgt_len: [batch], 0 for filler rows.
   """
   width = max(pred.shape[1], tgt_out.shape[1])
-  pad = lambda x: np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1)
-  pred, tgt_out = pad(pred), pad(tgt_out)
   ref_mask = np.arange(width)[None, :] < tgt_len[:, None]
-  token_hits = (pred == tgt_out) & ref_mask
-  exact = (pred_len == tgt_len) & (token_hits.sum(axis=1) == tgt_len)
-  real = tgt_len > 0
-  return {"seq_hits": int(np.sum(exact & real)),
-          "seq_count": int(np.sum(real)),
-          "greedy_token_hits": int(np.sum((pred == tgt_out) & ref_mask)),
+  token_hits = (_pad_to(pred, width) == _pad_to(tgt_out, width)) & ref_mask
+  return {"seq_hits": int(np.sum(exact_matches(pred, pred_len, tgt_out, tgt_len))),
+          "seq_count": int(np.sum(tgt_len > 0)),
+          "greedy_token_hits": int(np.sum(token_hits)),
           "greedy_token_count": int(np.sum(ref_mask))}
+
+
+def by_length(lengths: np.ndarray, hits: np.ndarray, width: int = 5) -> dict[str, list[int]]:
+  """{"1-5": [hits, count], "6-10": ...}: hits bucketed by source length (EOS excluded)."""
+  out: dict[str, list[int]] = {}
+  for n, hit in zip(lengths, hits):
+    lo = (int(n) - 1) // width * width + 1
+    key = f"{lo}-{lo + width - 1}"
+    out.setdefault(key, [0, 0])
+    out[key][0] += int(hit)
+    out[key][1] += 1
+  return out
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:

@@ -57,8 +57,10 @@ class RunLog:
     elapsed = time.time() - self._start_time
     done = step - self._start_step
     eta = elapsed / done * (self._num_steps - step) if done else 0.0
+    rate = values.get("tokens_per_sec")
+    rate = f"{rate:,.0f}" if rate is not None else "n/a (compiling)"
     print(f"step {step}/{self._num_steps} | loss {values['loss']:.4f} | "
-          f"tok/s {values['tokens_per_sec']:,.0f} | elapsed {_format_seconds(elapsed)} | "
+          f"tok/s {rate} | elapsed {_format_seconds(elapsed)} | "
           f"eta {_format_seconds(eta)}", file=sys.stdout, flush=True)
 
   def close(self) -> None:

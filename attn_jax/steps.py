@@ -25,10 +25,22 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState  # Adam moments and count
 
 
+def learning_rate(config: TrainConfig):
+  """Linear warm-up to the peak, then inverse-square-root decay (Vaswani et al. 2017, eq. 3).
+
+  Depends on the step alone (not on num_steps), so a run can be extended on resume.
+  """
+  warmup = max(1, config.warmup_steps)
+
+  def schedule(count):
+    step = count + 1.0
+    return config.learning_rate * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+  return schedule
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """Adam with linear warm-up and global-norm clipping (Pascanu et al. 2013)."""
-  schedule = optax.linear_schedule(0.0, config.learning_rate, max(1, config.warmup_steps))
-  chain = [optax.adam(schedule)]
+  """Adam with the schedule above and global-norm clipping (Pascanu et al. 2013)."""
+  chain = [optax.adam(learning_rate(config))]
   if config.clip_norm > 0:
     chain.insert(0, optax.clip_by_global_norm(config.clip_norm))
   return optax.chain(*chain)
@@ -63,7 +75,7 @@ def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     sums = {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
-            "grad_norm_sum": optax.global_norm(grads), "steps": jnp.ones((), jnp.int32)}
+            "grad_norm_sum": optax.tree.norm(grads), "steps": jnp.ones((), jnp.int32)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), sums
 
   return train_step

@@ -7,7 +7,7 @@ Symbols are ids NUM_SPECIAL .. vocab_size-1. For a source x_1..x_n:
 * sort: y = x sorted ascending; y_j aligned to the position of x it came from
   (stable, so equal symbols align left to right).
 
-Every target's EOS aligns to the source EOS. The evaluation set comes from a
+The target's EOS has no gold alignment (-1). The evaluation set comes from a
 different random stream than the training set, and evaluation sources that also
 occur in the training set are skipped, so the evaluation set is held out.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -64,12 +65,69 @@ def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLo
   log.figure("eval/attention", fig, step)
 
 
-def _train_rates(window: list[dict], seconds: float) -> dict[str, float]:
+def _train_rates(window: list[dict]) -> dict[str, float]:
   sums = {k: sum(float(w[k]) for w in window) for k in window[0]}
   rates = metrics.summarize(sums)
   rates["grad_norm"] = sums["grad_norm_sum"] / sums["steps"]
-  rates["tokens_per_sec"] = sums["token_count"] / max(seconds, 1e-9)
   return rates
+
+
+class _Throughput:
+  """Target tokens per second of training alone: compilation, evaluation and saves excluded."""
+
+  def __init__(self):
+    self.restart()
+
+  def restart(self) -> None:
+    self.tokens, self.seconds, self._since = 0, 0.0, time.time()
+
+  def pause(self) -> None:
+    self.seconds += time.time() - self._since
+
+  def resume(self) -> None:
+    self._since = time.time()
+
+  def elapsed(self) -> float:
+    """Seconds since the last restart or resume."""
+    return time.time() - self._since
+
+  def rate(self) -> float | None:
+    """Tokens/s since the last call; None if only the compiling step ran since."""
+    self.pause()
+    rate = self.tokens / self.seconds if self.tokens else None
+    self.tokens, self.seconds = 0, 0.0
+    self.resume()
+    return rate
+
+
+class _Evaluators(NamedTuple):
+  eval_step: Callable
+  greedy: Callable
+  batch_size: int
+  num_plots: int
+  has_weights: bool
+
+
+def _evaluate(params: dict, eval_ds: data.Dataset, step: int, workdir: str,
+              log: RunLog | None, ev: _Evaluators) -> dict:
+  """Evaluates, prints, and (with a log) records the metrics and plots the attention."""
+  result, examples = evaluate(params, eval_ds, ev.batch_size, ev.eval_step, ev.greedy,
+                              ev.num_plots if log else 0, ev.has_weights)
+  print(f"eval at step {step}: " + ", ".join(
+      f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
+  if log is not None:
+    log.write(step, "eval", result)
+    if ev.has_weights and examples:
+      _plot_attention(examples, step, workdir, log)
+  return result
+
+
+def _save(ckpt: Checkpointer, state: steps.TrainState, step: int, config: Config,
+          train_ds: data.Dataset, k_train: jax.Array, score: float | None) -> None:
+  metadata = {"config": config.to_dict(),
+              "data_position": data.data_position(train_ds, step, config.train.batch_size),
+              "seed_key": np.asarray(jax.random.key_data(k_train)).tolist()}
+  ckpt.save(step, state._asdict(), metadata, score)
 
 
 def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
@@ -96,51 +154,64 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
       f.write(flagfile)
 
   train_step = steps.make_train_step(config.model, tc, optimizer)
-  eval_step = steps.make_eval_step(config.model)
-  greedy = steps.make_greedy(config.model, max_len=eval_ds.tgt_out.shape[1])
-  has_weights = attention.VARIANTS[config.model.attention].has_weights
-  _, k_train = _keys(tc.seed)
+  evaluators = _Evaluators(
+      eval_step=steps.make_eval_step(config.model),
+      greedy=steps.make_greedy(config.model, max_len=eval_ds.tgt_out.shape[1]),
+      batch_size=tc.batch_size, num_plots=tc.num_plots,
+      has_weights=attention.VARIANTS[config.model.attention].has_weights)
   log = RunLog(workdir, start, tc.num_steps)
-  result: dict[str, float] = {}
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"train {data.size(train_ds)} / eval {data.size(eval_ds)} examples", flush=True)
 
   if start >= tc.num_steps:
     print(f"already trained to step {start}; evaluating", flush=True)
-    result, _ = evaluate(state.params, eval_ds, tc.batch_size, eval_step, greedy, 0, has_weights)
-  window, window_start = [], time.time()
+    result = _evaluate(state.params, eval_ds, start, workdir, None, evaluators)
+  else:
+    result = _train_loop(config, state, workdir, train_ds, eval_ds, train_step, evaluators,
+                         ckpt, log)
+  ckpt.wait()
+  ckpt.close()
+  log.close()
+  plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
+  return result
+
+
+def _train_loop(config: Config, state: steps.TrainState, workdir: str,
+                train_ds: data.Dataset, eval_ds: data.Dataset, train_step: Callable,
+                evaluators: _Evaluators, ckpt: Checkpointer, log: RunLog) -> dict:
+  """Steps from state.step to num_steps; returns the last evaluation's metrics."""
+  tc = config.train
+  _, k_train = _keys(tc.seed)
+  start = int(state.step)
+  window, timer, result = [], _Throughput(), {}
   for step in range(start, tc.num_steps):
     batch = data.train_batch(train_ds, step, tc.batch_size, config.data.seed)
     state, sums = train_step(state, batch, jax.random.fold_in(k_train, step))
     window.append(sums)
+    if step == start:  # the first call compiles: keep it out of tokens/s
+      jax.block_until_ready(sums)
+      print(f"train step compiled and run in {timer.elapsed():.1f}s", flush=True)
+      timer.restart()
+    else:
+      timer.tokens += int(batch.tgt_len.sum())
     done = step + 1
     if done % tc.log_every == 0 or done == tc.num_steps:
-      rates = _train_rates(jax.device_get(window), time.time() - window_start)
+      rates = _train_rates(jax.device_get(window))
+      tokens_per_sec = timer.rate()
+      if tokens_per_sec is not None:
+        rates["tokens_per_sec"] = tokens_per_sec
       if not np.isfinite(rates["loss"]):
         ckpt.wait()
         raise NonFiniteLossError(
             f"loss is {rates['loss']} at step {done}; last checkpoint: step {ckpt.latest_step()}")
       log.write(done, "train", rates)
       log.progress(done, rates)
-      window, window_start = [], time.time()
+      window = []
     is_eval = done % tc.eval_every == 0 or done == tc.num_steps
-    paused = time.time()
-    if is_eval:
-      result, examples = evaluate(state.params, eval_ds, tc.batch_size, eval_step, greedy,
-                                  tc.num_plots, has_weights)
-      log.write(done, "eval", result)
-      print(f"eval at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()),
-            flush=True)
-      if has_weights and examples:
-        _plot_attention(examples, done, workdir, log)
     if is_eval or done % tc.checkpoint_every == 0:
-      metadata = {"config": config.to_dict(),
-                  "data_position": data.data_position(train_ds, done, tc.batch_size),
-                  "seed_key": np.asarray(jax.random.key_data(k_train)).tolist()}
-      ckpt.save(done, state._asdict(), metadata, result.get(SCORE) if is_eval else None)
-    window_start += time.time() - paused  # tokens/s counts training time only
-  ckpt.wait()
-  ckpt.close()
-  log.close()
-  plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
+      timer.pause()
+      if is_eval:
+        result = _evaluate(state.params, eval_ds, done, workdir, log, evaluators)
+      _save(ckpt, state, done, config, train_ds, k_train, result.get(SCORE) if is_eval else None)
+      timer.resume()
   return result

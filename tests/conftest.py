@@ -1,0 +1,60 @@
+"""Shared pytest setup: import path, the `slow` marker, a per-session XLA cache.
+
+Every test runs on the CPU with tiny models (hidden 8, embed 8, vocab 8). XLA
+compilation dominates the run time, so the session shares one persistent
+compilation cache (a fresh temporary directory, also handed to the
+`experiments.train` subprocesses): a function compiled twice with the same
+HLO, e.g. by two `train_and_evaluate` calls, compiles once. Set
+ATTN_JAX_TEST_NO_CACHE=1 to run without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import jax  # pylint: disable=g-import-not-at-top
+
+_CACHE_DIR = None
+if not os.environ.get("ATTN_JAX_TEST_NO_CACHE"):
+  _CACHE_DIR = tempfile.mkdtemp(prefix="attn_jax_test_xla_cache_")
+  jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def subprocess_env() -> dict[str, str]:
+  """Environment for `python -m experiments.train` subprocesses."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  if _CACHE_DIR is not None:
+    env["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  return env
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: trains a tiny model end to end (seconds, not milliseconds)")
+
+
+def pytest_unconfigure(config):
+  del config
+  if _CACHE_DIR is not None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def rng():
+  """A NumPy generator with a fixed seed, fresh for every test."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return np.random.default_rng(1234)

@@ -1,0 +1,205 @@
+"""Tiny configurations, random inputs and NumPy reference implementations.
+
+The references are written from the papers' equations (and the docstrings of
+attn_jax), in float64 NumPy, independently of the library's JAX code; tests
+compare the library against them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_jax import config as config_lib
+from attn_jax import data, model
+
+VOCAB = 8  # PAD, BOS, EOS + 5 symbols
+PAD, BOS, EOS = config_lib.PAD_ID, config_lib.BOS_ID, config_lib.EOS_ID
+
+
+# -- configurations -------------------------------------------------------------
+
+def tiny_model(**overrides) -> config_lib.ModelConfig:
+  kw = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_size=8, hidden_size=8,
+            attention_size=8)
+  kw.update(overrides)
+  return config_lib.ModelConfig(**kw)
+
+
+def tiny_config(model_overrides=None, data_overrides=None, train_overrides=None
+                ) -> config_lib.Config:
+  m = dict(model_overrides or {})
+  d = dict(task="reverse", vocab_size=VOCAB, min_len=1, max_len=5, train_size=64,
+           eval_size=16)
+  d.update(data_overrides or {})
+  m.setdefault("src_vocab_size", d["vocab_size"])
+  m.setdefault("tgt_vocab_size", d["vocab_size"])
+  t = dict(num_steps=6, batch_size=8, warmup_steps=2, log_every=1, eval_every=3,
+           checkpoint_every=3, keep_checkpoints=2, num_plots=1)
+  t.update(train_overrides or {})
+  return config_lib.Config(model=tiny_model(**m), data=config_lib.DataConfig(**d),
+                           train=config_lib.TrainConfig(**t))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_init(config: config_lib.ModelConfig):
+  return jax.jit(lambda key: model.init(key, config))
+
+
+def init_params(config: config_lib.ModelConfig, seed: int = 0) -> dict:
+  """model.init, jitted (eager initialisation compiles every op separately)."""
+  return _jitted_init(config)(jax.random.key(seed))
+
+
+def random_params(init_fn, config, seed: int = 0, scale: float = 0.5) -> dict:
+  """A params tree shaped like init_fn(key, config), every leaf N(0, scale^2) noise.
+
+  Nonzero biases and unsaturated gates make the reference tests sensitive to
+  every parameter; the shapes come from jax.eval_shape, so nothing compiles.
+  """
+  shapes = jax.eval_shape(lambda: init_fn(jax.random.key(0), config))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+def randomize(tree, seed: int, scale: float = 0.5):
+  """Every floating leaf replaced by N(0, scale^2) noise (NumPy: nothing compiles)."""
+  rng = np.random.default_rng(seed)
+  def noise(x):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      return x
+    return jnp.asarray(scale * rng.standard_normal(x.shape), x.dtype)
+  return jax.tree.map(noise, tree)
+
+
+def to_np(tree):
+  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+# -- random inputs ----------------------------------------------------------------
+
+def random_src(rng: np.random.Generator, lengths, width: int, vocab: int = VOCAB,
+               junk: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """EOS-terminated sources of the given real lengths (EOS included).
+
+  Returns (src int32 [batch, width], src_len int32 [batch]); past the length the
+  tokens are PAD, or random symbols when `junk` (which the model must ignore).
+  """
+  lengths = np.asarray(lengths, np.int32)
+  src = rng.integers(config_lib.NUM_SPECIAL, vocab, size=(len(lengths), width)).astype(np.int32)
+  for i, n in enumerate(lengths):
+    src[i, n - 1] = EOS
+    if not junk:
+      src[i, n:] = PAD
+  return src, lengths
+
+
+def random_batch(rng: np.random.Generator, src_lengths, tgt_lengths, src_width: int,
+                 tgt_width: int, vocab: int = VOCAB) -> data.Batch:
+  src, src_len = random_src(rng, src_lengths, src_width, vocab)
+  tgt_len = np.asarray(tgt_lengths, np.int32)
+  b = len(tgt_len)
+  tgt_out = np.full((b, tgt_width), PAD, np.int32)
+  tgt_in = np.full((b, tgt_width), PAD, np.int32)
+  align = np.full((b, tgt_width), -1, np.int32)
+  for i, m in enumerate(tgt_len):
+    tokens = rng.integers(config_lib.NUM_SPECIAL, vocab, size=m - 1)
+    tgt_out[i, :m - 1] = tokens
+    tgt_out[i, m - 1] = EOS
+    tgt_in[i, 0] = BOS
+    tgt_in[i, 1:m] = tokens
+    align[i, :m] = rng.integers(0, src_len[i], size=m)
+  return data.Batch(src=src, src_len=src_len, tgt_in=tgt_in, tgt_out=tgt_out,
+                    tgt_len=tgt_len, align=align)
+
+
+def tree_equal(a, b) -> bool:
+  """Same structure and bitwise-equal leaves."""
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  return ta == tb and all(
+      np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+      for x, y in zip(la, lb))
+
+
+# -- NumPy references ---------------------------------------------------------------
+
+def sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def gru_step(p: dict, h: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """GRU (Cho et al. 2014) with the reset gate applied after U_n h (cuDNN form).
+
+  p: {"input": {"kernel" [in, 3H], "bias" [3H]}, "recurrent": {"kernel" [H, 3H], "bias" [3H]}},
+  gate blocks in the order r, z, n.
+  """
+  H = h.shape[-1]
+  W, b = p["input"]["kernel"], p["input"]["bias"]
+  U, bh = p["recurrent"]["kernel"], p["recurrent"]["bias"]
+  blk = lambda m, k: m[..., k * H:(k + 1) * H]
+  r = sigmoid(x @ blk(W, 0) + blk(b, 0) + h @ blk(U, 0) + blk(bh, 0))
+  z = sigmoid(x @ blk(W, 1) + blk(b, 1) + h @ blk(U, 1) + blk(bh, 1))
+  n = np.tanh(x @ blk(W, 2) + blk(b, 2) + r * (h @ blk(U, 2) + blk(bh, 2)))
+  return (1.0 - z) * n + z * h
+
+
+def lstm_step(p: dict, h: np.ndarray, c: np.ndarray, x: np.ndarray):
+  """LSTM with forget gate; gate blocks i, f, g, o; the recurrent map has no bias."""
+  H = h.shape[-1]
+  W, b, U = p["input"]["kernel"], p["input"]["bias"], p["recurrent"]["kernel"]
+  pre = lambda k: x @ W[:, k * H:(k + 1) * H] + b[k * H:(k + 1) * H] + h @ U[:, k * H:(k + 1) * H]
+  i, f, g, o = sigmoid(pre(0)), sigmoid(pre(1)), np.tanh(pre(2)), sigmoid(pre(3))
+  c_new = f * c + i * g
+  return o * np.tanh(c_new), c_new
+
+
+def cell_step(cell: str, p: dict, state: tuple, x: np.ndarray) -> tuple:
+  """state: (h, c) with c None for the GRU."""
+  h, c = state
+  if cell == "gru":
+    return gru_step(p, h, x), None
+  return lstm_step(p, h, c, x)
+
+
+def masked_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  s = np.where(mask, scores, -np.inf)
+  e = np.where(mask, np.exp(s - np.max(s)), 0.0)
+  return e / e.sum()
+
+
+def attention_scores(variant: str, p: dict, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+  """Scores of query q [H] against raw encoder states k [S, A], from the papers.
+
+  dot: q . k_j (Luong eq. 8), through a key projection P when A != H: q . (k_j P);
+  scaled_dot: the same / sqrt(H) (Vaswani eq. 1);
+  general: q^T W k_j (Luong eq. 8), W [H, A] stored transposed as a dense kernel [A, H];
+  additive: v^T tanh(W q + U k_j + b) (Bahdanau eq. 6).
+  """
+  if variant in ("dot", "scaled_dot"):
+    keys = k @ p["key_proj"]["kernel"] if "key_proj" in p else k
+    scores = np.array([q @ kj for kj in keys])
+    return scores / math.sqrt(q.shape[0]) if variant == "scaled_dot" else scores
+  if variant == "general":
+    W = p["W"]["kernel"].T  # [H, A]
+    return np.array([q @ W @ kj for kj in k])
+  if variant == "additive":
+    Wq = p["query"]["kernel"].T  # [att, H]
+    U, b = p["key"]["kernel"].T, p["key"]["bias"]  # [att, A], [att]
+    v = p["v"]["kernel"][:, 0]  # [att]
+    return np.array([v @ np.tanh(Wq @ q + U @ kj + b) for kj in k])
+  raise ValueError(variant)
+
+
+def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np.ndarray,
+           mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(context [A], weights [S]) for one example; `none` returns the summary and zeros."""
+  if variant == "none":
+    return summary, np.zeros(len(mask))
+  weights = masked_softmax(attention_scores(variant, p, q, states), mask)
+  return weights @ states, weights

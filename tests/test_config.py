@@ -1,0 +1,84 @@
+"""Config validation: every bad option raises ConfigError naming the field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from attn_jax import config as config_lib
+from attn_jax.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig
+
+MODEL_BAD = [
+    ("cell", "rnn"), ("query", "next"), ("attention", "multihead"), ("embed_size", 0),
+    ("hidden_size", 0), ("hidden_size", -3), ("encoder_layers", 0), ("attention_size", 0),
+    ("src_vocab_size", 3), ("tgt_vocab_size", 2), ("dropout", 1.0), ("dropout", -0.1),
+]
+DATA_BAD = [
+    ("task", "translate"), ("vocab_size", 3), ("min_len", 0), ("max_len", 0),
+    ("train_size", 0), ("eval_size", 0),
+]
+TRAIN_BAD = [
+    ("num_steps", 0), ("batch_size", 0), ("learning_rate", 0.0), ("log_every", 0),
+    ("eval_every", 0), ("checkpoint_every", 0), ("keep_checkpoints", 0), ("warmup_steps", -1),
+    ("clip_norm", -1.0), ("num_plots", -1), ("label_smoothing", 1.0), ("label_smoothing", -0.5),
+]
+
+
+def test_defaults_are_valid():
+  c = Config()
+  assert c.model.encoder_output_size == 2 * c.model.hidden_size
+  assert ModelConfig(bidirectional=False, hidden_size=7).encoder_output_size == 7
+
+
+@pytest.mark.parametrize("cls,field,value",
+                         [(ModelConfig, f, v) for f, v in MODEL_BAD]
+                         + [(DataConfig, f, v) for f, v in DATA_BAD]
+                         + [(TrainConfig, f, v) for f, v in TRAIN_BAD])
+def test_bad_value_names_the_field(cls, field, value):
+  with pytest.raises(ConfigError) as info:
+    cls(**{field: value})
+  assert str(info.value).startswith(f"{field}: ")
+  assert isinstance(info.value, ValueError)
+
+
+def test_min_len_above_max_len():
+  with pytest.raises(ConfigError, match=r"^min_len: .*max_len"):
+    DataConfig(min_len=5, max_len=3)
+
+
+def test_zero_warmup_and_clip_are_allowed():
+  TrainConfig(warmup_steps=0, clip_norm=0.0, num_plots=0, label_smoothing=0.0)
+
+
+@pytest.mark.parametrize("field", ["src_vocab_size", "tgt_vocab_size"])
+def test_model_vocab_must_match_the_task(field):
+  model = dataclasses.replace(ModelConfig(src_vocab_size=12, tgt_vocab_size=12), **{field: 13})
+  with pytest.raises(ConfigError, match=f"^{field}: "):
+    Config(model=model, data=DataConfig(vocab_size=12))
+
+
+def test_frozen():
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    Config().model.hidden_size = 3  # type: ignore[misc]
+
+
+def test_dict_and_json_round_trip():
+  import json  # pylint: disable=g-import-not-at-top
+  c = Config(model=ModelConfig(cell="lstm", attention="dot", query="previous"),
+             data=DataConfig(task="sort"), train=TrainConfig(num_steps=7))
+  assert Config.from_dict(c.to_dict()) == c
+  assert Config.from_dict(json.loads(c.to_json())) == c
+
+
+def test_differing_and_incompatible_fields():
+  a = Config()
+  b = Config(model=dataclasses.replace(a.model, hidden_size=16),
+             train=dataclasses.replace(a.train, num_steps=10, log_every=5, learning_rate=1e-2))
+  assert config_lib.differing_fields(a, b) == [
+      "model.hidden_size", "train.learning_rate", "train.log_every", "train.num_steps"]
+  assert config_lib.incompatible_fields(a, b) == ["model.hidden_size", "train.learning_rate"]
+  assert config_lib.incompatible_fields(a, a) == []
+  for name in config_lib.RESUMABLE_CHANGES:
+    section, field = name.split(".")
+    assert hasattr(getattr(a, section), field)

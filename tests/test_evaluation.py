@@ -1,0 +1,79 @@
+"""evaluate(): batch-size invariance, filler rows, examples for plots."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import helpers
+from attn_jax import data, evaluation, steps, tasks
+
+CONFIG = helpers.tiny_config(data_overrides=dict(task="copy", eval_size=12))
+
+
+@functools.lru_cache(maxsize=None)
+def _setup():
+  _, eval_ds = tasks.make_datasets(CONFIG.data)
+  params = helpers.init_params(CONFIG.model, seed=0)
+  eval_step = steps.make_eval_step(CONFIG.model)
+  greedy = steps.make_greedy(CONFIG.model, max_len=eval_ds.tgt_out.shape[1])
+  return eval_ds, params, eval_step, greedy
+
+
+def test_metrics_do_not_depend_on_the_batch_size():
+  eval_ds, params, eval_step, greedy = _setup()
+  a, _ = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy)  # 8 + (4 real, 4 filler)
+  b, _ = evaluation.evaluate(params, eval_ds, 12, eval_step, greedy)  # one full batch
+  assert set(a) == set(b) == {"loss", "perplexity", "token_accuracy", "alignment_accuracy",
+                              "attention_entropy", "sequence_accuracy", "greedy_token_accuracy",
+                              "sequence_accuracy_by_length"}
+  assert a.pop("sequence_accuracy_by_length") == b.pop("sequence_accuracy_by_length")
+  for k in a:
+    assert math.isfinite(a[k])
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
+  for k in ("token_accuracy", "alignment_accuracy", "sequence_accuracy", "greedy_token_accuracy"):
+    assert a[k] == b[k]  # ratios of integer counts
+
+
+def test_sequence_accuracy_matches_greedy_outputs():
+  eval_ds, params, eval_step, greedy = _setup()
+  result, _ = evaluation.evaluate(params, eval_ds, 12, eval_step, greedy)
+  hyp = jax.device_get(greedy(params, eval_ds.src, eval_ds.src_len))
+  exact = [int(hyp.lengths[i]) == int(eval_ds.tgt_len[i])
+           and np.array_equal(hyp.tokens[i, :eval_ds.tgt_len[i]], eval_ds.tgt_out[i, :eval_ds.tgt_len[i]])
+           for i in range(12)]
+  assert result["sequence_accuracy"] == sum(exact) / 12
+  # By source length (EOS excluded), in buckets of 5: 1-5, 6-10, ...
+  by_length = result["sequence_accuracy_by_length"]
+  expected = {}
+  for i in range(12):
+    lo = (int(eval_ds.src_len[i]) - 2) // 5 * 5 + 1
+    expected.setdefault(f"{lo}-{lo + 4}", []).append(exact[i])
+  assert by_length == {k: sum(v) / len(v) for k, v in expected.items()}
+  assert list(by_length) == sorted(by_length, key=lambda k: int(k.split("-")[0]))
+
+
+def test_examples_and_no_weights():
+  eval_ds, params, eval_step, greedy = _setup()
+  result, examples = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy, num_examples=3)
+  assert len(examples) == 3
+  hyp = jax.device_get(greedy(params, eval_ds.src[:8], eval_ds.src_len[:8]))
+  for i, e in enumerate(examples):
+    n, m = int(eval_ds.src_len[i]), int(hyp.lengths[i])
+    np.testing.assert_array_equal(e.src, eval_ds.src[i, :n])
+    np.testing.assert_array_equal(e.output, hyp.tokens[i, :m])
+    assert e.weights.shape == (m, n)
+  no_weights, _ = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy, has_weights=False)
+  assert "alignment_accuracy" not in no_weights and "attention_entropy" not in no_weights
+  assert no_weights["sequence_accuracy"] == result["sequence_accuracy"]
+
+
+def test_examples_never_come_from_filler_rows():
+  eval_ds, params, eval_step, greedy = _setup()
+  small = data.take(eval_ds, np.arange(3))  # 3 real rows, 5 filler rows in a batch of 8
+  _, examples = evaluation.evaluate(params, small, 8, eval_step, greedy, num_examples=5)
+  assert len(examples) == 3

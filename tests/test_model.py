@@ -1,0 +1,23 @@
+"""The whole model: forward = encode then teacher-forced decode."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+import helpers
+from attn_jax import decoder, encoder, model
+
+
+def test_forward_is_encode_then_decode(rng):
+  config = helpers.tiny_model()
+  params = helpers.random_params(model.init, config)
+  assert set(params) == {"encoder", "decoder"}
+  batch = helpers.random_batch(rng, [3, 5], [2, 4], 5, 4)
+  logits, weights = model.forward(params, batch, config)
+  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config)
+  ref_logits, ref_weights = decoder.decode_teacher_forced(params["decoder"], enc, batch.tgt_in,
+                                                          config)
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(ref_logits))
+  np.testing.assert_array_equal(np.asarray(weights), np.asarray(ref_weights))
+  assert model.count_params(params) == sum(np.size(x) for x in jax.tree.leaves(params))

@@ -1,0 +1,174 @@
+"""train_and_evaluate: bitwise resumption, run records, incompatible-config refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import helpers
+from attn_jax import checkpoint, steps, training
+from attn_jax.config import Config
+
+pytestmark = pytest.mark.slow
+
+N, K = 6, 3  # full run; where the interrupted run stops (a checkpoint lands there)
+
+
+def _config(num_steps: int, **model_overrides) -> Config:
+  return helpers.tiny_config(
+      model_overrides=model_overrides,
+      train_overrides=dict(num_steps=num_steps, log_every=1, eval_every=3, checkpoint_every=3,
+                           keep_checkpoints=2, num_plots=1))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """An uninterrupted run (A) and one stopped at K then resumed to N (B)."""
+  a = str(tmp_path_factory.mktemp("uninterrupted"))
+  b = str(tmp_path_factory.mktemp("interrupted"))
+  result_a = training.train_and_evaluate(_config(N), a)
+  result_b1 = training.train_and_evaluate(_config(K), b)
+  result_b2 = training.train_and_evaluate(_config(N), b)
+  return {"a": a, "b": b, "result_a": result_a, "result_b1": result_b1, "result_b2": result_b2}
+
+
+def _restore(workdir: str, step: int, config: Config | None = None):
+  config = config or _config(N)
+  opt = steps.make_optimizer(config.train)
+  target = jax.eval_shape(
+      lambda: steps.init_state(jax.random.key(0), config.model, opt))._asdict()
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return ckpt.restore(step, target)
+  finally:
+    ckpt.close()
+
+
+def _steps(workdir: str) -> list[int]:
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return ckpt.steps()
+  finally:
+    ckpt.close()
+
+
+def _records(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _snapshot(workdir: str) -> dict[str, tuple]:
+  """Every file under workdir: (size, mtime, sha256)."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      st = os.stat(path)
+      out[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns, digest)
+  return out
+
+
+def test_resumed_run_equals_uninterrupted_run_bitwise(runs):
+  assert _steps(runs["a"]) == _steps(runs["b"]) == [K, N]
+  state_a, meta_a = _restore(runs["a"], N)
+  state_b, meta_b = _restore(runs["b"], N)
+  assert int(state_a["step"]) == N
+  assert helpers.tree_equal(state_a, state_b)  # params, Adam moments, step
+  assert meta_a == meta_b
+  # The checkpoint A wrote at K while training went on equals B's last one before the stop.
+  assert helpers.tree_equal(_restore(runs["a"], K)[0], _restore(runs["b"], K)[0])
+
+
+def test_resumed_metrics_read_as_one_run(runs):
+  rec_a, rec_b = _records(runs["a"]), _records(runs["b"])
+  key = lambda r: (r["step"], r["split"])
+  assert [key(r) for r in rec_a] == [key(r) for r in rec_b]
+  assert [key(r) for r in rec_a if r["split"] == "train"] == [(s, "train") for s in range(1, N + 1)]
+  assert [key(r) for r in rec_a if r["split"] == "eval"] == [(K, "eval"), (N, "eval")]
+  timing = {"wall_time", "tokens_per_sec"}
+  for ra, rb in zip(rec_a, rec_b):
+    assert {k: v for k, v in ra.items() if k not in timing} == \
+        {k: v for k, v in rb.items() if k not in timing}
+  last_eval = [r for r in rec_a if r["split"] == "eval"][-1]
+  assert runs["result_a"] == {k: v for k, v in last_eval.items()
+                              if k not in ("step", "split", "wall_time")}
+  assert runs["result_b2"] == runs["result_a"]
+
+
+def test_run_records(runs):
+  a = runs["a"]
+  for name in ("config.json", "metrics.jsonl", "plots/curves.png", f"plots/attention_{K}.png",
+               f"plots/attention_{N}.png"):
+    assert os.path.isfile(os.path.join(a, name)), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(a, "tensorboard")))
+  with open(os.path.join(a, "config.json"), encoding="utf-8") as f:
+    assert Config.from_dict(json.load(f)) == _config(N)
+  assert not os.path.exists(os.path.join(a, "flags.txt"))  # no flagfile given
+  train = [r for r in _records(a) if r["split"] == "train"]
+  assert "tokens_per_sec" not in train[0]  # its window held only the compiling step
+  for r in train[1:]:
+    assert {"loss", "token_accuracy", "tokens_per_sec", "grad_norm", "wall_time"} <= set(r)
+    assert math.isfinite(r["loss"]) and r["tokens_per_sec"] > 0
+  _, meta = _restore(a, N)
+  assert Config.from_dict(meta["config"]) == _config(N)
+  assert meta["score"] == runs["result_a"]["sequence_accuracy"]
+  assert meta["data_position"] == {"epoch": 0, "batch_in_epoch": N}  # 64 rows / 8 per batch
+  _, meta_k = _restore(a, K)
+  assert meta_k["score"] is not None  # K is an evaluation step too
+
+
+def test_already_trained_run_only_evaluates(runs, capsys):
+  before = _steps(runs["a"])
+  result = training.train_and_evaluate(_config(N), runs["a"])
+  assert "already trained to step 6" in capsys.readouterr().out
+  assert result == runs["result_a"]
+  assert _steps(runs["a"]) == before
+  assert len(_records(runs["a"])) == len(_records(runs["b"]))
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(model=dict(hidden_size=16)), "model.hidden_size"),
+    (dict(train=dict(learning_rate=0.1)), "train.learning_rate"),
+    (dict(data=dict(task="copy")), "data.task"),
+])
+def test_incompatible_config_is_refused_and_nothing_is_written(runs, change, field):
+  workdir = runs["b"]
+  snap = _snapshot(workdir)
+  base = _config(N)
+  config = Config(
+      model=dataclasses.replace(base.model, **change.get("model", {})),
+      data=dataclasses.replace(base.data, **change.get("data", {})),
+      train=dataclasses.replace(base.train, **change.get("train", {})))
+  with pytest.raises(training.IncompatibleCheckpointError) as info:
+    training.train_and_evaluate(config, workdir)
+  message = str(info.value)
+  assert field in message and f"step {N}" in message
+  assert "\n" not in message
+  assert _snapshot(workdir) == snap
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint(tmp_path, monkeypatch):
+  real = steps.make_train_step
+
+  def make_poisoned(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+    def poisoned(state, batch, key):
+      state, sums = step_fn(state, batch, key)
+      if int(state.step) >= 5:
+        sums = dict(sums, loss_sum=np.float32("nan"))
+      return state, sums
+    return poisoned
+
+  monkeypatch.setattr(steps, "make_train_step", make_poisoned)
+  with pytest.raises(training.NonFiniteLossError, match="step 5.*last checkpoint: step 3"):
+    training.train_and_evaluate(_config(N), str(tmp_path))
+  assert _steps(str(tmp_path)) == [K]

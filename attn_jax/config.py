@@ -106,29 +106,31 @@ class DataConfig:
 class TrainConfig:
   """Optimisation and bookkeeping options."""
 
-  num_steps: int = 3_000
+  num_steps: int = 1_200
   batch_size: int = 64
   learning_rate: float = 3e-3
-  warmup_steps: int = 100
+  warmup_steps: int = 200
+  cooldown_steps: int = 300
   clip_norm: float = 1.0
   label_smoothing: float = 0.0
   seed: int = 0
   log_every: int = 100
-  eval_every: int = 500
-  checkpoint_every: int = 500
+  eval_every: int = 400
+  checkpoint_every: int = 400
   keep_checkpoints: int = 2
   num_plots: int = 3  # eval examples drawn as attention heatmaps
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
               "eval_every", "checkpoint_every", "keep_checkpoints")
-    _non_negative(self, "warmup_steps", "clip_norm", "num_plots")
+    _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
 
 
 # Fields that may change when a run is resumed: they alter neither the
-# parameters nor the training trajectory up to the resumed step.
+# parameters nor the steps already taken. (num_steps moves the cool-down: a run
+# extended before its cool-down began continues exactly as if planned longer.)
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",

@@ -26,15 +26,19 @@ class TrainState(NamedTuple):
 
 
 def learning_rate(config: TrainConfig):
-  """Linear warm-up to the peak, then inverse-square-root decay (Vaswani et al. 2017, eq. 3).
+  """Warm-up, inverse-square-root decay, then a linear cool-down to 0 at num_steps.
 
-  Depends on the step alone (not on num_steps), so a run can be extended on resume.
+  lr(s) = peak * min(s / warmup, sqrt(warmup / s)) (Vaswani et al. 2017, eq. 3),
+  times min(1, (num_steps - s) / cooldown_steps) so the run ends on a settled model.
   """
   warmup = max(1, config.warmup_steps)
+  cooldown = max(1, config.cooldown_steps)
 
   def schedule(count):
     step = count + 1.0
-    return config.learning_rate * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+    rsqrt = jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+    tail = jnp.clip((config.num_steps - count) / cooldown, 0.0, 1.0)
+    return config.learning_rate * rsqrt * tail
   return schedule
 
 

@@ -41,16 +41,18 @@ flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
 flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and its order.")
 # Training.
-flags.DEFINE_integer("num_steps", 3_000, "Training steps.", lower_bound=1)
+flags.DEFINE_integer("num_steps", 1_200, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 3e-3, "Adam's peak learning rate.", lower_bound=0.0)
-flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps.", lower_bound=0)
+flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.", lower_bound=0)
+flags.DEFINE_integer("cooldown_steps", 300, "Final steps over which the rate decays to 0.",
+                     lower_bound=0)
 flags.DEFINE_float("clip_norm", 1.0, "Global gradient-norm clip; 0 disables.", lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation and dropout.")
 flags.DEFINE_integer("log_every", 100, "Steps between log lines.", lower_bound=1)
-flags.DEFINE_integer("eval_every", 500, "Steps between evaluations.", lower_bound=1)
-flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.", lower_bound=1)
+flags.DEFINE_integer("eval_every", 400, "Steps between evaluations.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 400, "Steps between checkpoints.", lower_bound=1)
 flags.DEFINE_integer("keep_checkpoints", 2, "Latest checkpoints kept (the best is kept too).",
                      lower_bound=1)
 flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention heatmaps.",
@@ -58,7 +60,7 @@ flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention hea
 flags.mark_flag_as_required("workdir")
 
 # Config field -> flag name, where they differ.
-_FLAG_NAMES = {"data.seed": "data_seed", "data.vocab_size": "vocab_size"}
+_FLAG_NAMES = {"data.seed": "data_seed"}
 
 
 def _section(cls, section: str, **extra):

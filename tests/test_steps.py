@@ -10,6 +10,7 @@ import pytest
 
 import helpers
 from attn_jax import data, metrics, search, steps, tasks
+from attn_jax.config import TrainConfig
 
 CONFIG = helpers.tiny_config(data_overrides=dict(task="copy"))
 
@@ -109,7 +110,9 @@ def test_make_greedy_is_search_greedy(datasets):
 
 
 def test_training_reduces_the_loss(datasets):
-  _, losses, _ = _train(60, datasets)
+  config = helpers.tiny_config(data_overrides=dict(task="copy"),
+                               train_overrides=dict(num_steps=60, cooldown_steps=10))
+  _, losses, _ = _train(60, datasets, config=config)
   assert np.isfinite(losses).all()
   assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5])
 
@@ -126,3 +129,15 @@ def test_optimizer_clips_the_global_norm():
   mu = jax.tree.leaves([s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu"))
                         if hasattr(s, "mu")][0].mu)[0]
   np.testing.assert_allclose(np.asarray(mu) / 0.1, [0.6, 0.8, 0.0], rtol=1e-5)
+
+
+def test_learning_rate_schedule():
+  """Linear warm-up to the peak, 1/sqrt decay after it, linear cool-down to 0 at num_steps."""
+  tc = TrainConfig(num_steps=1000, learning_rate=1.0, warmup_steps=100, cooldown_steps=200)
+  lr = steps.learning_rate(tc)
+  at = lambda count: float(lr(count))
+  np.testing.assert_allclose(at(49), 0.5, rtol=1e-6)  # step 50 of 100 warm-up steps
+  np.testing.assert_allclose(at(99), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(at(399), 0.5, rtol=1e-6)  # sqrt(100 / 400)
+  np.testing.assert_allclose(at(900), np.sqrt(100 / 901) * 0.5, rtol=1e-6)  # half-way down
+  assert at(1000) == 0.0

@@ -161,13 +161,31 @@ class Config:
                train=TrainConfig(**d["train"]))
 
 
-def differing_fields(a: Config, b: Config) -> list[str]:
-  """Dotted names of the fields whose values differ, e.g. ['model.hidden_size']."""
-  da, db = a.to_dict(), b.to_dict()
-  return sorted(f"{section}.{k}" for section in da for k in da[section]
-                if da[section][k] != db[section].get(k))
+ConfigDict = dict[str, dict[str, Any]]  # Config.to_dict(): {"model": {...}, "data": ..., "train": ...}
 
 
-def incompatible_fields(saved: Config, current: Config) -> list[str]:
+def _as_dict(config: Config | ConfigDict) -> ConfigDict:
+  return config.to_dict() if isinstance(config, Config) else config
+
+
+def differing_fields(a: Config | ConfigDict, b: Config | ConfigDict) -> list[str]:
+  """Dotted names of the fields whose values differ, e.g. ['model.hidden_size'].
+
+  Accepts the dict form too, so a config saved by another version of the code (a
+  field more or less) compares without being rebuilt; a missing field reads as None.
+  """
+  da, db = _as_dict(a), _as_dict(b)
+  names = {(s, k) for d in (da, db) for s in d for k in d[s]}
+  return sorted(f"{s}.{k}" for s, k in names
+                if da.get(s, {}).get(k) != db.get(s, {}).get(k))
+
+
+def field_value(config: Config | ConfigDict, dotted: str) -> Any:
+  """The value of 'section.name' in a config, or None if it has no such field."""
+  section, name = dotted.split(".")
+  return _as_dict(config).get(section, {}).get(name)
+
+
+def incompatible_fields(saved: Config | ConfigDict, current: Config | ConfigDict) -> list[str]:
   """Differing fields that forbid resuming `saved` with `current`."""
   return [f for f in differing_fields(saved, current) if f not in RESUMABLE_CHANGES]

@@ -11,7 +11,7 @@ import numpy as np
 
 from attn_jax import attention, data, metrics, plots, steps, tasks
 from attn_jax.checkpoint import Checkpointer
-from attn_jax.config import Config, incompatible_fields
+from attn_jax.config import Config, field_value, incompatible_fields
 from attn_jax.evaluation import Example, evaluate
 from attn_jax.runlog import RunLog, read_records
 
@@ -40,21 +40,16 @@ def restore_or_init(config: Config, ckpt: Checkpointer, optimizer,
   latest = ckpt.latest_step()
   if latest is None:
     return init()
-  saved = Config.from_dict(ckpt.metadata(latest)["config"])
+  saved = ckpt.metadata(latest).get("config", {})
   differing = incompatible_fields(saved, config)
   if differing:
     raise IncompatibleCheckpointError(
         f"{directory}: checkpoint at step {latest} has another config; differing fields: "
-        + ", ".join(f"{f} (saved {_get(saved, f)!r}, now {_get(config, f)!r})"
+        + ", ".join(f"{f} (saved {field_value(saved, f)!r}, now {field_value(config, f)!r})"
                     for f in differing))
   target = jax.eval_shape(init)._asdict()
   state, _ = ckpt.restore(latest, target)
   return steps.TrainState(**state)
-
-
-def _get(config: Config, dotted: str):
-  section, name = dotted.split(".")
-  return getattr(getattr(config, section), name)
 
 
 def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog) -> None:

@@ -88,6 +88,14 @@ def fail(message: str) -> None:
   sys.exit(1)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with one 'error:' line instead of its two-line usage hint."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -107,4 +115,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

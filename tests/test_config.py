@@ -82,3 +82,15 @@ def test_differing_and_incompatible_fields():
   for name in config_lib.RESUMABLE_CHANGES:
     section, field = name.split(".")
     assert hasattr(getattr(a, section), field)
+
+
+def test_a_saved_config_from_other_code_compares_as_a_dict():
+  """A field the saved config lacks (or has extra) counts as differing, without a crash."""
+  current = config_lib.Config()
+  saved = current.to_dict()
+  del saved["train"]["cooldown_steps"]
+  saved["model"]["obsolete_option"] = 3
+  assert config_lib.incompatible_fields(saved, current) == [
+      "model.obsolete_option", "train.cooldown_steps"]
+  assert config_lib.field_value(saved, "train.cooldown_steps") is None
+  assert config_lib.field_value(current, "train.cooldown_steps") == current.train.cooldown_steps

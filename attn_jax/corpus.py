@@ -1,0 +1,91 @@
+"""Parallel text on disk: `<split>.<lang>` or `<split>.<lang>.gz`, read strictly.
+
+* Strict UTF-8: an invalid byte stops reading with `file:line`.
+* Lines are split on "\\n" only (a "\\r" or U+2028 inside a line stays in it); a
+  final newline does not start another line.
+* An empty file is an error; source and target must have equal line counts.
+* Empty training pairs (either side blank) are dropped and counted; evaluation
+  splits keep every line so outputs stay line-aligned with inputs.
+
+Every failure is a CorpusError whose message is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from typing import NamedTuple
+
+
+class CorpusError(ValueError):
+  """Unreadable or inconsistent parallel text; the message names the file."""
+
+
+class ParallelText(NamedTuple):
+  src: list[str]  # [pairs] source sentences, raw text
+  tgt: list[str]  # [pairs] target sentences, raw text
+  dropped_empty: int  # pairs dropped because a side was blank (training splits only)
+
+
+def split_path(data_dir: str, split: str, lang: str) -> str:
+  """The file holding `split` in `lang`: plain text preferred over .gz."""
+  base = os.path.join(data_dir, f"{split}.{lang}")
+  for path in (base, base + ".gz"):
+    if os.path.isfile(path):
+      return path
+  raise CorpusError(f"{base}[.gz]: no such file")
+
+
+def languages(data_dir: str, split: str = "train") -> list[str]:
+  """Language codes that have a `split` file in data_dir, e.g. ['de', 'en', 'fr']."""
+  if not os.path.isdir(data_dir):
+    raise CorpusError(f"{data_dir}: no such directory")
+  found = set()
+  for name in os.listdir(data_dir):
+    stem = name[:-3] if name.endswith(".gz") else name
+    prefix, _, lang = stem.rpartition(".")
+    if prefix == split and lang:
+      found.add(lang)
+  return sorted(found)
+
+
+def decode_lines(raw: bytes, path: str) -> list[str]:
+  """Strict UTF-8 lines of `raw`, split on b"\\n" only; errors name `path:line`."""
+  if not raw:
+    raise CorpusError(f"{path}: empty file")
+  chunks = raw.split(b"\n")
+  if chunks[-1] == b"":
+    chunks.pop()  # the final newline ends the last line
+  lines = []
+  for number, chunk in enumerate(chunks, start=1):
+    try:
+      lines.append(chunk.decode("utf-8"))
+    except UnicodeDecodeError as e:
+      raise CorpusError(f"{path}:{number}: invalid UTF-8 (byte 0x{chunk[e.start]:02x} at "
+                        f"column {e.start + 1})") from None
+  return lines
+
+
+def read_lines(path: str) -> list[str]:
+  """The lines of a text file, gzipped or not."""
+  try:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+    raise CorpusError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+  return decode_lines(raw, path)
+
+
+def read_parallel(data_dir: str, split: str, src_lang: str, tgt_lang: str,
+                  drop_empty: bool) -> ParallelText:
+  """Reads one split of a parallel corpus; see the module docstring for the checks."""
+  src_path = split_path(data_dir, split, src_lang)
+  tgt_path = split_path(data_dir, split, tgt_lang)
+  src, tgt = read_lines(src_path), read_lines(tgt_path)
+  if len(src) != len(tgt):
+    raise CorpusError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
+  if not drop_empty:
+    return ParallelText(src, tgt, 0)
+  keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if s.strip() and t.strip()]
+  return ParallelText([src[i] for i in keep], [tgt[i] for i in keep], len(src) - len(keep))

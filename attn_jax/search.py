@@ -11,7 +11,7 @@ from attn_jax import decoder, encoder, layers
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
 
-def _never_emit(vocab_size: int) -> jax.Array:
+def never_emit(vocab_size: int) -> jax.Array:
   """[vocab]: -inf at PAD and BOS, which are never outputs; 0 elsewhere."""
   return jnp.zeros((vocab_size,)).at[jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
 
@@ -43,14 +43,14 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   dec_params = params["decoder"]
   mem = decoder.memory(dec_params, enc, config)
   batch = src.shape[0]
-  never_emit = _never_emit(config.tgt_vocab_size)  # [vocab]
+  banned = never_emit(config.tgt_vocab_size)  # [vocab]
 
   def body(carry: GreedyCarry, _):
     emb = layers.embed(dec_params["embed"], carry.token)  # [batch, embed]
     dec, out, weights = decoder.step(dec_params, carry.dec, emb,
                                      decoder.project_embeddings(dec_params, emb), mem, config)
     log_p = jax.nn.log_softmax(decoder.logits(dec_params, out))  # [batch, vocab]
-    token = jnp.argmax(log_p + never_emit, axis=-1).astype(jnp.int32)  # [batch]
+    token = jnp.argmax(log_p + banned, axis=-1).astype(jnp.int32)  # [batch]
     live = ~carry.finished
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
     token = jnp.where(live, token, PAD_ID)

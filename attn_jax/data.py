@@ -26,8 +26,9 @@ Dataset = Batch  # a dataset is one big batch; batches are row subsets of it
 
 
 def from_sequences(sources: list[np.ndarray], targets: list[np.ndarray],
-                   alignments: list[np.ndarray], src_width: int, tgt_width: int) -> Dataset:
-  """Pads token sequences (without specials) into a Dataset.
+                   alignments: list[np.ndarray] | None, src_width: int,
+                   tgt_width: int) -> Dataset:
+  """Pads token sequences (without specials) into a Dataset; `alignments` None: no gold.
 
   EOS gets no gold alignment (-1): a model may attend anywhere when it decides
   to stop, so alignment metrics count the content tokens only.
@@ -39,6 +40,8 @@ def from_sequences(sources: list[np.ndarray], targets: list[np.ndarray],
              tgt_out=np.full((n, tgt_width), PAD_ID, np.int32),
              tgt_len=np.zeros(n, np.int32),
              align=np.full((n, tgt_width), -1, np.int32))
+  if alignments is None:
+    alignments = [np.full(len(t), -1) for t in targets]
   for i, (s, t, a) in enumerate(zip(sources, targets, alignments)):
     ds.src[i, :len(s)] = s
     ds.src[i, len(s)] = EOS_ID

@@ -1,0 +1,96 @@
+"""Length buckets: a fixed set of batch shapes, so compilations equal the bucket count.
+
+Every pair goes to the narrowest bucket whose width holds both its source and its
+target (EOS included); each bucket is a Dataset padded to (width, width). A
+training epoch shuffles each bucket's rows, cuts them into batches of
+`batch_size` sentences (a short last batch is filled with rows of tgt_len 0,
+which the loss masks out) and shuffles the order of all batches; both shuffles
+are seeded by (seed, epoch), so the batch of step s is a pure function of s and
+a resumed run reads exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+from typing import NamedTuple
+
+import numpy as np
+
+from attn_jax import data
+
+
+class Buckets(NamedTuple):
+  widths: tuple[int, ...]  # ascending bucket widths (source and target, EOS included)
+  sets: tuple[data.Dataset, ...]  # one per width; a bucket may be empty
+  filtered: int  # pairs longer than the widest bucket, left out
+
+
+def bucket_pairs(sources: list[np.ndarray], targets: list[np.ndarray],
+                 widths: tuple[int, ...]) -> Buckets:
+  """Sorts token-id pairs (without specials) into buckets; over-long pairs are counted out."""
+  widths = tuple(sorted(widths))
+  members: list[list[int]] = [[] for _ in widths]
+  filtered = 0
+  for i, (s, t) in enumerate(zip(sources, targets)):
+    b = bisect.bisect_left(widths, max(len(s), len(t)) + 1)  # + 1 for EOS
+    if b == len(widths):
+      filtered += 1
+    else:
+      members[b].append(i)
+  sets = tuple(data.from_sequences([sources[i] for i in rows], [targets[i] for i in rows],
+                                   None, w, w) for w, rows in zip(widths, members))
+  return Buckets(widths=widths, sets=sets, filtered=filtered)
+
+
+def _fill(batch: data.Batch, batch_size: int) -> data.Batch:
+  """Pads a short batch to batch_size rows with copies of its first row, tgt_len 0."""
+  short = batch_size - len(batch.src)
+  if not short:
+    return batch
+  filler = data.take(batch, np.zeros(short, np.int64))._replace(
+      tgt_len=np.zeros(short, np.int32))
+  return data.Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
+
+
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+  return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_plan(sizes: tuple[int, ...], batch_size: int, seed: int,
+                epoch: int) -> tuple[tuple[int, np.ndarray], ...]:
+  """The (bucket, rows) of every batch of one epoch, in training order."""
+  rng = np.random.default_rng([seed, epoch])
+  plan = [(b, rows) for b, n in enumerate(sizes)
+          for rows in _chunks(rng.permutation(n), batch_size)]
+  order = rng.permutation(len(plan))
+  return tuple(plan[i] for i in order)
+
+
+def batches_per_epoch(buckets: Buckets, batch_size: int) -> int:
+  return sum(-(-data.size(s) // batch_size) for s in buckets.sets)
+
+
+def train_batch(buckets: Buckets, step: int, batch_size: int, seed: int) -> data.Batch:
+  """The batch of training step `step`: [batch_size, width] for one bucket's width."""
+  per_epoch = batches_per_epoch(buckets, batch_size)
+  if per_epoch == 0:
+    raise ValueError("no training pairs fit the length buckets")
+  epoch, index = divmod(step, per_epoch)
+  sizes = tuple(data.size(s) for s in buckets.sets)
+  bucket, rows = _epoch_plan(sizes, batch_size, seed, epoch)[index]
+  return _fill(data.take(buckets.sets[bucket], rows), batch_size)
+
+
+def data_position(buckets: Buckets, step: int, batch_size: int) -> dict[str, int]:
+  """{"epoch", "batch_in_epoch"} of step `step` (for checkpoint metadata)."""
+  epoch, index = divmod(step, max(1, batches_per_epoch(buckets, batch_size)))
+  return {"epoch": epoch, "batch_in_epoch": index}
+
+
+def eval_batches(buckets: Buckets, batch_size: int):
+  """(bucket index, rows in that bucket, batch) for every pair, bucket by bucket."""
+  for b, ds in enumerate(buckets.sets):
+    for rows in _chunks(np.arange(data.size(ds)), batch_size):
+      yield b, rows, _fill(data.take(ds, rows), batch_size)

@@ -1,0 +1,90 @@
+"""Length buckets: assignment, epochs that cover every pair once, fixed shapes, purity."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from attn_jax import batching, data
+from attn_jax.config import EOS_ID
+
+WIDTHS = (4, 8, 12)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+  rng = np.random.default_rng(0)
+  src = [rng.integers(3, 50, rng.integers(1, 14)) for _ in range(203)]
+  tgt = [rng.integers(3, 50, rng.integers(1, 14)) for _ in range(203)]
+  return src, tgt
+
+
+def _key(batch: data.Batch, row: int) -> tuple:
+  n, m = batch.src_len[row], batch.tgt_len[row]
+  return tuple(batch.src[row, :n]), tuple(batch.tgt_out[row, :m])
+
+
+def test_each_pair_goes_to_the_narrowest_bucket_that_fits(pairs):
+  src, tgt = pairs
+  b = batching.bucket_pairs(src, tgt, (12, 4, 8))
+  assert b.widths == WIDTHS
+  expected = collections.Counter()
+  too_long = 0
+  for s, t in zip(src, tgt):
+    need = max(len(s), len(t)) + 1
+    fits = [w for w in WIDTHS if w >= need]
+    if fits:
+      expected[fits[0]] += 1
+    else:
+      too_long += 1
+  assert b.filtered == too_long > 0
+  for w, ds in zip(b.widths, b.sets):
+    assert ds.src.shape[1] == ds.tgt_out.shape[1] == w
+    assert data.size(ds) == expected[w]
+    assert (ds.src[np.arange(data.size(ds)), ds.src_len - 1] == EOS_ID).all()
+
+
+def test_an_epoch_covers_every_pair_exactly_once_in_fixed_shapes(pairs):
+  src, tgt = pairs
+  b = batching.bucket_pairs(src, tgt, WIDTHS)
+  per_epoch = batching.batches_per_epoch(b, 16)
+  seen, shapes = collections.Counter(), set()
+  for step in range(per_epoch):
+    batch = batching.train_batch(b, step, 16, seed=0)
+    shapes.add(batch.src.shape)
+    real = batch.tgt_len > 0
+    assert real[0] and (real[:real.sum()]).all()  # fillers only at the end
+    for row in np.flatnonzero(real):
+      seen[_key(batch, row)] += 1
+  everything = collections.Counter(
+      _key(ds, r) for ds in b.sets for r in range(data.size(ds)))
+  assert seen == everything
+  assert shapes == {(16, w) for w, ds in zip(b.widths, b.sets) if data.size(ds)}
+
+
+def test_train_batch_is_a_pure_function_of_step_and_seed(pairs):
+  src, tgt = pairs
+  b = batching.bucket_pairs(src, tgt, WIDTHS)
+  first = [batching.train_batch(b, s, 8, seed=1) for s in range(30)]
+  again = [batching.train_batch(b, s, 8, seed=1) for s in reversed(range(30))][::-1]
+  for x, y in zip(first, again):
+    for a, c in zip(x, y):
+      np.testing.assert_array_equal(a, c)
+  other = [batching.train_batch(b, s, 8, seed=2) for s in range(30)]
+  assert any(x.src.shape != y.src.shape or (x.src != y.src).any() for x, y in zip(first, other))
+  per_epoch = batching.batches_per_epoch(b, 8)
+  assert batching.data_position(b, per_epoch + 3, 8) == {"epoch": 1, "batch_in_epoch": 3}
+
+
+def test_eval_batches_visit_every_pair_once_in_order(pairs):
+  src, tgt = pairs
+  b = batching.bucket_pairs(src, tgt, WIDTHS)
+  count = 0
+  for bucket, rows, batch in batching.eval_batches(b, 10):
+    assert batch.src.shape == (10, b.widths[bucket])
+    assert (batch.tgt_len[:len(rows)] > 0).all() and (batch.tgt_len[len(rows):] == 0).all()
+    np.testing.assert_array_equal(batch.src[:len(rows)], b.sets[bucket].src[rows])
+    count += len(rows)
+  assert count == sum(data.size(ds) for ds in b.sets)

@@ -23,6 +23,7 @@ from attn_jax import data
 class Buckets(NamedTuple):
   widths: tuple[int, ...]  # ascending bucket widths (source and target, EOS included)
   sets: tuple[data.Dataset, ...]  # one per width; a bucket may be empty
+  index: tuple[np.ndarray, ...]  # int [rows of each set]: the pair's position in the input
   filtered: int  # pairs longer than the widest bucket, left out
 
 
@@ -40,7 +41,8 @@ def bucket_pairs(sources: list[np.ndarray], targets: list[np.ndarray],
       members[b].append(i)
   sets = tuple(data.from_sequences([sources[i] for i in rows], [targets[i] for i in rows],
                                    None, w, w) for w, rows in zip(widths, members))
-  return Buckets(widths=widths, sets=sets, filtered=filtered)
+  index = tuple(np.asarray(rows, np.int64) for rows in members)
+  return Buckets(widths=widths, sets=sets, index=index, filtered=filtered)
 
 
 def _fill(batch: data.Batch, batch_size: int) -> data.Batch:

@@ -48,13 +48,22 @@ class Vocab:
 
 
 def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> bytes:
-  """A serialized SentencePiece model trained on `sentences` (deterministic)."""
+  """A serialized SentencePiece model trained on `sentences` (deterministic).
+
+  Raises:
+    ValueError naming vocab_size when SentencePiece cannot build that many pieces
+    (byte fallback alone needs 256 + the specials + every distinct character).
+  """
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
-      model_type=model_type, character_coverage=1.0, byte_fallback=True,
-      normalization_rule_name="identity", pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-      unk_id=UNK_ID, num_threads=1, minloglevel=2)
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+        model_type=model_type, character_coverage=1.0, byte_fallback=True,
+        normalization_rule_name="identity", pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        unk_id=UNK_ID, num_threads=1, minloglevel=2)
+  except RuntimeError as e:
+    reason = str(e).splitlines()[0].split("] ")[-1]
+    raise ValueError(f"vocab_size: {vocab_size} does not work for this corpus: {reason}") from None
   return model.getvalue()
 
 

@@ -88,3 +88,13 @@ def test_eval_batches_visit_every_pair_once_in_order(pairs):
     np.testing.assert_array_equal(batch.src[:len(rows)], b.sets[bucket].src[rows])
     count += len(rows)
   assert count == sum(data.size(ds) for ds in b.sets)
+
+
+def test_index_maps_rows_back_to_the_input(pairs):
+  src, tgt = pairs
+  b = batching.bucket_pairs(src, tgt, WIDTHS)
+  for ds, index in zip(b.sets, b.index):
+    assert len(index) == data.size(ds)
+    for row, i in enumerate(index):
+      np.testing.assert_array_equal(ds.src[row, :ds.src_len[row] - 1], src[i])
+  assert sum(len(i) for i in b.index) + b.filtered == len(src)

@@ -54,3 +54,8 @@ def test_load_or_train_trains_once(tmp_path):
   second = vocab.load_or_train(path, ["completely different text"] * 50, 300)
   assert second.sha256 == first.sha256 and os.stat(path).st_mtime_ns == mtime
   assert not os.path.exists(path + ".tmp")
+
+
+def test_a_vocab_size_sentencepiece_cannot_build_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"vocab_size: 50 does not work for this corpus: .*smaller"):
+    vocab.train(SENTENCES, vocab_size=50)

@@ -58,7 +58,8 @@ StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any, jax.Array]]
 
 
 def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
-                max_len: int, beam_size: int, alpha: float = 0.0) -> Hypotheses:
+                max_len: int, beam_size: int, alpha: float = 0.0,
+                limits: jax.Array | None = None) -> Hypotheses:
   """The best hypothesis of each sentence under beam search with the model.
 
   Args:
@@ -69,6 +70,8 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
       reaches it without EOS finishes there, as in greedy decoding.
     beam_size: k (static).
     alpha: length-penalty exponent; 0 ranks by log P alone.
+    limits: int32 [batch], each <= max_len: per-sentence limits (search.output_limits);
+      None means max_len for all.
   Returns:
     Hypotheses whose scores are log P of the returned tokens (not normalised).
   """
@@ -86,11 +89,11 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     return jax.nn.log_softmax(decoder.logits(dec_params, out)) + banned, dec, weights
 
   dec0 = jax.tree.map(lambda x: _tile(x, k), decoder.initial_carry(dec_params, enc, config))
-  return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha)
+  return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits)
 
 
 def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: int,
-           beam_size: int, alpha: float = 0.0) -> Hypotheses:
+           beam_size: int, alpha: float = 0.0, limits: jax.Array | None = None) -> Hypotheses:
   """Beam search over any step function.
 
   Args:
@@ -98,11 +101,13 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
       carry, attention weights [batch*beam, src_width]); BOS is fed first.
     carry0: the initial carry, leaves [batch*beam, ...] (rows tiled per beam).
     batch, src_width, max_len, beam_size: static sizes; alpha: length-penalty exponent.
+    limits: int32 [batch] per-sentence length limits (<= max_len), or None.
   Returns:
     the best finished hypothesis of each sentence.
   """
   k = beam_size
-  max_lp = length_penalty(jnp.float32(max_len), alpha)
+  limits = jnp.full((batch,), max_len, jnp.int32) if limits is None else limits
+  max_lp = length_penalty(limits.astype(jnp.float32), alpha)  # [batch]
   in_top_k = jnp.arange(2 * k) < k  # [2k]
 
   def body(state: BeamState) -> BeamState:
@@ -119,7 +124,7 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
     hist = _gather(state.live_weights, origin)  # [batch, 2k, max_len, src_len]
     step_weights = _gather(weights.reshape(batch, k, src_width), origin)  # [batch, 2k, src_len]
     hist = jax.lax.dynamic_update_index_in_dim(hist, step_weights, t, 2)
-    ends = (token == EOS_ID) | (t == max_len - 1)  # [batch, 2k]
+    ends = (token == EOS_ID) | (t + 1 >= limits)[:, None]  # [batch, 2k]
 
     # Finished: the old ones and the candidates ending now among the top k (as in
     # fairseq, so beam 1 is greedy), best k by normalised score.
@@ -145,8 +150,9 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
   def searching(state: BeamState) -> jax.Array:
     # A live hypothesis can at best keep its log P and reach the largest penalty.
     best_live = state.live_scores[:, 0]  # [batch]
-    can_improve = (best_live / max_lp > state.done_scores[:, -1]) & (best_live > _NEG / 2)
-    return (state.step < max_len) & jnp.any(can_improve)
+    can_improve = ((best_live / max_lp > state.done_scores[:, -1]) & (best_live > _NEG / 2)
+                   & (state.step < limits))
+    return jnp.any(can_improve)
 
   start = BeamState(
       step=jnp.zeros((), jnp.int32), dec=carry0,

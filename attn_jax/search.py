@@ -24,20 +24,29 @@ class GreedyCarry(NamedTuple):
 
 class Hypotheses(NamedTuple):
   tokens: jax.Array  # int32 [batch, max_len]: EOS-terminated, PAD after
-  lengths: jax.Array  # int32 [batch]: tokens up to and including EOS (max_len if none)
+  lengths: jax.Array  # int32 [batch]: tokens up to and including EOS (the limit if none)
   scores: jax.Array  # float32 [batch]: sum of log p of the emitted tokens
   weights: jax.Array  # float32 [batch, max_len, src_len]: attention at each step, 0 after EOS
 
 
+def output_limits(src_len: jax.Array, ratio: float, extra: int, max_len: int) -> jax.Array:
+  """Most output tokens per sentence, EOS included: min(max_len, ceil(ratio * n) + extra + 1),
+  n the source length without EOS. int32 [batch]."""
+  words = (src_len - 1).astype(jnp.float32)
+  return jnp.minimum(jnp.ceil(ratio * words).astype(jnp.int32) + extra + 1, max_len)
+
+
 def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
-           max_len: int) -> Hypotheses:
-  """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or max_len tokens.
+           max_len: int, limits: jax.Array | None = None) -> Hypotheses:
+  """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or the length limit.
 
   Args:
     params: model parameters.
     src: int32 [batch, src_len]; src_len: int32 [batch].
     config: model options.
     max_len: most tokens to emit per sentence, EOS included (a static int).
+    limits: int32 [batch], each <= max_len: per-sentence limits (output_limits);
+      None means max_len for all.
   """
   enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
@@ -45,7 +54,9 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   batch = src.shape[0]
   banned = never_emit(config.tgt_vocab_size)  # [vocab]
 
-  def body(carry: GreedyCarry, _):
+  limits = jnp.full((batch,), max_len, jnp.int32) if limits is None else limits
+
+  def body(carry: GreedyCarry, t):
     emb = layers.embed(dec_params["embed"], carry.token)  # [batch, embed]
     dec, out, weights = decoder.step(dec_params, carry.dec, emb,
                                      decoder.project_embeddings(dec_params, emb), mem, config)
@@ -55,13 +66,14 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
     token = jnp.where(live, token, PAD_ID)
     weights = jnp.where(live[:, None], weights, 0.0)
-    carry = GreedyCarry(dec=dec, token=token, finished=carry.finished | (token == EOS_ID))
+    finished = carry.finished | (token == EOS_ID) | (t + 1 >= limits)
+    carry = GreedyCarry(dec=dec, token=token, finished=finished)
     return carry, (token, score, weights, live)
 
   start = GreedyCarry(dec=decoder.initial_carry(dec_params, enc, config),
                       token=jnp.full((batch,), BOS_ID, jnp.int32),
                       finished=jnp.zeros((batch,), bool))
-  _, (tokens, scores, weights, live) = jax.lax.scan(body, start, None, length=max_len)
+  _, (tokens, scores, weights, live) = jax.lax.scan(body, start, jnp.arange(max_len))
   return Hypotheses(tokens=tokens.T,  # [batch, max_len]
                     lengths=jnp.sum(live, axis=0).astype(jnp.int32),  # [batch]
                     scores=jnp.sum(scores, axis=0),  # [batch]

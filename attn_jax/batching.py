@@ -45,16 +45,6 @@ def bucket_pairs(sources: list[np.ndarray], targets: list[np.ndarray],
   return Buckets(widths=widths, sets=sets, index=index, filtered=filtered)
 
 
-def _fill(batch: data.Batch, batch_size: int) -> data.Batch:
-  """Pads a short batch to batch_size rows with copies of its first row, tgt_len 0."""
-  short = batch_size - len(batch.src)
-  if not short:
-    return batch
-  filler = data.take(batch, np.zeros(short, np.int64))._replace(
-      tgt_len=np.zeros(short, np.int32))
-  return data.Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
-
-
 def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
   return [rows[i:i + size] for i in range(0, len(rows), size)]
 
@@ -82,7 +72,7 @@ def train_batch(buckets: Buckets, step: int, batch_size: int, seed: int) -> data
   epoch, index = divmod(step, per_epoch)
   sizes = tuple(data.size(s) for s in buckets.sets)
   bucket, rows = _epoch_plan(sizes, batch_size, seed, epoch)[index]
-  return _fill(data.take(buckets.sets[bucket], rows), batch_size)
+  return data.pad_rows(data.take(buckets.sets[bucket], rows), batch_size)
 
 
 def data_position(buckets: Buckets, step: int, batch_size: int) -> dict[str, int]:
@@ -95,4 +85,4 @@ def eval_batches(buckets: Buckets, batch_size: int):
   """(bucket index, rows in that bucket, batch) for every pair, bucket by bucket."""
   for b, ds in enumerate(buckets.sets):
     for rows in _chunks(np.arange(data.size(ds)), batch_size):
-      yield b, rows, _fill(data.take(ds, rows), batch_size)
+      yield b, rows, data.pad_rows(data.take(ds, rows), batch_size)

@@ -79,15 +79,20 @@ def data_position(ds: Dataset, step: int, batch_size: int) -> dict[str, int]:
   return {"epoch": epoch, "batch_in_epoch": offset}
 
 
+def pad_rows(batch: Batch, batch_size: int) -> Batch:
+  """Fills a short batch up to batch_size rows with copies of its first row, tgt_len 0.
+
+  Filler rows keep a valid source (no all-masked attention) and add nothing to
+  any loss or metric, all of which are masked by tgt_len.
+  """
+  short = batch_size - len(batch.src)
+  if not short:
+    return batch
+  filler = take(batch, np.zeros(short, np.int64))._replace(tgt_len=np.zeros(short, np.int32))
+  return Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
+
+
 def eval_batches(ds: Dataset, batch_size: int) -> Iterator[Batch]:
   """Fixed-shape batches in order; the last is filled with rows of tgt_len 0."""
-  n = size(ds)
-  for start in range(0, n, batch_size):
-    rows = np.arange(start, min(start + batch_size, n))
-    batch = take(ds, rows)
-    short = batch_size - len(rows)
-    if short:
-      filler = take(ds, np.zeros(short, np.int64))._replace(
-          tgt_len=np.zeros(short, np.int32))
-      batch = Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
-    yield batch
+  for start in range(0, size(ds), batch_size):
+    yield pad_rows(take(ds, np.arange(start, min(start + batch_size, size(ds)))), batch_size)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from attn_jax import metrics
+
 
 def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, float | str]:
   """{"bleu", "bleu_tok_lc", "chrf"} and their sacreBLEU signatures ("..._signature")."""
@@ -32,17 +34,9 @@ def bleu_by_length(hyps: list[str], refs: list[str], src_lengths: list[int],
   Buckets are [1, e_0], (e_0, e_1], ..., (e_last, inf) in source words; empty ones
   are left out. Returns [{"bucket": "1-10", "sentences": n, "bleu_tok_lc": x}, ...].
   """
-  bounds = list(edges) + [None]
-  groups: list[list[int]] = [[] for _ in bounds]
-  for i, n in enumerate(src_lengths):
-    groups[next(j for j, e in enumerate(bounds) if e is None or n <= e)].append(i)
   metric = BLEU(lowercase=True, tokenize="13a")
   rows = []
-  for j, idx in enumerate(groups):
-    if not idx:
-      continue
-    lo = 1 if j == 0 else edges[j - 1] + 1
-    label = f"{lo}-{bounds[j]}" if bounds[j] is not None else f"{lo}+"
+  for label, idx in metrics.length_groups(src_lengths, edges).items():
     score = metric.corpus_score([hyps[i] for i in idx], [[refs[i] for i in idx]]).score
     rows.append({"bucket": label, "sentences": len(idx), "bleu_tok_lc": float(score)})
   return rows

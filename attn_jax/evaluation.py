@@ -48,6 +48,5 @@ def evaluate(params: dict, ds: data.Dataset, batch_size: int, eval_step: Callabl
       totals.pop(key, None)
   rates: dict = metrics.summarize(totals)
   buckets = metrics.by_length(np.concatenate(lengths), np.concatenate(exact))
-  rates["sequence_accuracy_by_length"] = {k: h / n for k, (h, n) in sorted(
-      buckets.items(), key=lambda kv: int(kv[0].split("-")[0]))}
+  rates["sequence_accuracy_by_length"] = {k: h / n for k, (h, n) in buckets.items()}
   return rates, examples

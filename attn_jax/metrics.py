@@ -73,16 +73,28 @@ def sequence_sums(pred: np.ndarray, pred_len: np.ndarray, tgt_out: np.ndarray,
           "greedy_token_count": int(np.sum(ref_mask))}
 
 
+def length_groups(lengths, edges: tuple[int, ...]) -> dict[str, list[int]]:
+  """Indices grouped into length buckets [1, e_0], (e_0, e_1], ..., (e_last, inf).
+
+  Returns {"1-10": [i, ...], "11-20": ..., "51+": ...} in ascending order, empty
+  buckets left out.
+  """
+  bounds = list(edges) + [None]
+  starts = [1] + [e + 1 for e in edges]
+  labels = [f"{lo}-{e}" if e is not None else f"{lo}+" for lo, e in zip(starts, bounds)]
+  groups: dict[str, list[int]] = {label: [] for label in labels}
+  for i, n in enumerate(lengths):
+    j = next(j for j, e in enumerate(bounds) if e is None or n <= e)
+    groups[labels[j]].append(i)
+  return {label: idx for label, idx in groups.items() if idx}
+
+
 def by_length(lengths: np.ndarray, hits: np.ndarray, width: int = 5) -> dict[str, list[int]]:
-  """{"1-5": [hits, count], "6-10": ...}: hits bucketed by source length (EOS excluded)."""
-  out: dict[str, list[int]] = {}
-  for n, hit in zip(lengths, hits):
-    lo = (int(n) - 1) // width * width + 1
-    key = f"{lo}-{lo + width - 1}"
-    out.setdefault(key, [0, 0])
-    out[key][0] += int(hit)
-    out[key][1] += 1
-  return out
+  """{"1-5": [hits, count], "6-10": ...} in ascending order: hits bucketed by source
+  length (EOS excluded) in buckets `width` wide."""
+  edges = tuple(range(width, int(max(lengths, default=0)) + width, width))
+  return {label: [int(np.sum(hits[idx])), len(idx)]
+          for label, idx in length_groups(lengths, edges).items()}
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:

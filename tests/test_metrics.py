@@ -148,3 +148,10 @@ def test_summarize():
                              "greedy_token_count": 0})
   assert math.isnan(empty["sequence_accuracy"])
   assert "loss" not in empty and "alignment_accuracy" not in empty
+
+
+def test_length_groups_are_ordered_and_open_ended():
+  groups = metrics.length_groups([25, 3, 12, 10, 60], (10, 20, 30))
+  assert groups == {"1-10": [1, 3], "11-20": [2], "21-30": [0], "31+": [4]}
+  assert list(groups) == ["1-10", "11-20", "21-30", "31+"]
+  assert metrics.length_groups([4], ()) == {"1+": [0]}

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax import decoder, encoder, layers
+from attn_jax import decoder, encoder
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 from attn_jax.search import Hypotheses, never_emit
 
@@ -83,10 +83,8 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
 
   def step_fn(last: jax.Array, dec: decoder.DecoderCarry):
     """last int32 [batch*beam] -> (log P [batch*beam, vocab], carry, weights [batch*beam, src_len])."""
-    emb = layers.embed(dec_params["embed"], last)  # [batch*beam, embed]
-    dec, out, weights = decoder.step(dec_params, dec, emb,
-                                     decoder.project_embeddings(dec_params, emb), mem, config)
-    return jax.nn.log_softmax(decoder.logits(dec_params, out)) + banned, dec, weights
+    dec, log_p, weights = decoder.next_token_log_probs(dec_params, dec, last, mem, config)
+    return log_p + banned, dec, weights
 
   dec0 = jax.tree.map(lambda x: _tile(x, k), decoder.initial_carry(dec_params, enc, config))
   return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits)

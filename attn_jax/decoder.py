@@ -133,6 +133,18 @@ def logits(params: dict, out: jax.Array) -> jax.Array:
   return layers.dense(params["output"], out)
 
 
+def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, mem: Memory,
+                         config: ModelConfig) -> tuple[DecoderCarry, jax.Array, jax.Array]:
+  """One search step from the previous tokens y_{t-1} int32 [batch].
+
+  Returns:
+    (carry at t, log p(y_t | y_<t, x) [batch, tgt_vocab], attention weights [batch, src_len]).
+  """
+  emb = layers.embed(params["embed"], tokens)  # [batch, embed]
+  carry, out, weights = step(params, carry, emb, project_embeddings(params, emb), mem, config)
+  return carry, jax.nn.log_softmax(logits(params, out)), weights
+
+
 def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
                           config: ModelConfig, dropout_key: jax.Array | None = None
                           ) -> tuple[jax.Array, jax.Array]:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax import decoder, encoder, layers
+from attn_jax import decoder, encoder
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
 
@@ -57,10 +57,8 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   limits = jnp.full((batch,), max_len, jnp.int32) if limits is None else limits
 
   def body(carry: GreedyCarry, t):
-    emb = layers.embed(dec_params["embed"], carry.token)  # [batch, embed]
-    dec, out, weights = decoder.step(dec_params, carry.dec, emb,
-                                     decoder.project_embeddings(dec_params, emb), mem, config)
-    log_p = jax.nn.log_softmax(decoder.logits(dec_params, out))  # [batch, vocab]
+    dec, log_p, weights = decoder.next_token_log_probs(dec_params, carry.dec, carry.token, mem,
+                                                       config)  # log_p [batch, vocab]
     token = jnp.argmax(log_p + banned, axis=-1).astype(jnp.int32)  # [batch]
     live = ~carry.finished
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)

@@ -14,7 +14,8 @@ from typing import Any
 from attn_jax import attention, cells
 
 QUERIES = ("previous", "current")
-TASKS = ("copy", "reverse", "sort")
+SYNTHETIC_TASKS = ("copy", "reverse", "sort")
+TASKS = SYNTHETIC_TASKS + ("translation",)
 
 # Special token ids shared by every vocabulary.
 PAD_ID = 0
@@ -60,6 +61,7 @@ class ModelConfig:
   query: str = "current"
   input_feeding: bool = True
   dropout: float = 0.0
+  tie_embeddings: bool = False  # output layer W_o = target embedding E (Press & Wolf 2017)
 
   def __post_init__(self):
     _check(self.cell in cells.CELLS, "cell",
@@ -74,6 +76,8 @@ class ModelConfig:
     _check(self.tgt_vocab_size > NUM_SPECIAL, "tgt_vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.tgt_vocab_size}")
     _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+    _check(not self.tie_embeddings or self.embed_size == self.hidden_size, "tie_embeddings",
+           f"needs embed_size == hidden_size, got {self.embed_size} and {self.hidden_size}")
 
   @property
   def encoder_output_size(self) -> int:
@@ -83,7 +87,13 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """The synthetic task and its sizes."""
+  """The task and its data.
+
+  Synthetic tasks use min_len/max_len (symbols), train_size and eval_size. The
+  translation task reads `<split>.<lang>[.gz]` from data_dir, trains SentencePiece
+  on its training split (vocab_size pieces, one joint vocabulary or one per
+  language), and drops training pairs longer than max_len subwords.
+  """
 
   task: str = "reverse"
   vocab_size: int = 20  # including the special tokens PAD, BOS, EOS
@@ -91,10 +101,18 @@ class DataConfig:
   max_len: int = 30
   train_size: int = 50_000
   eval_size: int = 1_000
-  seed: int = 0  # the evaluation set uses a different stream of this seed
+  seed: int = 0  # data order; synthetic evaluation sets use another stream of it
+  data_dir: str = ""
+  src_lang: str = "en"
+  tgt_lang: str = "de"
+  joint_vocab: bool = True
 
   def __post_init__(self):
     _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
+    if self.task == "translation":
+      _check(bool(self.data_dir), "data_dir", "is required for task 'translation'")
+      _check(self.src_lang != self.tgt_lang, "tgt_lang",
+             f"must differ from src_lang, got {self.tgt_lang!r} for both")
     _check(self.vocab_size > NUM_SPECIAL, "vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.vocab_size}")
     _positive(self, "min_len", "max_len", "train_size", "eval_size")
@@ -119,21 +137,26 @@ class TrainConfig:
   checkpoint_every: int = 400
   keep_checkpoints: int = 2
   num_plots: int = 3  # eval examples drawn as attention heatmaps
+  bleu_every: int = 0  # translation: steps between validation BLEU evaluations; 0: at each eval
+  patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
               "eval_every", "checkpoint_every", "keep_checkpoints")
-    _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots")
+    _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
+                  "bleu_every", "patience")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
 
 
 # Fields that may change when a run is resumed: they alter neither the
-# parameters nor the steps already taken. (num_steps moves the cool-down: a run
+# parameters nor the steps already taken (a moved data_dir is checked by the
+# vocabulary's hash in the checkpoint). (num_steps moves the cool-down: a run
 # extended before its cool-down began continues exactly as if planned longer.)
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
+    "train.bleu_every", "train.patience", "data.data_dir",
 })
 
 

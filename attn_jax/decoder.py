@@ -59,7 +59,8 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
       "bridge": layers.dense_init(k[2], a, h),
       "attention": attention.VARIANTS[config.attention].init(k[3], h, a, config.attention_size),
       "readout": layers.dense_init(k[4], readout_in, h),  # W_r or W_c
-      "output": layers.dense_init(k[5], h, config.tgt_vocab_size),
+      "output": (layers.bias_init(config.tgt_vocab_size) if config.tie_embeddings
+                 else layers.dense_init(k[5], h, config.tgt_vocab_size)),
   }
   if cell.has_memory:
     params["bridge_c"] = layers.dense_init(jax.random.fold_in(k[2], 1), a, h)
@@ -129,8 +130,11 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
 
 
 def logits(params: dict, out: jax.Array) -> jax.Array:
-  """v [..., hidden] -> logits [..., tgt_vocab]."""
-  return layers.dense(params["output"], out)
+  """v [..., hidden] -> logits W_o v + b_o [..., tgt_vocab]; with tied embeddings
+  (an output layer holding only a bias) W_o is the target embedding E."""
+  if "kernel" in params["output"]:
+    return layers.dense(params["output"], out)
+  return out @ params["embed"]["embedding"].T + params["output"]["bias"]
 
 
 def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, mem: Memory,

@@ -1,27 +1,33 @@
-"""Evaluation over a dataset: teacher-forced loss and alignment, greedy sequence accuracy."""
+"""Evaluation: teacher-forced loss and alignment, decoding, and task scores.
+
+Synthetic tasks score exact sequences (`evaluate`); translation scores the
+detokenised outputs with sacreBLEU (`translation_scores`) after `decode`.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import jax
 import numpy as np
 
-from attn_jax import data, metrics
+from attn_jax import bleu, data, metrics
+from attn_jax.inputs import EvalData
 from attn_jax.search import Hypotheses
+from attn_jax.vocab import Vocab
 
 
 class Example(NamedTuple):
   """One decoded evaluation sentence, for plots."""
   src: np.ndarray  # int [src_len]: source ids incl. EOS
-  output: np.ndarray  # int [out_len]: greedy output ids incl. EOS
+  output: np.ndarray  # int [out_len]: output ids incl. EOS (unless cut by the length limit)
   weights: np.ndarray  # float [out_len, src_len]
 
 
-def evaluate(params: dict, ds: data.Dataset, batch_size: int, eval_step: Callable,
+def evaluate(params: dict, batches: Iterable[data.Batch], eval_step: Callable,
              greedy: Callable, num_examples: int = 0,
              has_weights: bool = True) -> tuple[dict[str, float], list[Example]]:
-  """Runs eval_step and greedy decoding over `ds` in fixed-shape batches.
+  """Runs eval_step and greedy decoding over fixed-shape batches (data.eval_batches).
 
   Returns:
     rates (metrics.summarize of all sums, plus "sequence_accuracy_by_length":
@@ -30,7 +36,7 @@ def evaluate(params: dict, ds: data.Dataset, batch_size: int, eval_step: Callabl
   totals: dict[str, float] = {}
   lengths, exact = [], []
   examples: list[Example] = []
-  for batch in data.eval_batches(ds, batch_size):
+  for batch in batches:
     sums = eval_step(params, batch)
     hyp: Hypotheses = greedy(params, batch.src, batch.src_len)
     sums, hyp = jax.device_get((sums, hyp))
@@ -50,3 +56,36 @@ def evaluate(params: dict, ds: data.Dataset, batch_size: int, eval_step: Callabl
   buckets = metrics.by_length(np.concatenate(lengths), np.concatenate(exact))
   rates["sequence_accuracy_by_length"] = {k: h / n for k, (h, n) in buckets.items()}
   return rates, examples
+
+
+def loss_rates(params: dict, ev: EvalData, eval_step: Callable) -> dict[str, float]:
+  """Teacher-forced loss, perplexity, token accuracy and attention entropy over `ev`.
+
+  Alignment accuracy is left out when the data has no gold alignments.
+  """
+  totals: dict[str, float] = {}
+  for _, batch in ev.batches:
+    for key, value in jax.device_get(eval_step(params, batch)).items():
+      totals[key] = totals.get(key, 0) + value
+  rates = metrics.summarize(totals)
+  if not totals.get("align_count"):
+    rates.pop("alignment_accuracy", None)
+  return rates
+
+
+def decode(params: dict, ev: EvalData, search: Callable) -> list[Example]:
+  """Every sentence of `ev` decoded by search(params, src, src_len), in line order."""
+  outputs: list[Example | None] = [None] * ev.size
+  for lines, batch in ev.batches:
+    hyp: Hypotheses = jax.device_get(search(params, batch.src, batch.src_len))
+    for row, line in enumerate(lines):
+      n, m = int(batch.src_len[row]), int(hyp.lengths[row])
+      outputs[line] = Example(batch.src[row, :n], hyp.tokens[row, :m], hyp.weights[row, :m, :n])
+  return outputs
+
+
+def translation_scores(outputs: list[Example], references: list[str],
+                       vocab: Vocab) -> tuple[dict, list[str]]:
+  """(bleu.corpus_scores of the detokenised outputs against `references`, the outputs)."""
+  hyps = [vocab.decode(o.output) for o in outputs]
+  return bleu.corpus_scores(hyps, references), hyps

@@ -22,6 +22,11 @@ def dense_init(key: jax.Array, in_size: int, out_size: int, *, bias: bool = True
   return params
 
 
+def bias_init(size: int) -> Params:
+  """{"bias": zeros [size]}: an output layer whose kernel is shared with an embedding."""
+  return {"bias": jnp.zeros((size,), jnp.float32)}
+
+
 def dense(params: Params, x: jax.Array) -> jax.Array:
   """x [..., in] -> [..., out]."""
   y = x @ params["kernel"]

@@ -8,13 +8,14 @@ steps.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import metrics, model, search
+from attn_jax import beam, metrics, model, search
 from attn_jax.config import ModelConfig, TrainConfig
 from attn_jax.data import Batch
 
@@ -100,3 +101,29 @@ def make_eval_step(config: ModelConfig):
 def make_greedy(config: ModelConfig, max_len: int):
   """(params, src, src_len) -> search.Hypotheses, jitted."""
   return jax.jit(functools.partial(search.greedy, config=config, max_len=max_len))
+
+
+def max_output_len(src_width: int, ratio: float, extra: int) -> int:
+  """The static output width for sources padded to src_width (EOS included)."""
+  return int(math.ceil(ratio * (src_width - 1))) + extra + 1
+
+
+def make_search(config: ModelConfig, beam_size: int = 1, alpha: float = 0.0,
+                ratio: float = 1.5, extra: int = 10):
+  """(params, src, src_len) -> search.Hypotheses, jitted once per source width.
+
+  Each sentence may emit at most ceil(ratio * n) + extra tokens and EOS, n its
+  source length (search.output_limits). beam_size 1 is greedy search (which beam
+  search reproduces, at more cost); larger sizes run beam.beam_search with the
+  GNMT length penalty exponent `alpha`.
+  """
+
+  @jax.jit
+  def run(params: dict, src: jax.Array, src_len: jax.Array) -> search.Hypotheses:
+    max_len = max_output_len(src.shape[1], ratio, extra)
+    limits = search.output_limits(src_len, ratio, extra, max_len)  # [batch]
+    if beam_size == 1:
+      return search.greedy(params, src, src_len, config, max_len, limits)
+    return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits)
+
+  return run

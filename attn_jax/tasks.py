@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from attn_jax import data
-from attn_jax.config import NUM_SPECIAL, DataConfig
+from attn_jax.config import NUM_SPECIAL, ConfigError, DataConfig
 
 SPECIAL_NAMES = ("<pad>", "<s>", "</s>")
 
@@ -57,7 +57,7 @@ def make_datasets(config: DataConfig) -> tuple[data.Dataset, data.Dataset]:
   candidates = _sample(config, 4 * config.eval_size, EVAL_STREAM)
   eval_src = [s for s in candidates if s.tobytes() not in seen][:config.eval_size]
   if len(eval_src) < config.eval_size:
-    raise ValueError(f"eval_size: only {len(eval_src)} held-out sequences exist for "
+    raise ConfigError(f"eval_size: only {len(eval_src)} held-out sequences exist for "
                      f"lengths {config.min_len}-{config.max_len}; lower eval_size")
   return _build(config, train_src), _build(config, eval_src)
 

@@ -9,17 +9,23 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import attention, data, metrics, plots, steps, tasks
+from attn_jax import attention, data, evaluation, inputs, metrics, plots, steps, tasks
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config, field_value, incompatible_fields
-from attn_jax.evaluation import Example, evaluate
+from attn_jax.evaluation import Example
 from attn_jax.runlog import RunLog, read_records
 
-SCORE = "sequence_accuracy"  # the eval metric that picks the best checkpoint
+# The validation metric that picks the best checkpoint (higher is better).
+SCORES = {"translation": "bleu_tok_lc"}
+DEFAULT_SCORE = "sequence_accuracy"
+
+
+def score_name(config: Config) -> str:
+  return SCORES.get(config.data.task, DEFAULT_SCORE)
 
 
 class IncompatibleCheckpointError(ValueError):
-  """The workdir holds a checkpoint of another configuration."""
+  """The workdir holds a checkpoint of another configuration or vocabulary."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,29 +38,41 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
   return k_init, k_train
 
 
-def restore_or_init(config: Config, ckpt: Checkpointer, optimizer,
-                    directory: str) -> steps.TrainState:
-  """The latest checkpoint's state, or a fresh one; follows checkpoint.py's resume order."""
+def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) -> None:
+  """Raises IncompatibleCheckpointError if a checkpoint's vocabulary hashes differ."""
+  if saved.get("vocab") != vocab_ids:
+    raise IncompatibleCheckpointError(
+        f"{directory}: checkpoint at step {step} was trained with another vocabulary "
+        f"(sha256 saved {saved.get('vocab')}, now {vocab_ids})")
+
+
+def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: str,
+                    vocab_ids: dict | None = None) -> tuple[steps.TrainState, dict]:
+  """(latest checkpoint's state and metadata, or a fresh state and {}); follows
+  checkpoint.py's resume order."""
   k_init, _ = _keys(config.train.seed)
   init = lambda: steps.init_state(k_init, config.model, optimizer)
   latest = ckpt.latest_step()
   if latest is None:
-    return init()
-  saved = ckpt.metadata(latest).get("config", {})
-  differing = incompatible_fields(saved, config)
+    return init(), {}
+  saved = ckpt.metadata(latest)
+  differing = incompatible_fields(saved.get("config", {}), config)
   if differing:
+    old = saved.get("config", {})
     raise IncompatibleCheckpointError(
         f"{directory}: checkpoint at step {latest} has another config; differing fields: "
-        + ", ".join(f"{f} (saved {field_value(saved, f)!r}, now {field_value(config, f)!r})"
+        + ", ".join(f"{f} (saved {field_value(old, f)!r}, now {field_value(config, f)!r})"
                     for f in differing))
+  check_vocab(saved, vocab_ids, directory, latest)
   target = jax.eval_shape(init)._asdict()
-  state, _ = ckpt.restore(latest, target)
-  return steps.TrainState(**state)
+  state, metadata = ckpt.restore(latest, target)
+  return steps.TrainState(**state), metadata
 
 
-def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog) -> None:
-  names = tasks.token_names
-  items = [(e.weights, names(e.src), names(e.output)) for e in examples]
+def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog,
+                    names: tuple[Callable, Callable]) -> None:
+  src_names, tgt_names = names
+  items = [(e.weights, src_names(e.src), tgt_names(e.output)) for e in examples]
   fig = plots.attention_grid(items, title=f"attention at step {step}")
   fig.savefig(os.path.join(workdir, "plots", f"attention_{step}.png"), dpi=100)
   log.figure("eval/attention", fig, step)
@@ -95,52 +113,84 @@ class _Throughput:
     return rate
 
 
-class _Evaluators(NamedTuple):
+class _Context(NamedTuple):
+  """What the loop and the evaluations need besides the state."""
+  config: Config
+  workdir: str
+  data: inputs.RunData
+  train_step: Callable
   eval_step: Callable
-  greedy: Callable
-  batch_size: int
-  num_plots: int
-  has_weights: bool
+  search: Callable  # greedy: (params, src, src_len) -> Hypotheses
+  ckpt: Checkpointer
+  log: RunLog | None
 
 
-def _evaluate(params: dict, eval_ds: data.Dataset, step: int, workdir: str,
-              log: RunLog | None, ev: _Evaluators) -> dict:
-  """Evaluates, prints, and (with a log) records the metrics and plots the attention."""
-  result, examples = evaluate(params, eval_ds, ev.batch_size, ev.eval_step, ev.greedy,
-                              ev.num_plots if log else 0, ev.has_weights)
+class _Patience(NamedTuple):
+  """Early-stopping record, saved in checkpoint metadata so a resumed run keeps it."""
+  best: float | None  # best validation score so far
+  best_step: int | None
+  waited: int  # scored evaluations since the best
+
+  def update(self, score: float | None, step: int) -> "_Patience":
+    if score is None:
+      return self
+    if self.best is None or score > self.best:
+      return _Patience(score, step, 0)
+    return self._replace(waited=self.waited + 1)
+
+
+def _token_names(ctx: _Context) -> tuple[Callable, Callable]:
+  vocabs = ctx.data.vocabs
+  if vocabs is None:
+    return tasks.token_names, tasks.token_names
+  return vocabs.src.pieces, vocabs.tgt.pieces
+
+
+def _bleu_due(ctx: _Context, step: int) -> bool:
+  tc = ctx.config.train
+  return not tc.bleu_every or step % tc.bleu_every == 0 or step == tc.num_steps
+
+
+def _evaluate(params: dict, step: int, ctx: _Context, log: RunLog | None) -> dict:
+  """Evaluates on the validation data, prints, and (with a log) records and plots.
+
+  Synthetic tasks: loss, alignment and greedy exact-sequence accuracy. Translation:
+  loss and perplexity, and when BLEU is due, greedy decoding scored by sacreBLEU.
+  """
+  tc, ev = ctx.config.train, ctx.data.eval
+  has_weights = attention.VARIANTS[ctx.config.model.attention].has_weights
+  num_plots = tc.num_plots if log is not None and has_weights else 0
+  examples: list[Example] = []
+  if ctx.data.vocabs is None:
+    result, examples = evaluation.evaluate(params, (b for _, b in ev.batches), ctx.eval_step,
+                                           ctx.search, num_plots, has_weights)
+  else:
+    result = evaluation.loss_rates(params, ev, ctx.eval_step)
+    if _bleu_due(ctx, step):
+      outputs = evaluation.decode(params, ev, ctx.search)
+      scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, ctx.data.vocabs.tgt)
+      result.update(scores)
+      examples = outputs[:num_plots]
   print(f"eval at step {step}: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
   if log is not None:
     log.write(step, "eval", result)
-    if ev.has_weights and examples:
-      _plot_attention(examples, step, workdir, log)
+    if examples:
+      _plot_attention(examples, step, ctx.workdir, log, _token_names(ctx))
   return result
 
 
-def _save(ckpt: Checkpointer, state: steps.TrainState, step: int, config: Config,
-          train_ds: data.Dataset, k_train: jax.Array, score: float | None) -> None:
-  metadata = {"config": config.to_dict(),
-              "data_position": data.data_position(train_ds, step, config.train.batch_size),
+def _save(ckpt: Checkpointer, state: steps.TrainState, step: int, ctx: _Context,
+          k_train: jax.Array, score: float | None, patience: _Patience) -> None:
+  metadata = {"config": ctx.config.to_dict(),
+              "data_position": ctx.data.train.position(step),
+              "vocab": inputs.vocab_ids(ctx.data.vocabs),
+              "patience": patience._asdict(),
               "seed_key": np.asarray(jax.random.key_data(k_train)).tolist()}
   ckpt.save(step, state._asdict(), metadata, score)
 
 
-def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
-                       ) -> dict[str, float]:
-  """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
-
-  Writes workdir/config.json, flags.txt (`flagfile`, if given), metrics.jsonl,
-  checkpoints/, plots/, tensorboard/. Nothing is written before a checkpoint
-  already in `workdir` is found compatible with `config`.
-  Returns the last evaluation's metrics.
-  """
-  tc = config.train
-  train_ds, eval_ds = tasks.make_datasets(config.data)
-  optimizer = steps.make_optimizer(tc)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  state = restore_or_init(config, ckpt, optimizer, ckpt_dir)
-  start = int(state.step)
+def _write_run_files(config: Config, workdir: str, flagfile: str | None) -> None:
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json() + "\n")
@@ -148,22 +198,44 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     with open(os.path.join(workdir, "flags.txt"), "w", encoding="utf-8") as f:
       f.write(flagfile)
 
-  train_step = steps.make_train_step(config.model, tc, optimizer)
-  evaluators = _Evaluators(
-      eval_step=steps.make_eval_step(config.model),
-      greedy=steps.make_greedy(config.model, max_len=eval_ds.tgt_out.shape[1]),
-      batch_size=tc.batch_size, num_plots=tc.num_plots,
-      has_weights=attention.VARIANTS[config.model.attention].has_weights)
-  log = RunLog(workdir, start, tc.num_steps)
-  print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
-        f"train {data.size(train_ds)} / eval {data.size(eval_ds)} examples", flush=True)
 
-  if start >= tc.num_steps:
-    print(f"already trained to step {start}; evaluating", flush=True)
-    result = _evaluate(state.params, eval_ds, start, workdir, None, evaluators)
+def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
+                       ) -> dict[str, float]:
+  """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
+
+  Writes workdir/config.json, flags.txt (`flagfile`, if given), metrics.jsonl,
+  checkpoints/, plots/, tensorboard/ (and the vocabularies for translation).
+  Nothing but a missing vocabulary is written before a checkpoint already in
+  `workdir` is found compatible with `config`. Returns the last evaluation's metrics.
+  """
+  tc = config.train
+  os.makedirs(workdir, exist_ok=True)
+  run_data = inputs.load(config.data, tc.batch_size, workdir)
+  optimizer = steps.make_optimizer(tc)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
+  state, metadata = restore_or_init(config, ckpt, optimizer, ckpt_dir,
+                                    inputs.vocab_ids(run_data.vocabs))
+  patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
+  start = int(state.step)
+  _write_run_files(config, workdir, flagfile)
+  if run_data.vocabs is None:
+    search = steps.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
   else:
-    result = _train_loop(config, state, workdir, train_ds, eval_ds, train_step, evaluators,
-                         ckpt, log)
+    search = steps.make_search(config.model)
+  log = RunLog(workdir, start, tc.num_steps)
+  ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
+                 steps.make_eval_step(config.model), search, ckpt, log)
+  print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
+        f"{run_data.summary}", flush=True)
+
+  stopped = tc.patience and patience.waited >= tc.patience
+  if start >= tc.num_steps or stopped:
+    print(f"already trained to step {start}{' (stopped early)' if stopped else ''}; evaluating",
+          flush=True)
+    result = _evaluate(state.params, start, ctx, None)
+  else:
+    result = _train_loop(state, ctx, patience)
   ckpt.wait()
   ckpt.close()
   log.close()
@@ -171,22 +243,27 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   return result
 
 
-def _train_loop(config: Config, state: steps.TrainState, workdir: str,
-                train_ds: data.Dataset, eval_ds: data.Dataset, train_step: Callable,
-                evaluators: _Evaluators, ckpt: Checkpointer, log: RunLog) -> dict:
-  """Steps from state.step to num_steps; returns the last evaluation's metrics."""
-  tc = config.train
+def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
+  """Steps from state.step to num_steps (or an early stop); returns the last evaluation."""
+  tc, widths = ctx.config.train, ctx.data.train.widths
   _, k_train = _keys(tc.seed)
   start = int(state.step)
-  window, timer, result = [], _Throughput(), {}
+  window, timer, result, compiled = [], _Throughput(), {}, set()
   for step in range(start, tc.num_steps):
-    batch = data.train_batch(train_ds, step, tc.batch_size, config.data.seed)
-    state, sums = train_step(state, batch, jax.random.fold_in(k_train, step))
+    batch = ctx.data.train.batch(step)
+    width = batch.src.shape[1]
+    if width not in compiled:  # a new batch shape compiles: keep it out of tokens/s
+      jax.block_until_ready(state)
+      timer.pause()
+      began = time.time()
+    state, sums = ctx.train_step(state, batch, jax.random.fold_in(k_train, step))
     window.append(sums)
-    if step == start:  # the first call compiles: keep it out of tokens/s
+    if width not in compiled:
       jax.block_until_ready(sums)
-      print(f"train step compiled and run in {timer.elapsed():.1f}s", flush=True)
-      timer.restart()
+      compiled.add(width)
+      print(f"train step compiled for width {width} ({len(compiled)} of {len(widths)} "
+            f"shapes) and run in {time.time() - began:.1f}s", flush=True)
+      timer.resume()
     else:
       timer.tokens += int(batch.tgt_len.sum())
     done = step + 1
@@ -196,17 +273,25 @@ def _train_loop(config: Config, state: steps.TrainState, workdir: str,
       if tokens_per_sec is not None:
         rates["tokens_per_sec"] = tokens_per_sec
       if not np.isfinite(rates["loss"]):
-        ckpt.wait()
-        raise NonFiniteLossError(
-            f"loss is {rates['loss']} at step {done}; last checkpoint: step {ckpt.latest_step()}")
-      log.write(done, "train", rates)
-      log.progress(done, rates)
+        ctx.ckpt.wait()
+        raise NonFiniteLossError(f"loss is {rates['loss']} at step {done}; "
+                                 f"last checkpoint: step {ctx.ckpt.latest_step()}")
+      ctx.log.write(done, "train", rates)
+      ctx.log.progress(done, rates)
       window = []
     is_eval = done % tc.eval_every == 0 or done == tc.num_steps
     if is_eval or done % tc.checkpoint_every == 0:
       timer.pause()
+      score = None
       if is_eval:
-        result = _evaluate(state.params, eval_ds, done, workdir, log, evaluators)
-      _save(ckpt, state, done, config, train_ds, k_train, result.get(SCORE) if is_eval else None)
+        result = _evaluate(state.params, done, ctx, ctx.log)
+        score = result.get(score_name(ctx.config))
+        patience = patience.update(score, done)
+      _save(ctx.ckpt, state, done, ctx, k_train, score, patience)
       timer.resume()
+      if tc.patience and patience.waited >= tc.patience:
+        print(f"stopping early at step {done}: no better {score_name(ctx.config)} in "
+              f"{patience.waited} evaluations (best {patience.best:.4f} at step "
+              f"{patience.best_step})", flush=True)
+        break
   return result

@@ -56,10 +56,13 @@ def encode(text: corpus.ParallelText, vocabs: Vocabs) -> tuple[list[np.ndarray],
 
 
 def load_split(data_dir: str, split: str, src_lang: str, tgt_lang: str, vocabs: Vocabs,
-               widths: tuple[int, ...] = DEFAULT_WIDTHS, training: bool = False) -> Split:
+               widths: tuple[int, ...] = DEFAULT_WIDTHS, training: bool = False,
+               text: corpus.ParallelText | None = None) -> Split:
   """One split as buckets. Training drops empty pairs and filters long ones (both counted
-  in the result: text.dropped_empty, buckets.filtered); evaluation keeps every line."""
-  text = corpus.read_parallel(data_dir, split, src_lang, tgt_lang, drop_empty=training)
+  in the result: text.dropped_empty, buckets.filtered); evaluation keeps every line.
+  `text`: the split already read (with the same drop_empty), to avoid reading it twice."""
+  if text is None:
+    text = corpus.read_parallel(data_dir, split, src_lang, tgt_lang, drop_empty=training)
   src, tgt = encode(text, vocabs)
   if not training:
     longest = max(max(len(s), len(t)) for s, t in zip(src, tgt)) + 1

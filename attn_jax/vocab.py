@@ -17,7 +17,7 @@ import os
 
 import sentencepiece as spm
 
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
+from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ConfigError
 
 UNK_ID = 3
 
@@ -51,7 +51,7 @@ def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> byt
   """A serialized SentencePiece model trained on `sentences` (deterministic).
 
   Raises:
-    ValueError naming vocab_size when SentencePiece cannot build that many pieces
+    ConfigError naming vocab_size when SentencePiece cannot build that many pieces
     (byte fallback alone needs 256 + the specials + every distinct character).
   """
   model = io.BytesIO()
@@ -63,7 +63,7 @@ def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> byt
         unk_id=UNK_ID, num_threads=1, minloglevel=2)
   except RuntimeError as e:
     reason = str(e).splitlines()[0].split("] ")[-1]
-    raise ValueError(f"vocab_size: {vocab_size} does not work for this corpus: {reason}") from None
+    raise ConfigError(f"vocab_size: {vocab_size} does not work for this corpus: {reason}") from None
   return model.getvalue()
 
 

@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
-from attn_jax import attention, cells, config as config_lib, training
+from attn_jax import attention, cells, config as config_lib, corpus, training
 
 FLAGS = flags.FLAGS
 
@@ -32,11 +32,22 @@ flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
                   "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
 flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_boolean("tie_embeddings", False,
+                     "Output layer shares the target embedding (needs embed_size == hidden_size).")
 # Data.
-flags.DEFINE_enum("task", "reverse", list(config_lib.TASKS), "Synthetic task.")
-flags.DEFINE_integer("vocab_size", 20, "Vocabulary size including PAD, BOS, EOS.", lower_bound=4)
-flags.DEFINE_integer("min_len", 1, "Shortest source sequence.", lower_bound=1)
-flags.DEFINE_integer("max_len", 30, "Longest source sequence.", lower_bound=1)
+flags.DEFINE_enum("task", "reverse", list(config_lib.TASKS),
+                  "A synthetic task, or translation of --data_dir.")
+flags.DEFINE_integer("vocab_size", 20,
+                     "Vocabulary size including PAD, BOS, EOS (translation: SentencePiece pieces).",
+                     lower_bound=4)
+flags.DEFINE_integer("min_len", 1, "Shortest source sequence (synthetic tasks).", lower_bound=1)
+flags.DEFINE_integer("max_len", 30,
+                     "Longest source sequence; translation: longest training pair in subwords.",
+                     lower_bound=1)
+flags.DEFINE_string("data_dir", "", "Translation: directory of <split>.<lang>[.gz] files.")
+flags.DEFINE_string("src_lang", "en", "Translation: source language code.")
+flags.DEFINE_string("tgt_lang", "de", "Translation: target language code.")
+flags.DEFINE_boolean("joint_vocab", True, "Translation: one vocabulary for both languages.")
 flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
 flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and its order.")
@@ -56,6 +67,12 @@ flags.DEFINE_integer("checkpoint_every", 400, "Steps between checkpoints.", lowe
 flags.DEFINE_integer("keep_checkpoints", 2, "Latest checkpoints kept (the best is kept too).",
                      lower_bound=1)
 flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention heatmaps.",
+                     lower_bound=0)
+flags.DEFINE_integer("bleu_every", 0,
+                     "Translation: steps between validation BLEU scores; 0: at every evaluation.",
+                     lower_bound=0)
+flags.DEFINE_integer("patience", 0,
+                     "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)
 flags.mark_flag_as_required("workdir")
 
@@ -103,12 +120,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
   try:
     config = build_config()
-  except config_lib.ConfigError as e:
+    training.train_and_evaluate(config, FLAGS.workdir, flagfile=flagfile_text())
+  except config_lib.ConfigError as e:  # an option invalid by itself or for the data
     field, _, why = str(e).partition(": ")
     fail(f"flag --{_FLAG_NAMES.get('data.' + field, field)}: {why}")
-  try:
-    training.train_and_evaluate(config, FLAGS.workdir, flagfile=flagfile_text())
-  except (training.IncompatibleCheckpointError, training.NonFiniteLossError) as e:
+  except (corpus.CorpusError, training.IncompatibleCheckpointError,
+          training.NonFiniteLossError) as e:
     fail(str(e))
   except OSError as e:
     fail(f"{e.filename or FLAGS.workdir}: {e.strerror or e}")

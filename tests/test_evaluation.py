@@ -26,8 +26,8 @@ def _setup():
 
 def test_metrics_do_not_depend_on_the_batch_size():
   eval_ds, params, eval_step, greedy = _setup()
-  a, _ = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy)  # 8 + (4 real, 4 filler)
-  b, _ = evaluation.evaluate(params, eval_ds, 12, eval_step, greedy)  # one full batch
+  a, _ = evaluation.evaluate(params, data.eval_batches(eval_ds, 8), eval_step, greedy)  # 8 + (4 real, 4 filler)
+  b, _ = evaluation.evaluate(params, data.eval_batches(eval_ds, 12), eval_step, greedy)  # one full batch
   assert set(a) == set(b) == {"loss", "perplexity", "token_accuracy", "alignment_accuracy",
                               "attention_entropy", "sequence_accuracy", "greedy_token_accuracy",
                               "sequence_accuracy_by_length"}
@@ -41,7 +41,7 @@ def test_metrics_do_not_depend_on_the_batch_size():
 
 def test_sequence_accuracy_matches_greedy_outputs():
   eval_ds, params, eval_step, greedy = _setup()
-  result, _ = evaluation.evaluate(params, eval_ds, 12, eval_step, greedy)
+  result, _ = evaluation.evaluate(params, data.eval_batches(eval_ds, 12), eval_step, greedy)
   hyp = jax.device_get(greedy(params, eval_ds.src, eval_ds.src_len))
   exact = [int(hyp.lengths[i]) == int(eval_ds.tgt_len[i])
            and np.array_equal(hyp.tokens[i, :eval_ds.tgt_len[i]], eval_ds.tgt_out[i, :eval_ds.tgt_len[i]])
@@ -59,7 +59,7 @@ def test_sequence_accuracy_matches_greedy_outputs():
 
 def test_examples_and_no_weights():
   eval_ds, params, eval_step, greedy = _setup()
-  result, examples = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy, num_examples=3)
+  result, examples = evaluation.evaluate(params, data.eval_batches(eval_ds, 8), eval_step, greedy, num_examples=3)
   assert len(examples) == 3
   hyp = jax.device_get(greedy(params, eval_ds.src[:8], eval_ds.src_len[:8]))
   for i, e in enumerate(examples):
@@ -67,7 +67,7 @@ def test_examples_and_no_weights():
     np.testing.assert_array_equal(e.src, eval_ds.src[i, :n])
     np.testing.assert_array_equal(e.output, hyp.tokens[i, :m])
     assert e.weights.shape == (m, n)
-  no_weights, _ = evaluation.evaluate(params, eval_ds, 8, eval_step, greedy, has_weights=False)
+  no_weights, _ = evaluation.evaluate(params, data.eval_batches(eval_ds, 8), eval_step, greedy, has_weights=False)
   assert "alignment_accuracy" not in no_weights and "attention_entropy" not in no_weights
   assert no_weights["sequence_accuracy"] == result["sequence_accuracy"]
 
@@ -75,5 +75,5 @@ def test_examples_and_no_weights():
 def test_examples_never_come_from_filler_rows():
   eval_ds, params, eval_step, greedy = _setup()
   small = data.take(eval_ds, np.arange(3))  # 3 real rows, 5 filler rows in a batch of 8
-  _, examples = evaluation.evaluate(params, small, 8, eval_step, greedy, num_examples=5)
+  _, examples = evaluation.evaluate(params, data.eval_batches(small, 8), eval_step, greedy, num_examples=5)
   assert len(examples) == 3

@@ -22,7 +22,7 @@ def _rows(ds):
     yield i, ds.src[i, :n - 1], ds.tgt_out[i, :m - 1], n, m
 
 
-@pytest.mark.parametrize("task", config_lib.TASKS)
+@pytest.mark.parametrize("task", config_lib.SYNTHETIC_TASKS)
 def test_targets_and_alignments(task):
   dc = _data_config(task)
   for ds in tasks.make_datasets(dc):
@@ -65,7 +65,7 @@ def test_sort_alignment_is_stable():
   assert checked > 0
 
 
-@pytest.mark.parametrize("task", config_lib.TASKS)
+@pytest.mark.parametrize("task", config_lib.SYNTHETIC_TASKS)
 def test_eval_set_is_held_out(task):
   train, evals = tasks.make_datasets(_data_config(task, min_len=1, max_len=4, vocab_size=7,
                                                   train_size=60, eval_size=30))

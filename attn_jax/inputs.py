@@ -1,0 +1,119 @@
+"""The data a run trains and evaluates on, for every task behind one interface.
+
+* Synthetic tasks (tasks.py): one padded Dataset per split; the batch of a step
+  comes from data.train_batch, and the single width is the only batch shape.
+* Translation: `train` and `val` read from data_dir (corpus.py), SentencePiece
+  vocabularies trained once and stored in the workdir (vocab.py), and length
+  buckets (batching.py) whose widths are the batch shapes, one compilation each.
+
+In both, the batch of step s is a pure function of s, so the data position
+needs no state: a run resumed at step s reads what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from attn_jax import batching, corpus, data, tasks, translation
+from attn_jax.config import ConfigError, DataConfig
+
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "val"  # evaluated during training; test sets are for experiments.evaluate only
+
+
+class TrainData(NamedTuple):
+  batch: Callable[[int], data.Batch]  # step -> Batch [batch_size, width]
+  position: Callable[[int], dict]  # step -> {"epoch", "batch_in_epoch"}
+  size: int  # training pairs
+  widths: tuple[int, ...]  # the batch widths: one compilation of the train step each
+
+
+class EvalData(NamedTuple):
+  batches: tuple[tuple[np.ndarray, data.Batch], ...]  # (line of each real row, Batch [batch_size, width])
+  size: int  # sentences
+  text: corpus.ParallelText | None  # raw sentences in line order (translation)
+
+
+class RunData(NamedTuple):
+  train: TrainData
+  eval: EvalData
+  vocabs: translation.Vocabs | None  # None for synthetic tasks
+  summary: str  # one line for the log: sizes, dropped and filtered pairs, shapes
+
+
+def vocab_ids(vocabs: translation.Vocabs | None) -> dict | None:
+  """{"src": sha256, "tgt": sha256} of the vocabularies (checkpoint metadata)."""
+  return None if vocabs is None else {"src": vocabs.src.sha256, "tgt": vocabs.tgt.sha256}
+
+
+def bucket_widths(max_len: int) -> tuple[int, ...]:
+  """translation.DEFAULT_WIDTHS up to max_len + 1 (subwords + EOS), which is always one."""
+  return tuple(sorted({w for w in translation.DEFAULT_WIDTHS if w <= max_len} | {max_len + 1}))
+
+
+def load(config: DataConfig, batch_size: int, workdir: str) -> RunData:
+  """The run's data; raises corpus.CorpusError naming the file or ConfigError naming the
+  option the data cannot satisfy."""
+  if config.task == "translation":
+    return _translation(config, batch_size, workdir)
+  return _synthetic(config, batch_size)
+
+
+def _synthetic(config: DataConfig, batch_size: int) -> RunData:
+  train_ds, eval_ds = tasks.make_datasets(config)
+  if data.size(train_ds) < batch_size:
+    raise ConfigError(f"batch_size: {batch_size} exceeds the training set ({data.size(train_ds)})")
+  eval_batches = tuple((np.arange(start, min(start + batch_size, data.size(eval_ds))), batch)
+                       for start, batch in zip(range(0, data.size(eval_ds), batch_size),
+                                               data.eval_batches(eval_ds, batch_size)))
+  train = TrainData(
+      batch=functools.partial(data.train_batch, train_ds, batch_size=batch_size,
+                              seed=config.seed),
+      position=functools.partial(data.data_position, train_ds, batch_size=batch_size),
+      size=data.size(train_ds), widths=(train_ds.src.shape[1],))
+  summary = f"train {data.size(train_ds)} / eval {data.size(eval_ds)} examples"
+  return RunData(train, EvalData(eval_batches, data.size(eval_ds), None), None, summary)
+
+
+def eval_data(split: translation.Split, batch_size: int) -> EvalData:
+  """Fixed-shape batches of an evaluation split, each row mapped back to its line."""
+  buckets = split.buckets
+  batches = tuple((buckets.index[b][rows], batch)
+                  for b, rows, batch in batching.eval_batches(buckets, batch_size))
+  return EvalData(batches, len(split.text.src), split.text)
+
+
+def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
+  for name in ("src_lang", "tgt_lang"):
+    lang = getattr(config, name)
+    available = corpus.languages(config.data_dir, TRAIN_SPLIT)
+    if lang not in available:
+      raise ConfigError(f"{name}: no {TRAIN_SPLIT}.{lang}[.gz] in {config.data_dir} "
+                       f"(languages there: {', '.join(available) or 'none'})")
+  text = corpus.read_parallel(config.data_dir, TRAIN_SPLIT, config.src_lang, config.tgt_lang,
+                              drop_empty=True)
+  vocabs = translation.build_vocabs(text, workdir, config.src_lang, config.tgt_lang,
+                                    config.vocab_size, config.joint_vocab)
+  widths = bucket_widths(config.max_len)
+  train_split = translation.load_split(config.data_dir, TRAIN_SPLIT, config.src_lang,
+                                       config.tgt_lang, vocabs, widths, training=True, text=text)
+  val = translation.load_split(config.data_dir, EVAL_SPLIT, config.src_lang, config.tgt_lang,
+                               vocabs, widths)
+  buckets = train_split.buckets
+  if batching.batches_per_epoch(buckets, batch_size) == 0:
+    raise ConfigError(f"max_len: no training pair of {config.data_dir} fits {config.max_len} subwords")
+  train = TrainData(
+      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size,
+                              seed=config.seed),
+      position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
+      size=sum(data.size(s) for s in buckets.sets),
+      widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
+  summary = (f"train {sum(data.size(s) for s in buckets.sets)} pairs "
+             f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
+             f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "
+             f"{len(val.text.src)} sentences / vocabulary {vocabs.src.size}"
+             f"{' joint' if config.joint_vocab else f' + {vocabs.tgt.size}'}")
+  return RunData(train, eval_data(val, batch_size), vocabs, summary)

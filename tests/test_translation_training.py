@@ -1,0 +1,61 @@
+"""train_and_evaluate on the translation task: a tiny generated corpus end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import conftest
+import helpers
+from attn_jax import training, translation, vocab
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["cat", "dog", "bird", "red", "big", "runs", "sits", "the", "a", "on"]
+
+
+def _write_corpus(directory) -> str:
+  lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(1 + i % 6)) for i in range(64)]
+  for split, rows in (("train", lines), ("val", lines[:12])):
+    for lang, text in (("en", rows), ("de", [s.upper() for s in rows])):
+      (directory / f"{split}.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
+  return str(directory)
+
+
+def _config(data_dir: str, **train):
+  return helpers.tiny_config(
+      data_overrides=dict(task="translation", data_dir=data_dir, vocab_size=300, max_len=15),
+      train_overrides=dict(num_steps=4, eval_every=2, checkpoint_every=2, bleu_every=4, **train))
+
+
+def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path):
+  data_dir = _write_corpus(tmp_path)
+  workdir = str(tmp_path / "run")
+  result = training.train_and_evaluate(_config(data_dir), workdir)
+  assert {"loss", "perplexity", "bleu", "bleu_tok_lc", "chrf"} <= set(result)
+  assert "alignment_accuracy" not in result  # no gold alignments in real text
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    evals = [r for r in map(json.loads, f) if r["split"] == "eval"]
+  assert [("bleu" in r) for r in evals] == [False, True]  # BLEU only every bleu_every steps
+  # Another vocabulary in the workdir: resuming stops, naming the vocabulary.
+  path = translation.vocab_paths(workdir, "en", "de", True)[0]
+  with open(path, "wb") as f:
+    f.write(vocab.train([w.upper() for w in WORDS] + WORDS, 292))
+  with pytest.raises(training.IncompatibleCheckpointError, match="another vocabulary"):
+    training.train_and_evaluate(_config(data_dir, patience=1), workdir)
+
+
+def test_unknown_language_is_one_line(tmp_path):
+  data_dir = _write_corpus(tmp_path)
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path / 'run'}",
+       "--task=translation", f"--data_dir={data_dir}", "--tgt_lang=xx", "--vocab_size=300"],
+      cwd=conftest.ROOT, env=conftest.subprocess_env(), capture_output=True, text=True,
+      timeout=240, check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: flag --tgt_lang: no train.xx[.gz] in {data_dir} (languages there: de, en)"]

@@ -87,9 +87,9 @@ def eval_data(split: translation.Split, batch_size: int) -> EvalData:
 
 
 def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
+  available = corpus.languages(config.data_dir, TRAIN_SPLIT)
   for name in ("src_lang", "tgt_lang"):
     lang = getattr(config, name)
-    available = corpus.languages(config.data_dir, TRAIN_SPLIT)
     if lang not in available:
       raise ConfigError(f"{name}: no {TRAIN_SPLIT}.{lang}[.gz] in {config.data_dir} "
                        f"(languages there: {', '.join(available) or 'none'})")
@@ -111,7 +111,7 @@ def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
       position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
       size=sum(data.size(s) for s in buckets.sets),
       widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
-  summary = (f"train {sum(data.size(s) for s in buckets.sets)} pairs "
+  summary = (f"train {train.size} pairs "
              f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
              f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "
              f"{len(val.text.src)} sentences / vocabulary {vocabs.src.size}"

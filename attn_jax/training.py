@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import attention, data, evaluation, inputs, metrics, plots, steps, tasks
+from attn_jax import attention, evaluation, inputs, metrics, plots, steps, tasks
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config, field_value, incompatible_fields
 from attn_jax.evaluation import Example

@@ -52,3 +52,20 @@ def curves(records: list[dict], path: str) -> None:
     ax.legend(fontsize=7)
   fig.tight_layout()
   save(fig, path)
+
+
+def bleu_by_length(rows: list[dict], path: str, title: str = "") -> None:
+  """Bar chart of bleu.bleu_by_length rows: score per source-length bucket, sentence counts on top."""
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  labels = [r["bucket"] for r in rows]
+  bars = ax.bar(labels, [r["bleu_tok_lc"] for r in rows], color="0.45")
+  for bar, r in zip(bars, rows):
+    ax.annotate(f"n={r['sentences']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center", va="bottom", fontsize=7)
+  ax.set_xlabel("source length (words)")
+  ax.set_ylabel("BLEU (tokenised, lowercased)")
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  save(fig, path)

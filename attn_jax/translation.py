@@ -48,6 +48,13 @@ def build_vocabs(train: corpus.ParallelText, directory: str, src_lang: str, tgt_
                 vocab.load_or_train(tgt_path, train.tgt, vocab_size))
 
 
+def load_vocabs(directory: str, src_lang: str, tgt_lang: str, joint: bool) -> Vocabs:
+  """The vocabularies build_vocabs stored in `directory`; raises FileNotFoundError naming one."""
+  src_path, tgt_path = vocab_paths(directory, src_lang, tgt_lang, joint)
+  src = vocab.load(src_path)
+  return Vocabs(src, src if joint else vocab.load(tgt_path))
+
+
 def encode(text: corpus.ParallelText, vocabs: Vocabs) -> tuple[list[np.ndarray], list[np.ndarray]]:
   """Subword ids of both sides, without specials: two lists of int32 [len]."""
   src = [np.asarray(vocabs.src.encode(s), np.int32) for s in text.src]
@@ -65,6 +72,21 @@ def load_split(data_dir: str, split: str, src_lang: str, tgt_lang: str, vocabs: 
     text = corpus.read_parallel(data_dir, split, src_lang, tgt_lang, drop_empty=training)
   src, tgt = encode(text, vocabs)
   if not training:
-    longest = max(max(len(s), len(t)) for s, t in zip(src, tgt)) + 1
-    widths = tuple(sorted(set(widths) | {max(longest, max(widths))}))
+    widths = _widened(widths, src, tgt)
   return Split(batching.bucket_pairs(src, tgt, widths), text)
+
+
+def source_split(sentences: list[str], vocabs: Vocabs,
+                 widths: tuple[int, ...] = DEFAULT_WIDTHS) -> Split:
+  """Sentences to translate as a Split with empty targets; every sentence is kept."""
+  src = [np.asarray(vocabs.src.encode(s), np.int32) for s in sentences]
+  tgt = [np.zeros(0, np.int32)] * len(src)
+  text = corpus.ParallelText(list(sentences), [""] * len(src), 0)
+  return Split(batching.bucket_pairs(src, tgt, _widened(widths, src, tgt)), text)
+
+
+def _widened(widths: tuple[int, ...], src: list[np.ndarray], tgt: list[np.ndarray]
+             ) -> tuple[int, ...]:
+  """`widths` plus one wide enough for the longest pair (EOS included), so none is filtered."""
+  longest = max((max(len(s), len(t)) for s, t in zip(src, tgt)), default=0) + 1
+  return tuple(sorted(set(widths) | {max(longest, max(widths))}))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from attn_jax import attention, cells, config as config_lib, corpus, training
+from attn_jax import attention, cells, config as config_lib, training
+from experiments import cli
 
 FLAGS = flags.FLAGS
 
@@ -100,36 +101,11 @@ def flagfile_text() -> str:
   return "".join(f.serialize() + "\n" for f in names)
 
 
-def fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(1)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with one 'error:' line instead of its two-line usage hint."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    fail(str(e))
-
-
 def main(argv):
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
-  try:
-    config = build_config()
-    training.train_and_evaluate(config, FLAGS.workdir, flagfile=flagfile_text())
-  except config_lib.ConfigError as e:  # an option invalid by itself or for the data
-    field, _, why = str(e).partition(": ")
-    fail(f"flag --{_FLAG_NAMES.get('data.' + field, field)}: {why}")
-  except (corpus.CorpusError, training.IncompatibleCheckpointError,
-          training.NonFiniteLossError) as e:
-    fail(str(e))
-  except OSError as e:
-    fail(f"{e.filename or FLAGS.workdir}: {e.strerror or e}")
+  def body():
+    training.train_and_evaluate(build_config(), FLAGS.workdir, flagfile=flagfile_text())
+  cli.run(body, argv, {f.split(".")[1]: n for f, n in _FLAG_NAMES.items()}, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

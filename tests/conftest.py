@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -40,6 +41,32 @@ def subprocess_env() -> dict[str, str]:
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   return env
+
+
+def run_program(module: str, *args: str, stdin: bytes | None = None,
+                timeout: float = 240) -> subprocess.CompletedProcess:
+  """`python -m experiments.<module> ARGS` from the repository root; stdout/stderr as text."""
+  proc = subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
+                        env=subprocess_env(), input=stdin, capture_output=True,
+                        timeout=timeout, check=False)
+  return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                     proc.stdout.decode("utf-8", "replace"),
+                                     proc.stderr.decode("utf-8", "replace"))
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+  """The one 'error: ...' line a program failed with; asserts exit 1 and no traceback."""
+  assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr
+  return errors[0]
+
+
+def snapshot(directory) -> dict[str, float]:
+  """Modification time of every file under `directory`: a failed program must change none."""
+  return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
+          for d, _, files in os.walk(directory) for f in files}
 
 
 def pytest_configure(config):

@@ -81,6 +81,22 @@ def to_np(tree):
   return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
 
 
+# -- a tiny parallel corpus --------------------------------------------------------
+
+CORPUS_WORDS = ["cat", "dog", "bird", "red", "big", "runs", "sits", "the", "a", "on"]
+
+
+def write_corpus(directory, splits=("train", "val")) -> str:
+  """<split>.en / <split>.de files of 64 (train) or 12 lines; German is upper-cased English."""
+  lines = [" ".join(CORPUS_WORDS[(i * 7 + j) % len(CORPUS_WORDS)] for j in range(1 + i % 6))
+           for i in range(64)]
+  for split in splits:
+    rows = lines if split == "train" else lines[:12]
+    for lang, text in (("en", rows), ("de", [s.upper() for s in rows])):
+      (directory / f"{split}.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
+  return str(directory)
+
+
 # -- random inputs ----------------------------------------------------------------
 
 def random_src(rng: np.random.Generator, lengths, width: int, vocab: int = VOCAB,

@@ -15,17 +15,6 @@ from attn_jax import training, translation, vocab
 
 pytestmark = pytest.mark.slow
 
-WORDS = ["cat", "dog", "bird", "red", "big", "runs", "sits", "the", "a", "on"]
-
-
-def _write_corpus(directory) -> str:
-  lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(1 + i % 6)) for i in range(64)]
-  for split, rows in (("train", lines), ("val", lines[:12])):
-    for lang, text in (("en", rows), ("de", [s.upper() for s in rows])):
-      (directory / f"{split}.{lang}").write_text("\n".join(text) + "\n", encoding="utf-8")
-  return str(directory)
-
-
 def _config(data_dir: str, **train):
   return helpers.tiny_config(
       data_overrides=dict(task="translation", data_dir=data_dir, vocab_size=300, max_len=15),
@@ -33,7 +22,7 @@ def _config(data_dir: str, **train):
 
 
 def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path):
-  data_dir = _write_corpus(tmp_path)
+  data_dir = helpers.write_corpus(tmp_path)
   workdir = str(tmp_path / "run")
   result = training.train_and_evaluate(_config(data_dir), workdir)
   assert {"loss", "perplexity", "bleu", "bleu_tok_lc", "chrf"} <= set(result)
@@ -44,13 +33,13 @@ def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path):
   # Another vocabulary in the workdir: resuming stops, naming the vocabulary.
   path = translation.vocab_paths(workdir, "en", "de", True)[0]
   with open(path, "wb") as f:
-    f.write(vocab.train([w.upper() for w in WORDS] + WORDS, 292))
+    f.write(vocab.train([w.upper() for w in helpers.CORPUS_WORDS] + helpers.CORPUS_WORDS, 292))
   with pytest.raises(training.IncompatibleCheckpointError, match="another vocabulary"):
     training.train_and_evaluate(_config(data_dir, patience=1), workdir)
 
 
 def test_unknown_language_is_one_line(tmp_path):
-  data_dir = _write_corpus(tmp_path)
+  data_dir = helpers.write_corpus(tmp_path)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path / 'run'}",
        "--task=translation", f"--data_dir={data_dir}", "--tgt_lang=xx", "--vocab_size=300"],

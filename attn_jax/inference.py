@@ -1,0 +1,107 @@
+"""A trained translation model read back from its workdir, and text through it.
+
+`load` restores one checkpoint for decoding: the config comes from the
+checkpoint's own metadata (not from flags), the vocabularies from the workdir,
+whose SHA-256 must match the ones the checkpoint was trained with, and the
+state is restored into `jax.eval_shape` targets of that config (checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, NamedTuple
+
+import jax
+
+from attn_jax import evaluation, inputs, steps, training, translation
+from attn_jax.checkpoint import Checkpointer
+from attn_jax.config import Config
+from attn_jax.evaluation import Example
+
+CHECKPOINT_CHOICES = ("best", "latest")  # or a step number
+
+
+class ModelLoadError(ValueError):
+  """The workdir holds no usable model; the message names the directory or file."""
+
+
+class Trained(NamedTuple):
+  config: Config
+  params: dict
+  vocabs: translation.Vocabs
+  step: int  # the training step of the restored checkpoint
+
+
+def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
+  saved = ckpt.steps()
+  if not saved:
+    raise ModelLoadError(f"{directory}: no checkpoints")
+  if which == "latest":
+    return saved[-1]
+  if which == "best":
+    best = ckpt.best_step()
+    if best is None:
+      raise ModelLoadError(f"{directory}: no checkpoint has a validation score yet; "
+                           f"use --checkpoint=latest (steps saved: {saved})")
+    return best
+  if not which.isdigit():
+    raise ModelLoadError(f"--checkpoint: expected best, latest or a step number, got {which!r}")
+  if int(which) not in saved:
+    raise ModelLoadError(f"{directory}: no checkpoint at step {which} (steps saved: {saved})")
+  return int(which)
+
+
+def load(workdir: str, which: str = "best") -> Trained:
+  """The translation model of `workdir` at checkpoint `which` (best, latest or a step).
+
+  Raises ModelLoadError or training.IncompatibleCheckpointError, naming the problem.
+  """
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise ModelLoadError(f"{directory}: no such directory (not a training workdir?)")
+  ckpt = Checkpointer(directory)
+  try:
+    step = _choose_step(ckpt, which, directory)
+    metadata = ckpt.metadata(step)
+    config = Config.from_dict(metadata["config"])
+    if config.data.task != "translation":
+      raise ModelLoadError(f"{workdir}: trained on the {config.data.task} task, not translation")
+    d = config.data
+    try:
+      vocabs = translation.load_vocabs(workdir, d.src_lang, d.tgt_lang, d.joint_vocab)
+    except OSError as e:
+      raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
+    training.check_vocab(metadata, inputs.vocab_ids(vocabs), directory, step)
+    optimizer = steps.make_optimizer(config.train)
+    target = jax.eval_shape(
+        lambda: steps.init_state(jax.random.key(0), config.model, optimizer))._asdict()
+    state, _ = ckpt.restore(step, target)
+  finally:
+    ckpt.close()
+  return Trained(config, state["params"], vocabs, step)
+
+
+def translate(trained: Trained, sentences: list[str], search: Callable,
+              batch_size: int) -> list[Example | None]:
+  """Every sentence through `search` (steps.make_search), batched by length, in input order.
+
+  Blank sentences are not decoded: their entry is None.
+  """
+  keep = [i for i, s in enumerate(sentences) if s.strip()]
+  outputs: list[Example | None] = [None] * len(sentences)
+  if not keep:
+    return outputs
+  widths = inputs.bucket_widths(trained.config.data.max_len)
+  split = translation.source_split([sentences[i] for i in keep], trained.vocabs, widths)
+  for i, example in zip(keep, evaluation.decode(trained.params,
+                                                inputs.eval_data(split, batch_size), search)):
+    outputs[i] = example
+  return outputs
+
+
+def detokenize(example: Example | None, trained: Trained) -> str:
+  """The output sentence as one line of text ('' for an undecoded blank input)."""
+  if example is None:
+    return ""
+  text = trained.vocabs.tgt.decode(example.output)
+  return " ".join(text.splitlines())  # a byte-fallback newline must not split the line

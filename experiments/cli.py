@@ -1,0 +1,68 @@
+"""What every program here shares: flag parsing and errors as one line on stderr.
+
+A program's expected failures (bad flags, bad data, unusable checkpoints, a
+diverged run, an unreadable file) end with one "error: ..." line naming the
+flag or file and exit status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import flags, logging
+
+from attn_jax import config as config_lib, corpus, inference, training
+
+FLAGS = flags.FLAGS
+
+EXPECTED_ERRORS = (corpus.CorpusError, training.IncompatibleCheckpointError,
+                   training.NonFiniteLossError, inference.ModelLoadError)
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with one 'error:' line instead of its two-line usage hint."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+
+
+def run(body: Callable[[], None], argv: list[str], flag_names: dict[str, str] | None = None,
+        path: str = "") -> None:
+  """Runs `body` with the expected errors turned into one line each.
+
+  flag_names: config field -> flag name where they differ (ConfigError names fields).
+  path: what an OSError without a file name is about.
+  """
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
+  try:
+    body()
+  except config_lib.ConfigError as e:  # an option invalid by itself or for the data
+    field, _, why = str(e).partition(": ")
+    fail(f"flag --{(flag_names or {}).get(field, field)}: {why}")
+  except EXPECTED_ERRORS as e:
+    fail(str(e))
+  except OSError as e:
+    fail(f"{e.filename or path}: {e.strerror or e}")
+
+
+def define_decoding_flags() -> None:
+  """Flags of the programs that decode with a trained model."""
+  flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/ and the vocabulary.")
+  flags.DEFINE_string("checkpoint", "best",
+                      "Checkpoint to load: best (by validation score), latest, or a step.")
+  flags.DEFINE_integer("beam_size", 5, "Beam size; 1 is greedy search.", lower_bound=1)
+  flags.DEFINE_float("length_penalty", 0.6,
+                     "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
+                     lower_bound=0.0)
+  flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.", lower_bound=1)
+  flags.mark_flag_as_required("workdir")

@@ -1,0 +1,76 @@
+r"""Translates raw text with a trained model: one output line per input line.
+
+  python -m experiments.translate --workdir=runs/multi30k_en_de \
+      --input=source.en --output=output.de [--checkpoint=best] [--beam_size=5] \
+      [--length_penalty=0.6] [--batch_size=64] [--attention_plots=DIR --num_plots=N]
+
+`-` reads stdin or writes stdout. Input is strict UTF-8 split on "\n"; a blank
+input line gives an empty output line. Sentences are batched by length and
+decoded by the jitted search, one compilation per length bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from attn_jax import attention, corpus, inference, plots, steps
+from experiments import cli
+
+FLAGS = flags.FLAGS
+
+cli.define_decoding_flags()
+flags.DEFINE_string("input", "-", "Source text, one sentence per line; - for stdin.")
+flags.DEFINE_string("output", "-", "Where translations go, one per line; - for stdout.")
+flags.DEFINE_string("attention_plots", "", "Directory for attention heatmaps (PNG), if given.")
+flags.DEFINE_integer("num_plots", 5, "Sentences drawn (the first non-blank ones).", lower_bound=0)
+
+
+def read_input(path: str) -> list[str]:
+  if path == "-":
+    raw = sys.stdin.buffer.read()
+    return corpus.decode_lines(raw, "<stdin>") if raw else []
+  with open(path, "rb") as f:
+    raw = f.read()
+  return corpus.decode_lines(raw, path) if raw else []
+
+
+def write_output(path: str, lines: list[str]) -> None:
+  text = "".join(line + "\n" for line in lines)
+  if path == "-":
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return
+  tmp = path + ".tmp"  # a failed run never leaves half a file under the final name
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def plot_attention(trained: inference.Trained, outputs, directory: str, count: int) -> None:
+  os.makedirs(directory, exist_ok=True)
+  drawn = [(i, o) for i, o in enumerate(outputs) if o is not None][:count]
+  for i, o in drawn:
+    fig = plots.attention_grid(
+        [(o.weights, trained.vocabs.src.pieces(o.src), trained.vocabs.tgt.pieces(o.output))],
+        title=f"line {i + 1}, beam {FLAGS.beam_size}, checkpoint step {trained.step}")
+    plots.save(fig, os.path.join(directory, f"attention_line{i + 1}.png"))
+
+
+def main(argv):
+  def body():
+    sentences = read_input(FLAGS.input)
+    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint)
+    search = steps.make_search(trained.config.model, FLAGS.beam_size, FLAGS.length_penalty)
+    outputs = inference.translate(trained, sentences, search, FLAGS.batch_size)
+    write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
+    has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
+    if FLAGS.attention_plots and FLAGS.num_plots and has_weights:
+      plot_attention(trained, outputs, FLAGS.attention_plots, FLAGS.num_plots)
+  cli.run(body, argv, path=FLAGS.output)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,75 @@
+"""Bad input through the real programs: one line naming the file or flag, exit 1, no
+traceback, and nothing already in the workdir changed."""
+
+from __future__ import annotations
+
+import pytest
+
+import conftest
+import helpers
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--task=translation", "--vocab_size=300", "--max_len=15", "--embed_size=8",
+        "--hidden_size=8", "--attention_size=8", "--num_steps=2", "--batch_size=8"]
+
+
+def _train(workdir, data_dir: str | None, *extra: str):
+  data = [f"--data_dir={data_dir}"] if data_dir is not None else []
+  return conftest.run_program("train", f"--workdir={workdir}", *data, *TINY, *extra)
+
+
+def test_missing_data_dir(tmp_path):
+  proc = _train(tmp_path / "run", None)
+  assert conftest.error_line(proc) == (
+      "error: flag --data_dir: is required for task 'translation'")
+  assert not (tmp_path / "run").exists()
+
+
+def test_data_dir_that_does_not_exist(tmp_path):
+  proc = _train(tmp_path / "run", str(tmp_path / "nowhere"))
+  assert conftest.error_line(proc) == f"error: {tmp_path / 'nowhere'}: no such directory"
+
+
+def test_missing_split_file(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path, splits=("train",))
+  proc = _train(tmp_path / "run", data_dir)
+  assert conftest.error_line(proc) == f"error: {tmp_path / 'val.en'}[.gz]: no such file"
+
+
+def test_line_count_mismatch(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  with open(tmp_path / "train.de", "a", encoding="utf-8") as f:
+    f.write("ONE MORE\n")
+  proc = _train(tmp_path / "run", data_dir)
+  assert conftest.error_line(proc) == (
+      f"error: {tmp_path / 'train.en'} has 64 lines but {tmp_path / 'train.de'} has 65")
+
+
+def test_invalid_utf8_in_training_data(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  raw = (tmp_path / "train.en").read_bytes().split(b"\n")
+  raw[2] = b"caf\xc3"  # a truncated two-byte sequence
+  (tmp_path / "train.en").write_bytes(b"\n".join(raw))
+  proc = _train(tmp_path / "run", data_dir)
+  assert conftest.error_line(proc) == (
+      f"error: {tmp_path / 'train.en'}:3: invalid UTF-8 (byte 0xc3 at column 4)")
+
+
+def test_empty_file(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  (tmp_path / "val.de").write_bytes(b"")
+  proc = _train(tmp_path / "run", data_dir)
+  assert conftest.error_line(proc) == f"error: {tmp_path / 'val.de'}: empty file"
+
+
+def test_bad_data_keeps_an_existing_run(tmp_path):
+  """A resumed run whose data went bad stops before touching checkpoints or logs."""
+  data_dir = helpers.write_corpus(tmp_path)
+  workdir = tmp_path / "run"
+  assert _train(workdir, data_dir).returncode == 0
+  before = conftest.snapshot(workdir)
+  (tmp_path / "val.de").write_bytes(b"")
+  proc = _train(workdir, data_dir, "--num_steps=4")
+  assert conftest.error_line(proc) == f"error: {tmp_path / 'val.de'}: empty file"
+  assert conftest.snapshot(workdir) == before

@@ -1,0 +1,122 @@
+"""experiments.translate and experiments.evaluate as subprocesses, on a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import conftest
+import helpers
+from attn_jax import inference, steps, training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A translation workdir trained for 4 steps (BLEU at steps 2 and 4, so a best exists)."""
+  root = tmp_path_factory.mktemp("programs")
+  data_dir = helpers.write_corpus(root, splits=("train", "val", "test"))
+  workdir = str(root / "run")
+  config = helpers.tiny_config(
+      data_overrides=dict(task="translation", data_dir=data_dir, vocab_size=300, max_len=15),
+      train_overrides=dict(num_steps=4, eval_every=2, checkpoint_every=2, num_plots=0))
+  training.train_and_evaluate(config, workdir)
+  return {"root": root, "data_dir": data_dir, "workdir": workdir}
+
+
+def test_translate_writes_one_line_per_input_line(trained, tmp_path):
+  source = tmp_path / "in.en"
+  source.write_bytes("the red cat\n\n  \na big dog sits on the bird\ncat\n".encode())
+  output = tmp_path / "out.de"
+  plots = tmp_path / "plots"
+  proc = conftest.run_program(
+      "translate", f"--workdir={trained['workdir']}", f"--input={source}",
+      f"--output={output}", "--beam_size=3", "--batch_size=2",
+      f"--attention_plots={plots}", "--num_plots=2")
+  assert proc.returncode == 0, proc.stderr
+  lines = output.read_text(encoding="utf-8").split("\n")
+  assert lines[-1] == "" and len(lines) - 1 == 5
+  assert lines[1] == "" and lines[2] == ""  # blank inputs give empty outputs
+  assert sorted(os.listdir(plots)) == ["attention_line1.png", "attention_line4.png"]
+
+
+def test_translate_stdin_to_stdout_matches_the_library(trained):
+  sentences = ["the red cat", "a big dog sits on the bird", "", "cat runs"]
+  proc = conftest.run_program(
+      "translate", f"--workdir={trained['workdir']}", "--checkpoint=latest", "--beam_size=1",
+      stdin="".join(s + "\n" for s in sentences).encode())
+  assert proc.returncode == 0, proc.stderr
+  model = inference.load(trained["workdir"], "latest")
+  expected = [inference.detokenize(o, model) for o in inference.translate(
+      model, sentences, steps.make_search(model.config.model), batch_size=64)]
+  assert proc.stdout.split("\n")[:-1] == expected
+
+
+def test_translate_invalid_utf8_is_one_line(trained, tmp_path):
+  source = tmp_path / "bad.en"
+  source.write_bytes(b"the cat\nthe \xff dog\n")
+  output = tmp_path / "out.de"
+  before = conftest.snapshot(trained["workdir"])
+  proc = conftest.run_program("translate", f"--workdir={trained['workdir']}",
+                              f"--input={source}", f"--output={output}")
+  assert conftest.error_line(proc) == (
+      f"error: {source}:2: invalid UTF-8 (byte 0xff at column 5)")
+  assert not output.exists()
+  assert conftest.snapshot(trained["workdir"]) == before
+
+
+@pytest.mark.parametrize("checkpoint, message", [
+    ("999", "no checkpoint at step 999 (steps saved: [2, 4])"),
+    ("newest", "--checkpoint: expected best, latest or a step number, got 'newest'"),
+])
+def test_translate_unknown_checkpoint_is_one_line(trained, checkpoint, message):
+  proc = conftest.run_program("translate", f"--workdir={trained['workdir']}",
+                              f"--checkpoint={checkpoint}", stdin=b"the cat\n")
+  assert message in conftest.error_line(proc)
+
+
+def test_translate_without_a_trained_workdir_is_one_line(tmp_path):
+  proc = conftest.run_program("translate", f"--workdir={tmp_path}", stdin=b"the cat\n")
+  assert conftest.error_line(proc) == (
+      f"error: {tmp_path / 'checkpoints'}: no such directory (not a training workdir?)")
+
+
+def test_evaluate_writes_scores_table_and_plot(trained):
+  workdir = trained["workdir"]
+  proc = conftest.run_program("evaluate", f"--workdir={workdir}", "--split=test",
+                              "--beam_size=2")
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, "eval", "test.json"), encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["sentences"] == 12 and report["split"] == "test"
+  assert report["checkpoint_step"] in (2, 4) and report["beam_size"] == 2
+  assert report["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+  assert "case:lc" in report["bleu_tok_lc_signature"]
+  assert {"bleu", "bleu_tok_lc", "chrf"} <= set(report)
+  assert sum(r["sentences"] for r in report["bleu_by_length"]) == 12
+  assert "bleu_tok_lc" in proc.stdout and "wrote" in proc.stdout
+  assert os.path.getsize(os.path.join(workdir, "eval", "test_bleu_by_length.png")) > 0
+  with open(os.path.join(workdir, "eval", "test.de"), encoding="utf-8") as f:
+    assert len(f.read().split("\n")) == 13
+
+
+def test_evaluate_missing_split_is_one_line(trained):
+  before = conftest.snapshot(trained["workdir"])
+  proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
+                              "--split=test_2017")
+  path = os.path.join(trained["data_dir"], "test_2017.en")
+  assert conftest.error_line(proc) == f"error: {path}[.gz]: no such file"
+  assert conftest.snapshot(trained["workdir"]) == before
+
+
+def test_evaluate_line_count_mismatch_is_one_line(trained, tmp_path):
+  data_dir = helpers.write_corpus(tmp_path, splits=("val",))
+  with open(tmp_path / "val.de", "a", encoding="utf-8") as f:
+    f.write("EXTRA LINE\n")
+  proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
+                              f"--data_dir={data_dir}", "--split=val")
+  assert conftest.error_line(proc) == (
+      f"error: {tmp_path / 'val.en'} has 12 lines but {tmp_path / 'val.de'} has 13")

@@ -27,10 +27,19 @@ from attn_jax import layers
 _MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
 
 
+class Flops(NamedTuple):
+  """Matmul FLOPs (2 m n k) of one sentence's attention, by what they scale with."""
+  per_key: int  # prepare_keys, per source position
+  per_query: int  # per decoder step, whatever the source length
+  per_pair: int  # per (decoder step, source position): scores and context
+
+
 class Variant(NamedTuple):
   init: Callable[..., dict]
   prepare_keys: Callable[[dict, jax.Array, jax.Array], jax.Array]
   attend: Callable[..., tuple[jax.Array, jax.Array]]
+  # (query_size, key_size, attention_size) -> Flops; key_size is also the value size.
+  flops: Callable[[int, int, int], Flops]
   has_weights: bool = True  # False for the fixed-context baseline
 
 
@@ -130,12 +139,35 @@ def additive_score(params, query, keys):
   return layers.dense(params["v"], hidden)[:, 0]  # [S]
 
 
+def _none_flops(query_size, key_size, attention_size):
+  del query_size, key_size, attention_size
+  return Flops(0, 0, 0)
+
+
+def _dot_flops(query_size, key_size, attention_size):
+  del attention_size  # keys projected only when the sizes differ; q.k and the context
+  return Flops(0 if key_size == query_size else 2 * key_size * query_size, 0,
+               2 * query_size + 2 * key_size)
+
+
+def _general_flops(query_size, key_size, attention_size):
+  del attention_size  # W k once per key; q.(W k) and the context per pair
+  return Flops(2 * key_size * query_size, 0, 2 * query_size + 2 * key_size)
+
+
+def _additive_flops(query_size, key_size, attention_size):
+  # U k once per key; W q once per step; v.tanh(...) and the context per pair
+  return Flops(2 * key_size * attention_size, 2 * query_size * attention_size,
+               2 * attention_size + 2 * key_size)
+
+
 VARIANTS: dict[str, Variant] = {
-    "none": Variant(_none_init, _none_prepare, _none_attend, has_weights=False),
-    "dot": Variant(_dot_init, _project_keys, _attend_with(dot_score)),
-    "scaled_dot": Variant(_dot_init, _project_keys, _attend_with(scaled_dot_score)),
-    "general": Variant(_general_init, _project_keys, _attend_with(dot_score)),
-    "additive": Variant(_additive_init, _additive_prepare, _attend_with(additive_score)),
+    "none": Variant(_none_init, _none_prepare, _none_attend, _none_flops, has_weights=False),
+    "dot": Variant(_dot_init, _project_keys, _attend_with(dot_score), _dot_flops),
+    "scaled_dot": Variant(_dot_init, _project_keys, _attend_with(scaled_dot_score), _dot_flops),
+    "general": Variant(_general_init, _project_keys, _attend_with(dot_score), _general_flops),
+    "additive": Variant(_additive_init, _additive_prepare, _attend_with(additive_score),
+                        _additive_flops),
 }
 
 

@@ -43,22 +43,27 @@ def feed_size(config: ModelConfig) -> int:
   return config.hidden_size if config.query == "current" else config.encoder_output_size
 
 
-def _cell_input_size(config: ModelConfig) -> int:
+def cell_input_size(config: ModelConfig) -> int:
   context = config.encoder_output_size if config.query == "previous" else 0
   return config.embed_size + context + feed_size(config)
+
+
+def readout_size(config: ModelConfig) -> int:
+  """Input size of W_r [h_t; c_t; E y_{t-1}] (previous) or W_c [c_t; h_t] (current)."""
+  extra = config.embed_size if config.query == "previous" else 0
+  return config.hidden_size + config.encoder_output_size + extra
 
 
 def init(key: jax.Array, config: ModelConfig) -> dict:
   cell = cells.CELLS[config.cell]
   k = jax.random.split(key, 6)
   a, h, e = config.encoder_output_size, config.hidden_size, config.embed_size
-  readout_in = h + a + (e if config.query == "previous" else 0)
   params = {
       "embed": layers.embed_init(k[0], config.tgt_vocab_size, e),
-      "cell": cell.init(k[1], _cell_input_size(config), h),
+      "cell": cell.init(k[1], cell_input_size(config), h),
       "bridge": layers.dense_init(k[2], a, h),
       "attention": attention.VARIANTS[config.attention].init(k[3], h, a, config.attention_size),
-      "readout": layers.dense_init(k[4], readout_in, h),  # W_r or W_c
+      "readout": layers.dense_init(k[4], readout_size(config), h),  # W_r or W_c
       "output": (layers.bias_init(config.tgt_vocab_size) if config.tie_embeddings
                  else layers.dense_init(k[5], h, config.tgt_vocab_size)),
   }

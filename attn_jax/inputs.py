@@ -83,7 +83,16 @@ def eval_data(split: translation.Split, batch_size: int) -> EvalData:
   buckets = split.buckets
   batches = tuple((buckets.index[b][rows], batch)
                   for b, rows, batch in batching.eval_batches(buckets, batch_size))
-  return EvalData(batches, len(split.text.src), split.text)
+  return EvalData(batches, sum(len(i) for i in buckets.index), split.text)
+
+
+def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int) -> TrainData:
+  """The training stream of length-bucketed pairs (batching.train_batch)."""
+  return TrainData(
+      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed),
+      position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
+      size=sum(data.size(s) for s in buckets.sets),
+      widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
 
 
 def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
@@ -105,12 +114,7 @@ def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
   buckets = train_split.buckets
   if batching.batches_per_epoch(buckets, batch_size) == 0:
     raise ConfigError(f"max_len: no training pair of {config.data_dir} fits {config.max_len} subwords")
-  train = TrainData(
-      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size,
-                              seed=config.seed),
-      position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
-      size=sum(data.size(s) for s in buckets.sets),
-      widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
+  train = bucketed_train(buckets, batch_size, config.seed)
   summary = (f"train {train.size} pairs "
              f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
              f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "

@@ -25,7 +25,7 @@ class Vocabs(NamedTuple):
 
 class Split(NamedTuple):
   buckets: batching.Buckets
-  text: corpus.ParallelText  # raw sentences in file order (references for BLEU)
+  text: corpus.ParallelText | None  # raw sentences in file order (references for BLEU)
 
 
 def vocab_paths(directory: str, src_lang: str, tgt_lang: str, joint: bool) -> tuple[str, str]:

@@ -9,102 +9,22 @@ checkpoint. Defaults give the embedded task: reverse, additive attention.
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-
 from absl import app, flags
 
-from attn_jax import attention, cells, config as config_lib, training
-from experiments import cli
+from attn_jax import training
+from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and plots.")
-# Model.
-flags.DEFINE_enum("cell", "gru", list(cells.CELLS), "Recurrent cell.")
-flags.DEFINE_integer("embed_size", 64, "Embedding size.", lower_bound=1)
-flags.DEFINE_integer("hidden_size", 128, "Hidden size of every RNN (per direction).",
-                     lower_bound=1)
-flags.DEFINE_integer("encoder_layers", 1, "Stacked encoder layers.", lower_bound=1)
-flags.DEFINE_boolean("bidirectional", True, "Bidirectional encoder.")
-flags.DEFINE_enum("attention", "additive", list(attention.VARIANTS), "Attention variant.")
-flags.DEFINE_integer("attention_size", 128, "Inner size of additive attention.", lower_bound=1)
-flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
-                  "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
-flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")
-flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_boolean("tie_embeddings", False,
-                     "Output layer shares the target embedding (needs embed_size == hidden_size).")
-# Data.
-flags.DEFINE_enum("task", "reverse", list(config_lib.TASKS),
-                  "A synthetic task, or translation of --data_dir.")
-flags.DEFINE_integer("vocab_size", 20,
-                     "Vocabulary size including PAD, BOS, EOS (translation: SentencePiece pieces).",
-                     lower_bound=4)
-flags.DEFINE_integer("min_len", 1, "Shortest source sequence (synthetic tasks).", lower_bound=1)
-flags.DEFINE_integer("max_len", 30,
-                     "Longest source sequence; translation: longest training pair in subwords.",
-                     lower_bound=1)
-flags.DEFINE_string("data_dir", "", "Translation: directory of <split>.<lang>[.gz] files.")
-flags.DEFINE_string("src_lang", "en", "Translation: source language code.")
-flags.DEFINE_string("tgt_lang", "de", "Translation: target language code.")
-flags.DEFINE_boolean("joint_vocab", True, "Translation: one vocabulary for both languages.")
-flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
-flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
-flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and its order.")
-# Training.
-flags.DEFINE_integer("num_steps", 1_200, "Training steps.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 3e-3, "Adam's peak learning rate.", lower_bound=0.0)
-flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.", lower_bound=0)
-flags.DEFINE_integer("cooldown_steps", 300, "Final steps over which the rate decays to 0.",
-                     lower_bound=0)
-flags.DEFINE_float("clip_norm", 1.0, "Global gradient-norm clip; 0 disables.", lower_bound=0.0)
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_integer("seed", 0, "Seed of initialisation and dropout.")
-flags.DEFINE_integer("log_every", 100, "Steps between log lines.", lower_bound=1)
-flags.DEFINE_integer("eval_every", 400, "Steps between evaluations.", lower_bound=1)
-flags.DEFINE_integer("checkpoint_every", 400, "Steps between checkpoints.", lower_bound=1)
-flags.DEFINE_integer("keep_checkpoints", 2, "Latest checkpoints kept (the best is kept too).",
-                     lower_bound=1)
-flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention heatmaps.",
-                     lower_bound=0)
-flags.DEFINE_integer("bleu_every", 0,
-                     "Translation: steps between validation BLEU scores; 0: at every evaluation.",
-                     lower_bound=0)
-flags.DEFINE_integer("patience", 0,
-                     "Stop after this many scored evaluations without a new best; 0: never.",
-                     lower_bound=0)
 flags.mark_flag_as_required("workdir")
-
-# Config field -> flag name, where they differ.
-_FLAG_NAMES = {"data.seed": "data_seed"}
-
-
-def _section(cls, section: str, **extra):
-  names = {f.name for f in dataclasses.fields(cls)} - set(extra)
-  values = {n: getattr(FLAGS, _FLAG_NAMES.get(f"{section}.{n}", n)) for n in names}
-  return cls(**values, **extra)
-
-
-def build_config() -> config_lib.Config:
-  """The frozen Config from the parsed flags; ConfigError names the bad option."""
-  data = _section(config_lib.DataConfig, "data")
-  model = _section(config_lib.ModelConfig, "model", src_vocab_size=data.vocab_size,
-                   tgt_vocab_size=data.vocab_size)
-  return config_lib.Config(model=model, data=data, train=_section(config_lib.TrainConfig, "train"))
-
-
-def flagfile_text() -> str:
-  """The flags of this program as a flagfile that re-runs the experiment."""
-  names = sorted(FLAGS.get_flags_for_module(sys.modules[__name__]), key=lambda f: f.name)
-  return "".join(f.serialize() + "\n" for f in names)
 
 
 def main(argv):
   def body():
-    training.train_and_evaluate(build_config(), FLAGS.workdir, flagfile=flagfile_text())
-  cli.run(body, argv, {f.split(".")[1]: n for f, n in _FLAG_NAMES.items()}, FLAGS.workdir)
+    training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
+                                flagfile=config_flags.flagfile_text("workdir"))
+  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir)
 
 
 if __name__ == "__main__":

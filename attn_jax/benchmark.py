@@ -1,0 +1,199 @@
+"""Speed and memory of training and decoding, on whatever backend JAX sees.
+
+Compilation is timed apart from running: each step function is lowered and
+compiled ahead of time once per batch shape (`jit(f).lower(*args).compile()`),
+and the timed loops call those compiled executables, so no timed window ever
+compiles. Training windows run the real loop (batch of step s from the data,
+one update, dropout key fold_in(key, s)) and end with a device sync.
+
+Counts: target tokens are the loss's non-padding positions (subwords + EOS, no
+BOS); source tokens are subwords + EOS; filler rows of short batches count as
+nothing. Useful FLOPs come from flops.py (real lengths, matmuls only).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attn_jax import (batching, config as config_lib, data, evaluation, flops, inputs, steps,
+                      translation)
+from attn_jax.config import Config, ModelConfig
+
+
+def spread(values: list[float]) -> dict[str, float]:
+  """{"median", "min", "max"} of a list of measurements."""
+  return {"median": float(statistics.median(values)), "min": float(min(values)),
+          "max": float(max(values))}
+
+
+def peak_rss_gib() -> float:
+  """Peak resident memory of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def device_memory_gib() -> float | None:
+  """Peak device memory in use (GPU/TPU); None where the backend does not report it (CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**30
+
+
+def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
+  """Float32 matmul FLOP/s of a jitted size^3 product: the best of `repeats` runs."""
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (size, size), jnp.float32)
+  b = jax.random.normal(kb, (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    began = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - began)
+  return 2.0 * size**3 / best
+
+
+class Compiled(NamedTuple):
+  by_width: dict[int, Any]  # batch width -> compiled executable
+  seconds: dict[int, float]  # batch width -> compile time
+
+
+def compile_per_width(fn: Callable, args_by_width: dict[int, tuple]) -> Compiled:
+  """Lowers and compiles the jitted `fn` once per batch width, timing each."""
+  by_width, seconds = {}, {}
+  for width, args in sorted(args_by_width.items()):
+    began = time.perf_counter()
+    by_width[width] = fn.lower(*args).compile()
+    seconds[width] = time.perf_counter() - began
+  return Compiled(by_width, seconds)
+
+
+def _compile_summary(compiled: Compiled) -> dict:
+  return {"count": len(compiled.seconds), "seconds": round(sum(compiled.seconds.values()), 2),
+          "per_width": {str(w): round(s, 2) for w, s in compiled.seconds.items()}}
+
+
+def _first_batch_per_width(train: inputs.TrainData) -> dict[int, data.Batch]:
+  """One batch of every width, from the start of the training stream (one epoch at most)."""
+  found: dict[int, data.Batch] = {}
+  step = 0
+  while len(found) < len(train.widths):
+    batch = train.batch(step)
+    found.setdefault(batch.src.shape[1], batch)
+    step += 1
+  return found
+
+
+def time_training(config: Config, train: inputs.TrainData, windows: int, window_steps: int,
+                  warmup_steps: int) -> tuple[dict, steps.TrainState]:
+  """Compiles the train step for every width, then times `windows` windows of steps.
+
+  Returns (report, the state after the timed steps). Report: compile summary and,
+  per window and as spread(): target tokens/s, source+target tokens/s,
+  sentences/s, useful matmul FLOP/s.
+  """
+  optimizer = steps.make_optimizer(config.train)
+  state = steps.init_state(jax.random.key(config.train.seed), config.model, optimizer)
+  train_step = steps.make_train_step(config.model, config.train, optimizer)
+  key = jax.random.key(config.train.seed + 1)
+  compiled = compile_per_width(train_step, {w: (state, b, key) for w, b in
+                                            _first_batch_per_width(train).items()})
+  step = 0
+
+  def run(count: int) -> dict[str, float]:
+    nonlocal state, step
+    totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
+    for _ in range(count):
+      batch = train.batch(step)
+      state, _ = compiled.by_width[batch.src.shape[1]](
+          state, batch, jax.random.fold_in(key, step))
+      real = batch.tgt_len > 0
+      totals["tgt"] += float(batch.tgt_len.sum())
+      totals["src"] += float(batch.src_len[real].sum())
+      totals["sentences"] += float(real.sum())
+      totals["flops"] += flops.train(config.model, batch.src_len, batch.tgt_len)
+      step += 1
+    return totals
+
+  run(warmup_steps)
+  jax.block_until_ready(state)
+  rows = []
+  for _ in range(windows):
+    began = time.perf_counter()
+    totals = run(window_steps)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - began
+    rows.append({"seconds": seconds,
+                 "target_tokens_per_sec": totals["tgt"] / seconds,
+                 "tokens_per_sec": (totals["tgt"] + totals["src"]) / seconds,
+                 "sentences_per_sec": totals["sentences"] / seconds,
+                 "flops_per_sec": totals["flops"] / seconds,
+                 "flops_per_target_token": totals["flops"] / totals["tgt"]})
+  report = {"compile": _compile_summary(compiled), "warmup_steps": warmup_steps,
+            "window_steps": window_steps, "windows": rows}
+  for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec", "flops_per_sec"):
+    report[name] = spread([r[name] for r in rows])
+  report["flops_per_target_token"] = rows[0]["flops_per_target_token"]
+  return report, state
+
+
+def compile_eval_step(config: ModelConfig, params: dict, ev: inputs.EvalData) -> dict:
+  """Compile summary of the teacher-forced eval step over the widths of `ev`."""
+  eval_step = steps.make_eval_step(config)
+  by_width = {b.src.shape[1]: b for _, b in ev.batches}
+  return _compile_summary(compile_per_width(eval_step, {w: (params, b) for w, b in
+                                                        by_width.items()}))
+
+
+def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_size: int,
+                  alpha: float) -> tuple[dict, list[evaluation.Example]]:
+  """Compiles the search for every width of `ev`, then decodes all of it once, timed.
+
+  Returns (report: compile summary, sentences, search seconds, sentences/s; the outputs).
+  """
+  search = steps.make_search(config, beam_size, alpha)
+  by_width = {b.src.shape[1]: b for _, b in ev.batches}
+  compiled = compile_per_width(search, {w: (params, b.src, b.src_len) for w, b in
+                                        by_width.items()})
+  began = time.perf_counter()
+  outputs = evaluation.decode(params, ev, lambda p, s, n: compiled.by_width[s.shape[1]](p, s, n))
+  seconds = time.perf_counter() - began
+  report = {"compile": _compile_summary(compiled), "sentences": ev.size,
+            "search_seconds": seconds, "sentences_per_sec": ev.size / seconds}
+  return report, outputs
+
+
+def synthetic_pairs(count: int, mean_len: float, vocab_size: int, max_len: int, seed: int
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """Random token-id pairs with right-skewed lengths, as in Multi30k, within max_len.
+
+  Source lengths ~ Gamma(shape 6, mean `mean_len`), clipped to [1, max_len];
+  targets are 1.1 times as long (clipped the same way).
+  """
+  rng = np.random.default_rng(seed)
+  src_lens = np.clip(np.round(rng.gamma(6.0, mean_len / 6.0, count)), 1, max_len).astype(int)
+  tgt_lens = np.clip(np.round(1.1 * src_lens), 1, max_len).astype(int)
+  low = config_lib.NUM_SPECIAL
+  src = [rng.integers(low, vocab_size, n).astype(np.int32) for n in src_lens]
+  tgt = [rng.integers(low, vocab_size, n).astype(np.int32) for n in tgt_lens]
+  return src, tgt
+
+
+def synthetic_data(count: int, mean_len: float, vocab_size: int, max_len: int,
+                   batch_size: int, seed: int = 0) -> tuple[inputs.TrainData, inputs.EvalData]:
+  """Training stream and an evaluation set of synthetic_pairs in the usual length buckets."""
+  widths = inputs.bucket_widths(max_len)
+  train = inputs.bucketed_train(
+      batching.bucket_pairs(*synthetic_pairs(count, mean_len, vocab_size, max_len, seed),
+                            widths),
+      batch_size, seed)
+  held_out = batching.bucket_pairs(
+      *synthetic_pairs(max(1, count // 29), mean_len, vocab_size, max_len, seed + 1), widths)
+  return train, inputs.eval_data(translation.Split(held_out, None), batch_size)

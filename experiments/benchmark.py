@@ -1,0 +1,219 @@
+r"""Measures training and decoding speed, compilation and memory on this backend.
+
+  python -m experiments.benchmark --data_dir=../shared/data/multi30k \
+      [--flagfile=experiments/configs/bench_matched.flags] [--json=FILE] [--quick] \
+      [--decode_workdir=W]
+
+Model and training flags are those of experiments.train. With --data_dir the
+batches are real Multi30k (train for training; val and test_2016_flickr for
+decoding); without it, synthetic batches of a Multi30k-like length distribution.
+Decoding uses the trained model of --decode_workdir when given (its own config;
+the whole `experiments.translate` program is then timed too), otherwise the
+freshly initialised model after the timed training steps (output lengths then
+run to the limit, so those decoding figures are a worst case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+import jax
+
+from attn_jax import benchmark, config as config_lib, evaluation, inference, inputs, translation
+from experiments import cli, config_flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
+flags.DEFINE_boolean("quick", False, "A short run (under a minute): fewer, shorter windows.")
+flags.DEFINE_integer("windows", 5, "Timed training windows.", lower_bound=1)
+flags.DEFINE_integer("window_steps", 40, "Training steps per timed window.", lower_bound=1)
+flags.DEFINE_integer("warmup", 20, "Untimed training steps after compilation.", lower_bound=0)
+flags.DEFINE_string("decode_workdir", "", "A trained translation workdir to time decoding with.")
+flags.DEFINE_integer("beam_size", 5, "Beam size of the beam-search figures.", lower_bound=2)
+flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty of beam search.", lower_bound=0.0)
+flags.DEFINE_float("mean_len", 14.0, "Synthetic data: mean source length in tokens.",
+                   lower_bound=1.0)
+flags.DEFINE_integer("matmul_size", 1024, "Side of the square matmul that measures the peak.",
+                     lower_bound=1)
+
+DECODE_SPLITS = ("val", "test_2016_flickr")
+
+
+def _synthetic_max_len(config: config_lib.Config) -> int:
+  """--quick keeps synthetic pairs within the narrowest bucket: one compilation per function."""
+  return min(config.data.max_len, translation.DEFAULT_WIDTHS[0] - 1) if FLAGS.quick \
+      else config.data.max_len
+
+
+def _training_data(config: config_lib.Config, workdir: str):
+  """(TrainData, vocabularies or None, a description of the data)."""
+  if FLAGS.data_dir:
+    run = inputs.load(config.data, config.train.batch_size, workdir)
+    return run.train, run.vocabs, run.summary
+  count = 29_000 if not FLAGS.quick else 2_000
+  train, _ = benchmark.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,
+                                      _synthetic_max_len(config), config.train.batch_size)
+  return train, None, f"synthetic, {count} pairs, mean source length {FLAGS.mean_len}"
+
+
+def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
+                 ) -> dict[str, inputs.EvalData]:
+  """The evaluation sets decoding is timed on."""
+  if FLAGS.data_dir and vocabs is not None:
+    d = config.data
+    sets = {}
+    for split in DECODE_SPLITS[:1] if FLAGS.quick else DECODE_SPLITS:
+      s = translation.load_split(FLAGS.data_dir, split, d.src_lang, d.tgt_lang, vocabs,
+                                 inputs.bucket_widths(d.max_len))
+      sets[split] = inputs.eval_data(s, batch_size)
+    return sets
+  count = 2_000 if not FLAGS.quick else 200
+  _, held_out = benchmark.synthetic_data(count * 29, FLAGS.mean_len,
+                                         config.model.src_vocab_size, _synthetic_max_len(config),
+                                         batch_size, seed=1)
+  return {"synthetic": held_out}
+
+
+def _whole_program(workdir: str, source_path: str, beam_size: int) -> dict:
+  """Wall time and peak RSS of `experiments.translate` on one file, as a subprocess."""
+  with tempfile.TemporaryDirectory() as tmp:
+    began = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
+         f"--input={source_path}", f"--output={os.path.join(tmp, 'out')}",
+         f"--beam_size={beam_size}", f"--length_penalty={FLAGS.length_penalty}"],
+        capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - began
+  if proc.returncode:
+    raise RuntimeError(f"experiments.translate failed: {proc.stderr.strip()[-500:]}")
+  rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  return {"seconds": seconds, "peak_rss_gib_children": rss}
+
+
+def _decoding(config, params, vocabs, sets, model, tmp: str) -> dict:
+  """Greedy and beam figures per evaluation set; with a trained `model`, also the whole
+  translate program (peak RSS: the largest child process so far)."""
+  report = {}
+  for split, ev in sets.items():
+    for name, beam_size in (("greedy", 1), (f"beam{FLAGS.beam_size}", FLAGS.beam_size)):
+      row, outputs = benchmark.time_decoding(config.model, params, ev, beam_size,
+                                             FLAGS.length_penalty)
+      if ev.text is not None:
+        scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
+        row["bleu_tok_lc"] = scores["bleu_tok_lc"]
+      if model is not None and ev.text is not None:
+        source = os.path.join(tmp, f"{split}.src")
+        with open(source, "w", encoding="utf-8") as f:
+          f.write("".join(s + "\n" for s in ev.text.src))
+        whole = _whole_program(FLAGS.decode_workdir, source, beam_size)
+        row["program_seconds"] = whole["seconds"]
+        row["program_sentences_per_sec"] = ev.size / whole["seconds"]
+        row["program_peak_rss_gib"] = whole["peak_rss_gib_children"]
+      report[f"{split}/{name}"] = row
+  return report
+
+
+def measure() -> dict:
+  """Every figure of the benchmark, as one JSON-able dict."""
+  if FLAGS.quick:
+    FLAGS.windows, FLAGS.window_steps, FLAGS.warmup = 5, 3, 2
+    FLAGS.matmul_size = min(FLAGS.matmul_size, 512)
+  model_config = config_flags.model_config()
+  train_config = config_flags.section(config_lib.TrainConfig, "train")
+  data_config = config_lib.DataConfig(task="translation" if FLAGS.data_dir else "reverse",
+                                      vocab_size=FLAGS.vocab_size, max_len=FLAGS.max_len,
+                                      src_lang=FLAGS.src_lang, tgt_lang=FLAGS.tgt_lang,
+                                      joint_vocab=FLAGS.joint_vocab, data_dir=FLAGS.data_dir,
+                                      seed=FLAGS.data_seed)
+  config = config_lib.Config(model=model_config, data=data_config, train=train_config)
+  results: dict = {
+      "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
+      "config": config.to_dict(), "quick": FLAGS.quick}
+  results["matmul_peak_flops_per_sec"] = benchmark.matmul_peak(FLAGS.matmul_size)
+  results["matmul_size"] = FLAGS.matmul_size
+  with tempfile.TemporaryDirectory() as tmp:
+    train, vocabs, description = _training_data(config, tmp)
+    results["data"] = description
+    began = time.perf_counter()
+    training, state = benchmark.time_training(config, train, FLAGS.windows, FLAGS.window_steps,
+                                              FLAGS.warmup)
+    training["seconds_incl_compile"] = time.perf_counter() - began
+    training["peak_rss_gib"] = benchmark.peak_rss_gib()
+    training["device_peak_gib"] = benchmark.device_memory_gib()
+    training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
+                                      / results["matmul_peak_flops_per_sec"])
+    results["training"] = training
+    model = None
+    params, decode_config, decode_vocabs = state.params, config, vocabs
+    if FLAGS.decode_workdir:
+      model = inference.load(FLAGS.decode_workdir, "best")
+      params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
+    sets = _decode_sets(decode_config, decode_vocabs, train_config.batch_size)
+    results["eval_step_compile"] = benchmark.compile_eval_step(
+        decode_config.model, params, next(iter(sets.values())))
+    results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
+                                 else "untrained (after the timed steps)")
+    results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model, tmp)
+  return results
+
+
+def _fmt(x: float) -> str:
+  return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def print_report(r: dict) -> None:
+  t = r["training"]
+  print(f"backend {r['backend']} ({r['machine']}), JAX {r['jax']}; data: {r['data']}")
+  print(f"matmul peak ({r['matmul_size']}^3 float32): "
+        f"{r['matmul_peak_flops_per_sec'] / 1e9:,.0f} GFLOP/s")
+  print(f"training, {len(t['windows'])} windows of {t['window_steps']} steps after "
+        f"{t['warmup_steps']} warm-up steps:")
+  for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec"):
+    s = t[name]
+    print(f"  {name:24s} median {_fmt(s['median']):>8s}  (min {_fmt(s['min'])}, "
+          f"max {_fmt(s['max'])})")
+  print(f"  matmul FLOPs per target token {t['flops_per_target_token'] / 1e6:.1f} M; "
+        f"{t['flops_per_sec']['median'] / 1e9:.1f} GFLOP/s = "
+        f"{100 * t['matmul_utilisation']:.1f} % of the matmul peak")
+  device = t["device_peak_gib"]
+  print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
+        + (f", device peak {device:.2f} GiB" if device is not None else ""))
+  print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s; "
+        f"eval step {r['eval_step_compile']['count']} x, "
+        f"{r['eval_step_compile']['seconds']:.1f} s")
+  print(f"decoding with {r['decoding_model']}:")
+  for name, row in r["decoding"].items():
+    line = (f"  {name:28s} {row['sentences']:5d} sentences, search {_fmt(row['sentences_per_sec'])}"
+            f" sent/s ({row['search_seconds']:.1f} s; compile {row['compile']['count']} x "
+            f"{row['compile']['seconds']:.1f} s)")
+    if "program_sentences_per_sec" in row:
+      line += (f", whole program {_fmt(row['program_sentences_per_sec'])} sent/s "
+               f"({row['program_seconds']:.1f} s, peak RSS {row['program_peak_rss_gib']:.2f} GiB)")
+    if "bleu_tok_lc" in row:
+      line += f", BLEU {row['bleu_tok_lc']:.2f}"
+    print(line)
+
+
+def main(argv):
+  def body():
+    results = measure()
+    print_report(results)
+    if FLAGS.json:
+      with open(FLAGS.json, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.json)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

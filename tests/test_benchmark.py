@@ -1,0 +1,47 @@
+"""experiments.benchmark --quick: the figures it reports (not their values)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import conftest
+from attn_jax import benchmark
+
+TINY = ["--embed_size=8", "--hidden_size=8", "--attention_size=8", "--vocab_size=40",
+        "--max_len=20", "--batch_size=8"]
+
+
+def test_synthetic_pairs_stay_within_max_len():
+  src, tgt = benchmark.synthetic_pairs(500, 14.0, 40, 20, seed=0)
+  lengths = np.array([len(s) for s in src])
+  assert lengths.min() >= 1 and lengths.max() <= 20 and 10 < lengths.mean() < 16
+  assert all(1 <= len(t) <= 20 for t in tgt)
+  assert all(((s >= 3) & (s < 40)).all() for s in src)  # no PAD, BOS or EOS inside
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_figure(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = conftest.run_program("benchmark", "--quick", f"--json={out}", *TINY)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert r["backend"] == "cpu" and r["matmul_peak_flops_per_sec"] > 0
+  t = r["training"]
+  assert len(t["windows"]) == 5
+  for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec",
+               "flops_per_sec"):
+    assert 0 < t[name]["min"] <= t[name]["median"] <= t[name]["max"]
+  assert t["tokens_per_sec"]["median"] > t["target_tokens_per_sec"]["median"]
+  assert t["compile"]["count"] == 1 and 0 < t["matmul_utilisation"] < 1
+  assert t["peak_rss_gib"] > 0 and t["device_peak_gib"] is None
+  assert r["eval_step_compile"]["count"] == 1
+  assert set(r["decoding"]) == {"synthetic/greedy", "synthetic/beam5"}
+  for row in r["decoding"].values():
+    assert row["sentences"] == 200 and row["sentences_per_sec"] > 0
+    assert row["compile"]["count"] == 1
+  for line in ("target_tokens_per_sec", "% of the matmul peak", "compilation: train step 1 x",
+               "synthetic/beam5"):
+    assert line in proc.stdout

@@ -18,9 +18,6 @@ from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
 from attn_jax.evaluation import Example
 
-CHECKPOINT_CHOICES = ("best", "latest")  # or a step number
-
-
 class ModelLoadError(ValueError):
   """The workdir holds no usable model; the message names the directory or file."""
 

@@ -17,9 +17,14 @@ def never_emit(vocab_size: int) -> jax.Array:
 
 
 class GreedyCarry(NamedTuple):
+  t: jax.Array  # int32 []: tokens emitted so far (the step about to run)
   dec: decoder.DecoderCarry  # h, c: [batch, hidden]; feed: [batch, feed_size]
   token: jax.Array  # int32 [batch]: y_{t-1}
-  finished: jax.Array  # bool [batch]: EOS already emitted
+  finished: jax.Array  # bool [batch]: EOS emitted or the limit reached
+  tokens: jax.Array  # int32 [batch, max_len]: outputs so far, PAD after
+  scores: jax.Array  # float32 [batch]: sum of log p of the emitted tokens
+  lengths: jax.Array  # int32 [batch]: tokens emitted, EOS included
+  weights: jax.Array  # float32 [batch, max_len, src_len]: attention per emitted token, 0 after
 
 
 class Hypotheses(NamedTuple):
@@ -40,6 +45,8 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
            max_len: int, limits: jax.Array | None = None) -> Hypotheses:
   """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or the length limit.
 
+  One `lax.while_loop` that ends as soon as every sentence of the batch has finished.
+
   Args:
     params: model parameters.
     src: int32 [batch, src_len]; src_len: int32 [batch].
@@ -56,23 +63,33 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
 
   limits = jnp.full((batch,), max_len, jnp.int32) if limits is None else limits
 
-  def body(carry: GreedyCarry, t):
+  def body(carry: GreedyCarry) -> GreedyCarry:
+    t = carry.t
     dec, log_p, weights = decoder.next_token_log_probs(dec_params, carry.dec, carry.token, mem,
                                                        config)  # log_p [batch, vocab]
     token = jnp.argmax(log_p + banned, axis=-1).astype(jnp.int32)  # [batch]
     live = ~carry.finished
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
     token = jnp.where(live, token, PAD_ID)
-    weights = jnp.where(live[:, None], weights, 0.0)
-    finished = carry.finished | (token == EOS_ID) | (t + 1 >= limits)
-    carry = GreedyCarry(dec=dec, token=token, finished=finished)
-    return carry, (token, score, weights, live)
+    weights = jnp.where(live[:, None], weights, 0.0)  # [batch, src_len]
+    return GreedyCarry(
+        t=t + 1, dec=dec, token=token,
+        finished=carry.finished | (token == EOS_ID) | (t + 1 >= limits),
+        tokens=carry.tokens.at[:, t].set(token), scores=carry.scores + score,
+        lengths=carry.lengths + live.astype(jnp.int32),
+        weights=carry.weights.at[:, t].set(weights))
 
-  start = GreedyCarry(dec=decoder.initial_carry(dec_params, enc, config),
+  def running(carry: GreedyCarry) -> jax.Array:  # stop as soon as every sentence is done
+    return (carry.t < max_len) & ~jnp.all(carry.finished)
+
+  start = GreedyCarry(t=jnp.zeros((), jnp.int32),
+                      dec=decoder.initial_carry(dec_params, enc, config),
                       token=jnp.full((batch,), BOS_ID, jnp.int32),
-                      finished=jnp.zeros((batch,), bool))
-  _, (tokens, scores, weights, live) = jax.lax.scan(body, start, jnp.arange(max_len))
-  return Hypotheses(tokens=tokens.T,  # [batch, max_len]
-                    lengths=jnp.sum(live, axis=0).astype(jnp.int32),  # [batch]
-                    scores=jnp.sum(scores, axis=0),  # [batch]
-                    weights=jnp.swapaxes(weights, 0, 1))  # [batch, max_len, src_len]
+                      finished=jnp.zeros((batch,), bool),
+                      tokens=jnp.full((batch, max_len), PAD_ID, jnp.int32),
+                      scores=jnp.zeros((batch,), jnp.float32),
+                      lengths=jnp.zeros((batch,), jnp.int32),
+                      weights=jnp.zeros((batch, max_len, src.shape[1]), jnp.float32))
+  end = jax.lax.while_loop(running, body, start)
+  return Hypotheses(tokens=end.tokens, lengths=end.lengths, scores=end.scores,
+                    weights=end.weights)

@@ -1,21 +1,31 @@
 """Attention variants and the one registry that names them.
 
 Every variant is written for ONE example and vmapped over the batch by the
-decoder. A variant has three pure functions:
+decoder. A variant has these pure functions:
 
-* ``init(key, query_size, key_size, attention_size) -> params``
+* ``init(key, sizes: Sizes) -> params``
 * ``prepare_keys(params, states [S, A], summary [A]) -> keys``: everything that
   depends on the source alone (U k, W k), computed once per sentence before
   the decoder's time loop and passed in explicitly at every step.
-* ``attend(params, query [H], keys, values [S, V], mask [S]) ->
-  (context [V], weights [S])``.
+* ``attend(params, query [H], keys, values [S, V], mask [S], t [], window) ->
+  (context [V], weights [S])``; t is the decoder step (0 for the first output
+  token) and `window` the local half-width D (a static int); global variants
+  ignore both.
+* ``flops(sizes) -> Flops``: matmul FLOPs, for utilisation figures (flops.py).
+
+Global variants score every source position with a ``score(params, query, keys)
+-> [S]`` function. The local variants of Luong et al. (2015, section 3.2) wrap
+any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
+(predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights times a
+Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
 
 Scores of padded positions are masked before the softmax, so padding gets
-weight exactly 0 and the weights of a sentence sum to 1.
+weight exactly 0; the weights of a global variant sum to 1.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -27,6 +37,13 @@ from attn_jax import layers
 _MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
 
 
+class Sizes(NamedTuple):
+  query: int  # H: the decoder state
+  key: int  # A: an encoder state (keys and values)
+  attention: int  # inner size: additive's W q + U k, local-p's W_p
+  positions: int  # source positions the location variant scores (its W_a has this many rows)
+
+
 class Flops(NamedTuple):
   """Matmul FLOPs (2 m n k) of one sentence's attention, by what they scale with."""
   per_key: int  # prepare_keys, per source position
@@ -34,12 +51,15 @@ class Flops(NamedTuple):
   per_pair: int  # per (decoder step, source position): scores and context
 
 
+Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H], keys) -> [S]
+
+
 class Variant(NamedTuple):
-  init: Callable[..., dict]
+  init: Callable[[jax.Array, Sizes], dict]
   prepare_keys: Callable[[dict, jax.Array, jax.Array], jax.Array]
   attend: Callable[..., tuple[jax.Array, jax.Array]]
-  # (query_size, key_size, attention_size) -> Flops; key_size is also the value size.
-  flops: Callable[[int, int, int], Flops]
+  flops: Callable[[Sizes], Flops]
+  score: Score | None = None  # global scoring, which the local variants reuse
   has_weights: bool = True  # False for the fixed-context baseline
 
 
@@ -50,19 +70,24 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(mask, weights, 0.0)
 
 
-def _attend_with(score: Callable[[dict, jax.Array, jax.Array], jax.Array]):
-  """Builds attend() from a score function score(params, query [H], keys) -> [S]."""
-  def attend(params, query, keys, values, mask):
+def _attend_with(score: Score):
+  """Builds a global attend() from a score function: softmax over all real positions."""
+  def attend(params, query, keys, values, mask, t, window):
+    del t, window
     weights = masked_softmax(score(params, query, keys), mask)  # [S]
     context = weights @ values  # [V]
     return context, weights
   return attend
 
 
+def _global(init, prepare_keys, score: Score, flops) -> Variant:
+  return Variant(init, prepare_keys, _attend_with(score), flops, score)
+
+
 # -- none: the RNNencdec baseline (Cho et al. 2014) ---------------------------
 
-def _none_init(key, query_size, key_size, attention_size):
-  del key, query_size, key_size, attention_size
+def _none_init(key, sizes):
+  del key, sizes
   return {}
 
 
@@ -71,25 +96,28 @@ def _none_prepare(params, states, summary):
   return summary[None, :]  # [1, A]: the one fixed context vector
 
 
-def _none_attend(params, query, keys, values, mask):
+def _none_attend(params, query, keys, values, mask, t, window):
   """c_t = c for every t: the encoder's final state, whatever the query."""
-  del params, query, values
+  del params, query, values, t, window
   return keys[0], jnp.zeros(mask.shape, jnp.float32)
+
+
+def _none_flops(sizes):
+  del sizes
+  return Flops(0, 0, 0)
 
 
 # -- dot, scaled dot, general (Luong et al. 2015, eq. 8) ----------------------
 
-def _dot_init(key, query_size, key_size, attention_size):
+def _dot_init(key, sizes):
   """Raw q.k needs equal sizes: otherwise project the keys once to the query size."""
-  del attention_size
-  if key_size == query_size:
+  if sizes.key == sizes.query:
     return {}
-  return {"key_proj": layers.dense_init(key, key_size, query_size, bias=False)}
+  return {"key_proj": layers.dense_init(key, sizes.key, sizes.query, bias=False)}
 
 
-def _general_init(key, query_size, key_size, attention_size):
-  del attention_size
-  return {"W": layers.dense_init(key, key_size, query_size, bias=False)}
+def _general_init(key, sizes):
+  return {"W": layers.dense_init(key, sizes.key, sizes.query, bias=False)}
 
 
 def _project_keys(params, states, summary):
@@ -113,18 +141,25 @@ def scaled_dot_score(params, query, keys):
   return keys @ query / math.sqrt(query.shape[-1])  # [S]
 
 
-# general: score(q, k_j) = q^T W k_j (Luong eq. 8); W k_j is precomputed, so
-# the per-step score is dot_score on the projected keys.
+def _dot_flops(sizes):
+  # keys projected once only when the sizes differ; q.k and the context per pair
+  projection = 0 if sizes.key == sizes.query else 2 * sizes.key * sizes.query
+  return Flops(projection, 0, 2 * sizes.query + 2 * sizes.key)
 
 
-# -- additive (Bahdanau et al. 2014, eq. 6 / appendix A.1.2) ------------------
+def _general_flops(sizes):
+  # W k once per key; q.(W k) and the context per pair
+  return Flops(2 * sizes.key * sizes.query, 0, 2 * sizes.query + 2 * sizes.key)
 
-def _additive_init(key, query_size, key_size, attention_size):
+
+# -- additive / concat (Bahdanau et al. 2014, eq. 6) ---------------------------
+
+def _additive_init(key, sizes):
   k_q, k_k, k_v = jax.random.split(key, 3)
   return {
-      "query": layers.dense_init(k_q, query_size, attention_size, bias=False),  # W
-      "key": layers.dense_init(k_k, key_size, attention_size),  # U, b
-      "v": layers.dense_init(k_v, attention_size, 1, bias=False),  # v
+      "query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),  # W
+      "key": layers.dense_init(k_k, sizes.key, sizes.attention),  # U, b
+      "v": layers.dense_init(k_v, sizes.attention, 1, bias=False),  # v
   }
 
 
@@ -139,45 +174,111 @@ def additive_score(params, query, keys):
   return layers.dense(params["v"], hidden)[:, 0]  # [S]
 
 
-def _none_flops(query_size, key_size, attention_size):
-  del query_size, key_size, attention_size
-  return Flops(0, 0, 0)
-
-
-def _dot_flops(query_size, key_size, attention_size):
-  del attention_size  # keys projected only when the sizes differ; q.k and the context
-  return Flops(0 if key_size == query_size else 2 * key_size * query_size, 0,
-               2 * query_size + 2 * key_size)
-
-
-def _general_flops(query_size, key_size, attention_size):
-  del attention_size  # W k once per key; q.(W k) and the context per pair
-  return Flops(2 * key_size * query_size, 0, 2 * query_size + 2 * key_size)
-
-
-def _additive_flops(query_size, key_size, attention_size):
+def _additive_flops(sizes):
   # U k once per key; W q once per step; v.tanh(...) and the context per pair
-  return Flops(2 * key_size * attention_size, 2 * query_size * attention_size,
-               2 * attention_size + 2 * key_size)
+  return Flops(2 * sizes.key * sizes.attention, 2 * sizes.query * sizes.attention,
+               2 * sizes.attention + 2 * sizes.key)
 
+
+# -- location (Luong et al. 2015, section 3.1) ---------------------------------
+
+def _location_init(key, sizes):
+  return {"W_a": layers.dense_init(key, sizes.query, sizes.positions, bias=False)}
+
+
+def _no_keys(params, states, summary):
+  del params, summary
+  return jnp.zeros((states.shape[0], 0), jnp.float32)  # [S, 0]: the scores ignore the source
+
+
+def location_score(params, query, keys):
+  """score(h_t)_j = (W_a h_t)_j: from the query alone; positions past W_a's rows get none."""
+  scores = layers.dense(params["W_a"], query)  # [positions]
+  length = keys.shape[0]
+  if length > scores.shape[0]:
+    scores = jnp.pad(scores, (0, length - scores.shape[0]), constant_values=_MASKED)
+  return scores[:length]  # [S]
+
+
+def _location_flops(sizes):
+  return Flops(0, 2 * sizes.query * sizes.positions, 2 * sizes.key)
+
+
+# -- local attention (Luong et al. 2015, section 3.2) --------------------------
+
+def _windowed(score: Score, params, query, keys, mask, centre, window):
+  """(align [S], positions [S]): the softmax of `score` over the real positions s with
+  |s - centre| <= window, exactly 0 elsewhere; positions 0..S-1 as floats."""
+  positions = jnp.arange(mask.shape[0], dtype=jnp.float32)  # [S]
+  near = mask & (jnp.abs(positions - centre) <= window)  # [S]
+  return masked_softmax(score(params, query, keys), near), positions
+
+
+def _local_m(base: Variant) -> Variant:
+  """Monotonic alignment: p_t = t (clipped to the last real position), window [p_t - D, p_t + D]."""
+
+  def attend(params, query, keys, values, mask, t, window):
+    last = jnp.sum(mask) - 1
+    centre = jnp.minimum(t, last).astype(jnp.float32)  # a target longer than its source
+    weights, _ = _windowed(base.score, params, query, keys, mask, centre, window)
+    return weights @ values, weights  # [V], [S]
+
+  return Variant(base.init, base.prepare_keys, attend, base.flops, base.score)
+
+
+def _local_p(base: Variant) -> Variant:
+  """Predictive alignment: p_t = S sigmoid(v_p^T tanh(W_p h_t)) (eq. 9); weights are the
+  windowed softmax times exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D / 2 (eq. 10)."""
+
+  def init(key, sizes):
+    k_base, k_w, k_v = jax.random.split(key, 3)
+    return {**base.init(k_base, sizes),
+            "W_p": layers.dense_init(k_w, sizes.query, sizes.attention, bias=False),
+            "v_p": layers.dense_init(k_v, sizes.attention, 1, bias=False)}
+
+  def attend(params, query, keys, values, mask, t, window):
+    del t
+    length = jnp.sum(mask).astype(jnp.float32)  # S, EOS included
+    hidden = jnp.tanh(layers.dense(params["W_p"], query))  # [attention]
+    centre = length * jax.nn.sigmoid(layers.dense(params["v_p"], hidden)[0])  # p_t in [0, S]
+    align, positions = _windowed(base.score, params, query, keys, mask, centre, window)
+    sigma = window / 2.0
+    weights = align * jnp.exp(-jnp.square(positions - centre) / (2.0 * sigma**2))  # [S]
+    return weights @ values, weights  # [V], [S]
+
+  def flops(sizes):
+    f = base.flops(sizes)
+    return f._replace(per_query=f.per_query + 2 * sizes.query * sizes.attention
+                      + 2 * sizes.attention)
+
+  return Variant(init, base.prepare_keys, attend, flops, base.score)
+
+
+_GLOBAL: dict[str, Variant] = {
+    "dot": _global(_dot_init, _project_keys, dot_score, _dot_flops),
+    "scaled_dot": _global(_dot_init, _project_keys, scaled_dot_score, _dot_flops),
+    "general": _global(_general_init, _project_keys, dot_score, _general_flops),
+    "additive": _global(_additive_init, _additive_prepare, additive_score, _additive_flops),
+    "location": _global(_location_init, _no_keys, location_score, _location_flops),
+}
 
 VARIANTS: dict[str, Variant] = {
     "none": Variant(_none_init, _none_prepare, _none_attend, _none_flops, has_weights=False),
-    "dot": Variant(_dot_init, _project_keys, _attend_with(dot_score), _dot_flops),
-    "scaled_dot": Variant(_dot_init, _project_keys, _attend_with(scaled_dot_score), _dot_flops),
-    "general": Variant(_general_init, _project_keys, _attend_with(dot_score), _general_flops),
-    "additive": Variant(_additive_init, _additive_prepare, _attend_with(additive_score),
-                        _additive_flops),
+    **_GLOBAL,
+    **{f"local_m_{name}": _local_m(v) for name, v in _GLOBAL.items() if name != "location"},
+    **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
 }
+LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 
 
-def batched(variant: Variant) -> tuple[Callable, Callable]:
+def batched(variant: Variant, window: int = 0) -> tuple[Callable, Callable]:
   """The vmapped (prepare_keys, attend) of a variant: params shared, the rest per example.
 
   prepare_keys: (params, states [B, S, A], summary [B, A]) -> keys [B, S, ...]
-  attend: (params, query [B, H], keys, values [B, S, V], mask [B, S])
-          -> (context [B, V], weights [B, S])
+  attend: (params, query [B, H], keys, values [B, S, V], mask [B, S], t [B])
+          -> (context [B, V], weights [B, S]); `window` is bound here (static).
   """
   prepare = jax.vmap(variant.prepare_keys, in_axes=(None, 0, 0))
-  attend = jax.vmap(variant.attend, in_axes=(None, 0, 0, 0, 0))
+  attend = jax.vmap(functools.partial(variant.attend, window=window),
+                    in_axes=(None, 0, 0, 0, 0, 0))
   return prepare, attend

@@ -62,6 +62,8 @@ class ModelConfig:
   input_feeding: bool = True
   dropout: float = 0.0
   tie_embeddings: bool = False  # output layer W_o = target embedding E (Press & Wolf 2017)
+  window: int = 10  # local attention's half-width D (Luong et al. 2015 use 10)
+  location_positions: int = 128  # source positions location attention scores; later ones get 0
 
   def __post_init__(self):
     _check(self.cell in cells.CELLS, "cell",
@@ -70,7 +72,8 @@ class ModelConfig:
            f"must be one of {QUERIES}, got {self.query!r}")
     _check(self.attention in attention.VARIANTS, "attention",
            f"must be one of {tuple(attention.VARIANTS)}, got {self.attention!r}")
-    _positive(self, "embed_size", "hidden_size", "encoder_layers", "attention_size")
+    _positive(self, "embed_size", "hidden_size", "encoder_layers", "attention_size", "window",
+              "location_positions")
     _check(self.src_vocab_size > NUM_SPECIAL, "src_vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.src_vocab_size}")
     _check(self.tgt_vocab_size > NUM_SPECIAL, "tgt_vocab_size",
@@ -187,15 +190,23 @@ class Config:
 ConfigDict = dict[str, dict[str, Any]]  # Config.to_dict(): {"model": {...}, "data": ..., "train": ...}
 
 
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
 def _as_dict(config: Config | ConfigDict) -> ConfigDict:
-  return config.to_dict() if isinstance(config, Config) else config
+  """The dict form; a dict saved before a field existed reads that field's default."""
+  if isinstance(config, Config):
+    return config.to_dict()
+  return {name: {**{f.name: f.default for f in dataclasses.fields(cls)}, **config.get(name, {})}
+          for name, cls in _SECTIONS.items()}
 
 
 def differing_fields(a: Config | ConfigDict, b: Config | ConfigDict) -> list[str]:
   """Dotted names of the fields whose values differ, e.g. ['model.hidden_size'].
 
-  Accepts the dict form too, so a config saved by another version of the code (a
-  field more or less) compares without being rebuilt; a missing field reads as None.
+  Accepts the dict form too, so a config saved by another version of the code
+  compares without being rebuilt: a field it lacks reads as the field's default (the
+  behaviour before the field existed), a field the code no longer has as itself.
   """
   da, db = _as_dict(a), _as_dict(b)
   names = {(s, k) for d in (da, db) for s in d for k in d[s]}

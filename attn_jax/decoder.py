@@ -28,6 +28,7 @@ from attn_jax.encoder import EncoderOutput
 class DecoderCarry(NamedTuple):
   state: cells.CellState  # h, c: float32 [batch, hidden]
   feed: jax.Array  # float32 [batch, feed_size]: h~_{t-1} or c_{t-1}; feed_size 0 without input feeding
+  t: jax.Array  # int32 [batch]: index of the output token the next step predicts (local attention)
 
 
 class Memory(NamedTuple):
@@ -54,6 +55,11 @@ def readout_size(config: ModelConfig) -> int:
   return config.hidden_size + config.encoder_output_size + extra
 
 
+def attention_sizes(config: ModelConfig) -> attention.Sizes:
+  return attention.Sizes(query=config.hidden_size, key=config.encoder_output_size,
+                         attention=config.attention_size, positions=config.location_positions)
+
+
 def init(key: jax.Array, config: ModelConfig) -> dict:
   cell = cells.CELLS[config.cell]
   k = jax.random.split(key, 6)
@@ -62,7 +68,7 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
       "embed": layers.embed_init(k[0], config.tgt_vocab_size, e),
       "cell": cell.init(k[1], cell_input_size(config), h),
       "bridge": layers.dense_init(k[2], a, h),
-      "attention": attention.VARIANTS[config.attention].init(k[3], h, a, config.attention_size),
+      "attention": attention.VARIANTS[config.attention].init(k[3], attention_sizes(config)),
       "readout": layers.dense_init(k[4], readout_size(config), h),  # W_r or W_c
       "output": (layers.bias_init(config.tgt_vocab_size) if config.tie_embeddings
                  else layers.dense_init(k[5], h, config.tgt_vocab_size)),
@@ -78,7 +84,8 @@ def initial_carry(params: dict, enc: EncoderOutput, config: ModelConfig) -> Deco
   c0 = jnp.tanh(layers.dense(params["bridge_c"], enc.final.c)) if "bridge_c" in params else None
   batch = h0.shape[0]
   return DecoderCarry(state=cells.CellState(h=h0, c=c0),
-                      feed=jnp.zeros((batch, feed_size(config)), jnp.float32))
+                      feed=jnp.zeros((batch, feed_size(config)), jnp.float32),
+                      t=jnp.zeros((batch,), jnp.int32))
 
 
 def memory(params: dict, enc: EncoderOutput, config: ModelConfig) -> Memory:
@@ -109,11 +116,12 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
     (carry at t, output vector v_t [batch, hidden], attention weights [batch, src_len]).
   """
   cell = cells.CELLS[config.cell]
-  _, attend = attention.batched(attention.VARIANTS[config.attention])
+  _, attend = attention.batched(attention.VARIANTS[config.attention], config.window)
   e, a = config.embed_size, config.encoder_output_size
   x = emb_proj  # [batch, gates*hidden]
   if config.query == "previous":
-    context, weights = attend(params["attention"], carry.state.h, mem.keys, mem.values, mem.mask)
+    context, weights = attend(params["attention"], carry.state.h, mem.keys, mem.values, mem.mask,
+                              carry.t)
     x = x + cells.project_input_rows(params["cell"], context, e)
     if config.input_feeding:
       x = x + cells.project_input_rows(params["cell"], carry.feed, e + a)
@@ -125,13 +133,14 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
     if config.input_feeding:
       x = x + cells.project_input_rows(params["cell"], carry.feed, e)
     state = cell.step(params["cell"], carry.state, x)
-    context, weights = attend(params["attention"], state.h, mem.keys, mem.values, mem.mask)
+    context, weights = attend(params["attention"], state.h, mem.keys, mem.values, mem.mask,
+                              carry.t)
     readout_in = jnp.concatenate([context, state.h], axis=-1)  # [batch, A+hidden]
     out = jnp.tanh(layers.dense(params["readout"], readout_in))  # [batch, hidden]
     feed = out
   if not config.input_feeding:
     feed = carry.feed  # [batch, 0]
-  return DecoderCarry(state=state, feed=feed), out, weights
+  return DecoderCarry(state=state, feed=feed, t=carry.t + 1), out, weights
 
 
 def logits(params: dict, out: jax.Array) -> jax.Array:

@@ -41,7 +41,7 @@ def forward(config: ModelConfig, src_len: np.ndarray, tgt_len: np.ndarray) -> fl
   real = tgt_len > 0
   src_len, tgt_len = src_len[real], tgt_len[real]
   h, a = config.hidden_size, config.encoder_output_size
-  att = attention.VARIANTS[config.attention].flops(h, a, config.attention_size)
+  att = attention.VARIANTS[config.attention].flops(decoder.attention_sizes(config))
   bridges = 2 if cells.CELLS[config.cell].has_memory else 1
   per_sentence = bridges * 2 * a * h
   return float(np.sum(src_len * (_encoder_per_token(config) + att.per_key)

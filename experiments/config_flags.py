@@ -24,6 +24,11 @@ flags.DEFINE_integer("encoder_layers", 1, "Stacked encoder layers.", lower_bound
 flags.DEFINE_boolean("bidirectional", True, "Bidirectional encoder.")
 flags.DEFINE_enum("attention", "additive", list(attention.VARIANTS), "Attention variant.")
 flags.DEFINE_integer("attention_size", 128, "Inner size of additive attention.", lower_bound=1)
+flags.DEFINE_integer("window", 10, "Local attention: half-width D of the window [p_t-D, p_t+D].",
+                     lower_bound=1)
+flags.DEFINE_integer("location_positions", 128,
+                     "Location attention: source positions scored (later ones get weight 0).",
+                     lower_bound=1)
 flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
                   "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
 flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")

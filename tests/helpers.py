@@ -209,13 +209,35 @@ def attention_scores(variant: str, p: dict, q: np.ndarray, k: np.ndarray) -> np.
     U, b = p["key"]["kernel"].T, p["key"]["bias"]  # [att, A], [att]
     v = p["v"]["kernel"][:, 0]  # [att]
     return np.array([v @ np.tanh(Wq @ q + U @ kj + b) for kj in k])
+  if variant == "location":
+    W_a = p["W_a"]["kernel"].T  # [positions, H]
+    return np.array([W_a[j] @ q if j < len(W_a) else -np.inf for j in range(len(k))])
   raise ValueError(variant)
 
 
 def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np.ndarray,
-           mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(context [A], weights [S]) for one example; `none` returns the summary and zeros."""
+           mask: np.ndarray, t: int = 0, window: int = 10) -> tuple[np.ndarray, np.ndarray]:
+  """(context [A], weights [S]) for one example at decoder step t; `none` returns the
+  summary and zeros.
+
+  local_m_<score>: p_t = t (at most the last real position), softmax of <score> over the
+  window [p_t - D, p_t + D] (Luong section 3.2). local_p_<score>: p_t = S sigmoid(v_p^T
+  tanh(W_p h_t)) (eq. 9); a_t(s) = align(s) exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D/2
+  (eq. 10), align the softmax over the window.
+  """
   if variant == "none":
     return summary, np.zeros(len(mask))
-  weights = masked_softmax(attention_scores(variant, p, q, states), mask)
+  s = np.arange(len(mask))
+  if variant.startswith("local_m_"):
+    p_t = min(t, mask.sum() - 1)
+    near = mask & (np.abs(s - p_t) <= window)
+    weights = masked_softmax(attention_scores(variant[8:], p, q, states), near)
+  elif variant.startswith("local_p_"):
+    W_p, v_p = p["W_p"]["kernel"].T, p["v_p"]["kernel"][:, 0]  # [att, H], [att]
+    p_t = mask.sum() * sigmoid(v_p @ np.tanh(W_p @ q))
+    near = mask & (np.abs(s - p_t) <= window)
+    align = masked_softmax(attention_scores(variant[8:], p, q, states), near)
+    weights = align * np.exp(-(s - p_t) ** 2 / (2 * (window / 2) ** 2))
+  else:
+    weights = masked_softmax(attention_scores(variant, p, q, states), mask)
   return weights @ states, weights

@@ -10,13 +10,21 @@ import pytest
 import helpers
 from attn_jax import attention
 
-ALL = ("none", "dot", "scaled_dot", "general", "additive")
+GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
+LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
+ALL = ("none",) + GLOBAL + LOCAL
 S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
+POSITIONS = 9  # location attention's W_a rows (> S)
+T, WINDOW = 2, 2  # decoder step and local half-width D used by default
+
+
+def _sizes(key_size: int, positions: int = POSITIONS) -> attention.Sizes:
+  return attention.Sizes(query=H, key=key_size, attention=ATT, positions=positions)
 
 
 def _setup(variant: str, key_size: int, seed: int = 0, lengths=(4,)):
   """Params and one example: query [H], states [S, A], summary [A], mask [S]."""
-  params = attention.VARIANTS[variant].init(jax.random.key(seed), H, key_size, ATT)
+  params = attention.VARIANTS[variant].init(jax.random.key(seed), _sizes(key_size))
   params = helpers.randomize(params, seed + 1, scale=0.7)
   rng = np.random.default_rng(seed)
   q = rng.normal(size=H).astype(np.float32)
@@ -26,11 +34,17 @@ def _setup(variant: str, key_size: int, seed: int = 0, lengths=(4,)):
   return params, q, states, summary, mask
 
 
-def _run(variant: str, params, q, states, summary, mask):
+def _run(variant: str, params, q, states, summary, mask, t=T, window=WINDOW):
   v = attention.VARIANTS[variant]
   keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))
-  context, weights = v.attend(params, jnp.asarray(q), keys, jnp.asarray(states), jnp.asarray(mask))
+  context, weights = v.attend(params, jnp.asarray(q), keys, jnp.asarray(states), jnp.asarray(mask),
+                              jnp.int32(t), window)
   return np.asarray(context), np.asarray(weights)
+
+
+def _reference(variant, params, q, states, summary, mask, t=T, window=WINDOW):
+  return helpers.attend(variant, helpers.to_np(params), q.astype(np.float64),
+                        states.astype(np.float64), summary.astype(np.float64), mask, t, window)
 
 
 def test_registry_names_every_variant():
@@ -44,14 +58,13 @@ def test_registry_names_every_variant():
 def test_attend_matches_numpy_reference(variant, key_size):
   params, q, states, summary, mask = _setup(variant, key_size)
   context, weights = _run(variant, params, q, states, summary, mask)
-  ref_c, ref_w = helpers.attend(variant, helpers.to_np(params), q.astype(np.float64),
-                                states.astype(np.float64), summary.astype(np.float64), mask)
+  ref_c, ref_w = _reference(variant, params, q, states, summary, mask)
   np.testing.assert_allclose(weights, ref_w, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(context, ref_c, rtol=1e-5, atol=1e-6)
   assert context.shape == (key_size,) and weights.shape == (S,)
 
 
-@pytest.mark.parametrize("variant", [v for v in ALL if v != "none"])
+@pytest.mark.parametrize("variant", GLOBAL)
 def test_masking_weights_exactly_zero_and_normalised(variant):
   params, q, states, summary, mask = _setup(variant, H, lengths=(3,))
   # Junk with huge norm at the padded positions must not leak into the softmax.
@@ -84,7 +97,7 @@ def test_none_returns_the_summary_and_zero_weights():
 
 @pytest.mark.parametrize("variant", ["dot", "scaled_dot"])
 def test_dot_with_equal_sizes_is_exactly_q_dot_k(variant):
-  params = attention.VARIANTS[variant].init(jax.random.key(0), H, H, ATT)
+  params = attention.VARIANTS[variant].init(jax.random.key(0), _sizes(H))
   assert params == {}
   _, q, states, summary, mask = _setup(variant, H)
   _, weights = _run(variant, params, q, states, summary, mask)
@@ -97,7 +110,7 @@ def test_dot_with_equal_sizes_is_exactly_q_dot_k(variant):
 @pytest.mark.parametrize("variant", ["dot", "scaled_dot"])
 def test_dot_with_other_key_size_projects_the_keys(variant):
   key_size = 2 * H
-  params = attention.VARIANTS[variant].init(jax.random.key(0), H, key_size, ATT)
+  params = attention.VARIANTS[variant].init(jax.random.key(0), _sizes(key_size))
   assert set(params) == {"key_proj"}
   assert params["key_proj"]["kernel"].shape == (key_size, H)
   assert "bias" not in params["key_proj"]
@@ -108,9 +121,9 @@ def test_dot_with_other_key_size_projects_the_keys(variant):
 
 
 def test_general_and_additive_parameter_shapes():
-  g = attention.VARIANTS["general"].init(jax.random.key(0), H, 2 * H, ATT)
+  g = attention.VARIANTS["general"].init(jax.random.key(0), _sizes(2 * H))
   assert g["W"]["kernel"].shape == (2 * H, H) and "bias" not in g["W"]
-  a = attention.VARIANTS["additive"].init(jax.random.key(0), H, 2 * H, ATT)
+  a = attention.VARIANTS["additive"].init(jax.random.key(0), _sizes(2 * H))
   assert a["query"]["kernel"].shape == (H, ATT) and "bias" not in a["query"]
   assert a["key"]["kernel"].shape == (2 * H, ATT) and a["key"]["bias"].shape == (ATT,)
   assert a["v"]["kernel"].shape == (ATT, 1) and "bias" not in a["v"]
@@ -128,18 +141,19 @@ def test_masked_softmax_direct():
 @pytest.mark.parametrize("variant", ALL)
 def test_batched_equals_loop_over_examples(variant):
   B, A = 4, 2 * H
-  params = helpers.randomize(attention.VARIANTS[variant].init(jax.random.key(3), H, A, ATT), 4)
+  params = helpers.randomize(attention.VARIANTS[variant].init(jax.random.key(3), _sizes(A)), 4)
   rng = np.random.default_rng(5)
   q = rng.normal(size=(B, H)).astype(np.float32)
   states = rng.normal(size=(B, S, A)).astype(np.float32)
   summary = rng.normal(size=(B, A)).astype(np.float32)
   mask = np.arange(S)[None, :] < np.array([1, 3, S, 5])[:, None]
-  prepare, attend = attention.batched(attention.VARIANTS[variant])
+  prepare, attend = attention.batched(attention.VARIANTS[variant], WINDOW)
   keys = prepare(params, states, summary)
-  context, weights = attend(params, q, keys, states, mask)
+  t = np.array([0, 2, 5, 9], np.int32)
+  context, weights = attend(params, q, keys, states, mask, t)
   assert context.shape == (B, A) and weights.shape == (B, S)
   for b in range(B):
-    c, w = _run(variant, params, q[b], states[b], summary[b], mask[b])
+    c, w = _run(variant, params, q[b], states[b], summary[b], mask[b], t=t[b])
     np.testing.assert_allclose(np.asarray(context[b]), c, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(weights[b]), w, rtol=1e-6, atol=1e-7)
 
@@ -157,3 +171,37 @@ def test_extra_padding_changes_nothing(variant):
   np.testing.assert_allclose(context2, context, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(weights2[:S], weights, rtol=1e-6, atol=1e-7)
   assert np.all(weights2[S:] == 0.0)
+
+
+def test_location_scores_the_query_alone_and_zeroes_positions_past_its_width():
+  params, q, states, summary, mask = _setup("location", H, lengths=(S,))
+  _, weights = _run("location", params, q, states, summary, mask)
+  _, other = _run("location", params, q, -states, summary, mask)  # the keys play no part
+  np.testing.assert_array_equal(weights, other)
+  narrow = attention.VARIANTS["location"].init(jax.random.key(0), _sizes(H, positions=4))
+  _, weights = _run("location", narrow, q, states, summary, mask)
+  assert np.all(weights[4:] == 0.0) and abs(weights[:4].sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("score", GLOBAL[:-1])
+@pytest.mark.parametrize("t", [0, 3, 20])
+def test_local_m_attends_within_the_window_around_t(score, t):
+  params, q, states, summary, mask = _setup(f"local_m_{score}", H, lengths=(6,))
+  _, weights = _run(f"local_m_{score}", params, q, states, summary, mask, t=t, window=1)
+  centre = min(t, 5)  # past the source's end, the window stays on its last position
+  inside = mask & (np.abs(np.arange(S) - centre) <= 1)
+  assert np.all(weights[~inside] == 0.0) and np.all(weights[inside] > 0.0)
+  assert abs(weights.sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("score", GLOBAL[:-1])
+def test_local_p_gaussian_reweights_the_window(score):
+  variant = f"local_p_{score}"
+  params, q, states, summary, mask = _setup(variant, H, lengths=(6,))
+  _, weights = _run(variant, params, q, states, summary, mask, window=2)
+  ref_c, ref_w = _reference(variant, params, q, states, summary, mask, window=2)
+  np.testing.assert_allclose(weights, ref_w, rtol=1e-5, atol=1e-7)
+  assert np.all(weights[~mask] == 0.0)
+  assert 0.0 < weights.sum() <= 1.0 + 1e-6  # the Gaussian only lowers the aligned weights
+  nonzero = np.flatnonzero(weights)
+  assert nonzero.max() - nonzero.min() <= 4  # within [p_t - D, p_t + D]

@@ -22,6 +22,7 @@ CONFIGS = {
     "lstm-dot-previous": helpers.tiny_model(cell="lstm", attention="dot", query="previous",
                                             input_feeding=False),
     "gru-none-current": helpers.tiny_model(attention="none"),
+    "gru-local_p_general-current": helpers.tiny_model(attention="local_p_general", window=2),
 }
 
 
@@ -68,7 +69,9 @@ def test_wider_beam_scores_at_least_greedy_here_and_keeps_conventions(name):
     assert not np.isin(b.tokens[i, :n], [PAD_ID, BOS_ID]).any()
     if n < MAX_LEN:
       assert b.tokens[i, n - 1] == EOS_ID and (b.tokens[i, :n - 1] != EOS_ID).all()
-    if attention.VARIANTS[config.attention].has_weights:
+    if config.attention.startswith("local_p_"):  # eq. 10's Gaussian lowers the weights
+      assert (b.weights[i, :n].sum(-1) <= 1.0 + 1e-5).all()
+    elif attention.VARIANTS[config.attention].has_weights:
       np.testing.assert_allclose(b.weights[i, :n, :src_len[i]].sum(-1), 1.0, rtol=1e-5)
 
 

@@ -85,12 +85,16 @@ def test_differing_and_incompatible_fields():
 
 
 def test_a_saved_config_from_other_code_compares_as_a_dict():
-  """A field the saved config lacks (or has extra) counts as differing, without a crash."""
+  """A field the saved config lacks reads as its default (the behaviour before the field
+  existed); a field the code no longer has counts as differing; neither crashes."""
   current = config_lib.Config()
   saved = current.to_dict()
   del saved["train"]["cooldown_steps"]
+  del saved["model"]["window"]
   saved["model"]["obsolete_option"] = 3
-  assert config_lib.incompatible_fields(saved, current) == [
+  assert config_lib.incompatible_fields(saved, current) == ["model.obsolete_option"]
+  assert config_lib.field_value(saved, "train.cooldown_steps") == current.train.cooldown_steps
+  longer = dataclasses.replace(current, train=dataclasses.replace(current.train,
+                                                                  cooldown_steps=999))
+  assert config_lib.incompatible_fields(saved, longer) == [
       "model.obsolete_option", "train.cooldown_steps"]
-  assert config_lib.field_value(saved, "train.cooldown_steps") is None
-  assert config_lib.field_value(current, "train.cooldown_steps") == current.train.cooldown_steps

@@ -20,13 +20,16 @@ CASES = (
     + [("gru", v, "current", True, True) for v in ("dot", "scaled_dot", "general", "none")]
     + [("gru", "none", "previous", True, True), ("gru", "dot", "previous", False, False),
        ("lstm", "general", "previous", True, True), ("lstm", "additive", "current", True, False)]
+    + [("gru", v, "current", True, True) for v in ("location", "local_m_general", "local_p_dot")]
+    + [("gru", "local_p_additive", "previous", True, True)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 
 
 def _config(cell, variant, query, feeding, bi):
   return helpers.tiny_model(cell=cell, attention=variant, query=query, input_feeding=feeding,
-                            bidirectional=bi, hidden_size=6, embed_size=5, attention_size=7)
+                            bidirectional=bi, hidden_size=6, embed_size=5, attention_size=7,
+                            window=1, location_positions=5)
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,9 +73,10 @@ def _numpy_decoder(p, states, final_h, final_c, mask, tgt_in, config):
   h = np.tanh(dense(p["bridge"], final_h))
   c = np.tanh(dense(p["bridge_c"], final_c)) if config.cell == "lstm" else None
   feed = np.zeros(config.hidden_size if config.query == "current" else states.shape[-1])
-  attend = lambda q: helpers.attend(config.attention, p["attention"], q, states, final_h, mask)
   logits, weights = [], []
-  for y in tgt_in:
+  for t, y in enumerate(tgt_in):
+    attend = lambda q, t=t: helpers.attend(config.attention, p["attention"], q, states, final_h,
+                                           mask, t, config.window)
     e = p["embed"]["embedding"][y]
     if config.query == "previous":
       ctx, w = attend(h)

@@ -42,6 +42,9 @@ def _traced_matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
     {"attention": "scaled_dot", "query": "previous", "input_feeding": False},
     {"attention": "none"},
     {"tie_embeddings": True},
+    {"attention": "location", "location_positions": 4},
+    {"attention": "local_m_additive"},
+    {"attention": "local_p_general", "query": "previous"},
 ])
 def test_formula_matches_the_traced_forward_pass(rng, overrides):
   config = helpers.tiny_model(**overrides)

@@ -27,8 +27,11 @@ class Cell(NamedTuple):
   step: Callable[[dict, CellState, jax.Array], CellState]
   has_memory: bool
 
-  def init(self, key: jax.Array, input_size: int, hidden: int) -> dict:
-    """{"input": dense [in, gates*hidden], "recurrent": dense [hidden, gates*hidden]}."""
+  def init(self, key: jax.Array, input_size: int, hidden: int,
+           layer_norm: bool = False) -> dict:
+    """{"input": dense [in, gates*hidden], "recurrent": dense [hidden, gates*hidden]},
+    with layer_norm also "ln_input", "ln_recurrent" [gates*hidden] (and "ln_cell" [hidden]
+    for the LSTM): the step then normalises each projection (Ba et al. 2016, eq. 20-22)."""
     k_in, k_rec = jax.random.split(key)
     params = {
         "input": layers.dense_init(k_in, input_size, self.gates * hidden),
@@ -36,8 +39,14 @@ class Cell(NamedTuple):
             k_rec, hidden, self.gates * hidden, bias=self.gates == 3,
             kernel_init=_stacked_orthogonal(self.gates)),
     }
-    if self.gates == 4:  # LSTM: forget-gate bias 1 (Jozefowicz et al. 2015)
-      params["input"]["bias"] = params["input"]["bias"].at[hidden:2 * hidden].set(1.0)
+    if layer_norm:
+      params["ln_input"] = layers.layer_norm_init(self.gates * hidden)
+      params["ln_recurrent"] = layers.layer_norm_init(self.gates * hidden)
+      if self.has_memory:
+        params["ln_cell"] = layers.layer_norm_init(hidden)
+    if self.gates == 4:  # LSTM: forget-gate bias 1 (Jozefowicz et al. 2015), after any norm
+      where = params["ln_input"] if layer_norm else params["input"]
+      where["bias"] = where["bias"].at[hidden:2 * hidden].set(1.0)
     return params
 
   def zero_state(self, batch: int, hidden: int) -> CellState:
@@ -70,11 +79,21 @@ def project_input_rows(params: dict, x: jax.Array, start: int) -> jax.Array:
   return x @ kernel
 
 
+def _normalised(params: dict, x_proj: jax.Array, h_proj: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+  """LN(W x + b) and LN(U h (+ b)) when the cell has layer norm; both unchanged otherwise."""
+  if "ln_input" not in params:
+    return x_proj, h_proj
+  return (layers.layer_norm(params["ln_input"], x_proj),
+          layers.layer_norm(params["ln_recurrent"], h_proj))
+
+
 def gru_step(params: dict, state: CellState, x_proj: jax.Array) -> CellState:
   """One GRU step (Cho et al. 2014, eq. 5-8; reset applied after U h as in cuDNN).
 
   r = s(W_r x + U_r h + b_r); z = s(W_z x + U_z h + b_z);
   n = tanh(W_n x + b_n + r * (U_n h + b_hn)); h' = (1 - z) * n + z * h.
+  With layer norm, W x + b and U h + b_h are each normalised over all gates first.
 
   Args:
     params: cell parameters.
@@ -83,8 +102,8 @@ def gru_step(params: dict, state: CellState, x_proj: jax.Array) -> CellState:
   Returns:
     the next CellState.
   """
-  h_proj = layers.dense(params["recurrent"], state.h)  # [batch, 3*hidden]
-  xr, xz, xn = jnp.split(x_proj, 3, axis=-1)
+  x_proj, h_proj = _normalised(params, x_proj, layers.dense(params["recurrent"], state.h))
+  xr, xz, xn = jnp.split(x_proj, 3, axis=-1)  # [batch, hidden] each
   hr, hz, hn = jnp.split(h_proj, 3, axis=-1)
   r = jax.nn.sigmoid(xr + hr)
   z = jax.nn.sigmoid(xz + hz)
@@ -96,16 +115,18 @@ def lstm_step(params: dict, state: CellState, x_proj: jax.Array) -> CellState:
   """One LSTM step (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000).
 
   [i, f, g, o] = W x + U h + b; c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c').
+  With layer norm (Ba et al. 2016, eq. 20-22): LN(W x + b) + LN(U h) and h' = s(o) tanh(LN(c')).
 
   Args:
     params: cell parameters.
     state: CellState with h, c [batch, hidden].
     x_proj: projected input W x + b [batch, 4*hidden].
   """
-  gates = x_proj + layers.dense(params["recurrent"], state.h)  # [batch, 4*hidden]
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  x_proj, h_proj = _normalised(params, x_proj, layers.dense(params["recurrent"], state.h))
+  i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)  # [batch, hidden] each
   c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return CellState(h=jax.nn.sigmoid(o) * jnp.tanh(c), c=c)
+  c_out = layers.layer_norm(params["ln_cell"], c) if "ln_cell" in params else c
+  return CellState(h=jax.nn.sigmoid(o) * jnp.tanh(c_out), c=c)
 
 
 CELLS: dict[str, Cell] = {

@@ -62,6 +62,7 @@ class ModelConfig:
   input_feeding: bool = True
   dropout: float = 0.0
   tie_embeddings: bool = False  # output layer W_o = target embedding E (Press & Wolf 2017)
+  layer_norm: bool = False  # layer-normalised GRU/LSTM projections (Ba et al. 2016)
   window: int = 10  # local attention's half-width D (Luong et al. 2015 use 10)
   location_positions: int = 128  # source positions location attention scores; later ones get 0
 

@@ -66,7 +66,7 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   a, h, e = config.encoder_output_size, config.hidden_size, config.embed_size
   params = {
       "embed": layers.embed_init(k[0], config.tgt_vocab_size, e),
-      "cell": cell.init(k[1], cell_input_size(config), h),
+      "cell": cell.init(k[1], cell_input_size(config), h, config.layer_norm),
       "bridge": layers.dense_init(k[2], a, h),
       "attention": attention.VARIANTS[config.attention].init(k[3], attention_sizes(config)),
       "readout": layers.dense_init(k[4], readout_size(config), h),  # W_r or W_c

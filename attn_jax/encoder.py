@@ -29,9 +29,10 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   params = {"embed": layers.embed_init(keys[0], config.src_vocab_size, config.embed_size)}
   in_size = config.embed_size
   for i in range(config.encoder_layers):
-    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.hidden_size)}
+    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.hidden_size, config.layer_norm)}
     if config.bidirectional:
-      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.hidden_size)
+      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.hidden_size,
+                               config.layer_norm)
     params[f"layer_{i}"] = layer
     in_size = config.encoder_output_size
   return params

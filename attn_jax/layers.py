@@ -35,6 +35,18 @@ def dense(params: Params, x: jax.Array) -> jax.Array:
   return y
 
 
+def layer_norm_init(size: int) -> Params:
+  """{"scale": ones [size], "bias": zeros [size]} (gain and bias of Ba et al. 2016)."""
+  return {"scale": jnp.ones((size,), jnp.float32), "bias": jnp.zeros((size,), jnp.float32)}
+
+
+def layer_norm(params: Params, x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """(x - mean) / sqrt(var + eps) * scale + bias over the last axis of x [..., size]."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+
+
 def embed_init(key: jax.Array, vocab_size: int, size: int) -> Params:
   """Embedding table [vocab, size], N(0, 1/size) so rows start at unit-ish norm."""
   init = nn.initializers.normal(stddev=size ** -0.5)

@@ -32,6 +32,7 @@ flags.DEFINE_integer("location_positions", 128,
 flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
                   "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
 flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")
+flags.DEFINE_boolean("layer_norm", False, "Layer-normalise the RNN cells' projections.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_boolean("tie_embeddings", False,
                      "Output layer shares the target embedding (needs embed_size == hidden_size).")

@@ -149,30 +149,46 @@ def sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
+def layer_norm(p: dict, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+  """Ba et al. (2016): (x - mean) / sqrt(var + eps) * gain + bias over the last axis."""
+  mean = x.mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(x.var(-1, keepdims=True) + eps) * p["scale"] + p["bias"]
+
+
+def _projections(p: dict, h: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(W x + b, U h (+ b_h)), each layer-normalised over all gates when p has "ln_input"."""
+  wx = x @ p["input"]["kernel"] + p["input"]["bias"]
+  uh = h @ p["recurrent"]["kernel"] + p["recurrent"].get("bias", 0.0)
+  if "ln_input" in p:
+    wx, uh = layer_norm(p["ln_input"], wx), layer_norm(p["ln_recurrent"], uh)
+  return wx, uh
+
+
 def gru_step(p: dict, h: np.ndarray, x: np.ndarray) -> np.ndarray:
   """GRU (Cho et al. 2014) with the reset gate applied after U_n h (cuDNN form).
 
   p: {"input": {"kernel" [in, 3H], "bias" [3H]}, "recurrent": {"kernel" [H, 3H], "bias" [3H]}},
-  gate blocks in the order r, z, n.
+  gate blocks in the order r, z, n (and "ln_input"/"ln_recurrent" with layer norm).
   """
   H = h.shape[-1]
-  W, b = p["input"]["kernel"], p["input"]["bias"]
-  U, bh = p["recurrent"]["kernel"], p["recurrent"]["bias"]
+  wx, uh = _projections(p, h, x)
   blk = lambda m, k: m[..., k * H:(k + 1) * H]
-  r = sigmoid(x @ blk(W, 0) + blk(b, 0) + h @ blk(U, 0) + blk(bh, 0))
-  z = sigmoid(x @ blk(W, 1) + blk(b, 1) + h @ blk(U, 1) + blk(bh, 1))
-  n = np.tanh(x @ blk(W, 2) + blk(b, 2) + r * (h @ blk(U, 2) + blk(bh, 2)))
+  r = sigmoid(blk(wx, 0) + blk(uh, 0))
+  z = sigmoid(blk(wx, 1) + blk(uh, 1))
+  n = np.tanh(blk(wx, 2) + r * blk(uh, 2))
   return (1.0 - z) * n + z * h
 
 
 def lstm_step(p: dict, h: np.ndarray, c: np.ndarray, x: np.ndarray):
-  """LSTM with forget gate; gate blocks i, f, g, o; the recurrent map has no bias."""
+  """LSTM with forget gate; gate blocks i, f, g, o; the recurrent map has no bias. With
+  layer norm (Ba et al. 2016, eq. 20-22) also h' = o * tanh(LN(c'))."""
   H = h.shape[-1]
-  W, b, U = p["input"]["kernel"], p["input"]["bias"], p["recurrent"]["kernel"]
-  pre = lambda k: x @ W[:, k * H:(k + 1) * H] + b[k * H:(k + 1) * H] + h @ U[:, k * H:(k + 1) * H]
+  wx, uh = _projections(p, h, x)
+  pre = lambda k: wx[..., k * H:(k + 1) * H] + uh[..., k * H:(k + 1) * H]
   i, f, g, o = sigmoid(pre(0)), sigmoid(pre(1)), np.tanh(pre(2)), sigmoid(pre(3))
   c_new = f * c + i * g
-  return o * np.tanh(c_new), c_new
+  c_out = layer_norm(p["ln_cell"], c_new) if "ln_cell" in p else c_new
+  return o * np.tanh(c_out), c_new
 
 
 def cell_step(cell: str, p: dict, state: tuple, x: np.ndarray) -> tuple:

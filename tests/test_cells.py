@@ -13,9 +13,9 @@ from attn_jax import cells
 B, IN, HID = 3, 5, 4
 
 
-def _inputs(cell_name: str, seed: int = 0):
+def _inputs(cell_name: str, seed: int = 0, layer_norm: bool = False):
   cell = cells.CELLS[cell_name]
-  params = helpers.randomize(cell.init(jax.random.key(seed), IN, HID), seed + 1)
+  params = helpers.randomize(cell.init(jax.random.key(seed), IN, HID, layer_norm), seed + 1)
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(B, IN)).astype(np.float32)
   h = rng.normal(size=(B, HID)).astype(np.float32)
@@ -23,9 +23,11 @@ def _inputs(cell_name: str, seed: int = 0):
   return cell, params, x, h, c
 
 
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
 @pytest.mark.parametrize("cell_name", ["gru", "lstm"])
-def test_step_matches_numpy_reference(cell_name):
-  cell, params, x, h, c = _inputs(cell_name)
+def test_step_matches_numpy_reference(cell_name, layer_norm):
+  cell, params, x, h, c = _inputs(cell_name, layer_norm=layer_norm)
+  assert ("ln_input" in params) == layer_norm
   state = cells.CellState(h=jnp.asarray(h), c=None if c is None else jnp.asarray(c))
   new = cell.step(params, state, cells.project_inputs(params, jnp.asarray(x)))
   p = helpers.to_np(params)

@@ -22,12 +22,15 @@ CASES = (
        ("lstm", "general", "previous", True, True), ("lstm", "additive", "current", True, False)]
     + [("gru", v, "current", True, True) for v in ("location", "local_m_general", "local_p_dot")]
     + [("gru", "local_p_additive", "previous", True, True)]
+    + [("gru-ln", "additive", "current", True, True), ("lstm-ln", "dot", "previous", True, True)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 
 
 def _config(cell, variant, query, feeding, bi):
+  cell, _, norm = cell.partition("-")  # "gru-ln": a layer-normalised GRU
   return helpers.tiny_model(cell=cell, attention=variant, query=query, input_feeding=feeding,
+                            layer_norm=norm == "ln",
                             bidirectional=bi, hidden_size=6, embed_size=5, attention_size=7,
                             window=1, location_positions=5)
 

@@ -14,7 +14,7 @@ import helpers
 from attn_jax import cells, encoder
 
 CONFIGS = [(cell, layers, bi) for cell in ("gru", "lstm") for layers in (1, 2)
-           for bi in (True, False)]
+           for bi in (True, False)] + [("gru-ln", 2, True), ("lstm-ln", 1, True)]
 IDS = [f"{c}-L{l}-{'bi' if b else 'uni'}" for c, l, b in CONFIGS]
 LENGTHS = [1, 4, 6, 3]
 WIDTH = 6
@@ -26,8 +26,9 @@ def _encode_fn(config):
 
 
 def _setup(cell, layers, bi, seed=0):
+  cell, _, norm = cell.partition("-")  # "gru-ln": a layer-normalised GRU
   config = helpers.tiny_model(cell=cell, encoder_layers=layers, bidirectional=bi, hidden_size=5,
-                              embed_size=4)
+                              embed_size=4, layer_norm=norm == "ln")
   params = helpers.random_params(encoder.init, config, seed)
   return config, params
 
@@ -104,7 +105,7 @@ def test_scan_matches_per_example_numpy_reference(cell, layers, bi):
     np.testing.assert_allclose(np.asarray(enc.states[b, :n]), states, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(enc.states[b, n:]) == 0.0)
     np.testing.assert_allclose(np.asarray(enc.final.h[b]), h, rtol=1e-5, atol=1e-5)
-    if cell == "lstm":
+    if config.cell == "lstm":
       np.testing.assert_allclose(np.asarray(enc.final.c[b]), c, rtol=1e-5, atol=1e-5)
     else:
       assert enc.final.c is None
@@ -143,7 +144,7 @@ def test_padding_content_and_width_do_not_matter(cell, layers, bi):
                              rtol=1e-6, atol=1e-6)
   assert np.all(np.asarray(wider.states[:, WIDTH:]) == 0.0)
   np.testing.assert_allclose(np.asarray(wider.final.h), np.asarray(ref.final.h), rtol=1e-6, atol=1e-6)
-  if cell == "lstm":
+  if config.cell == "lstm":
     np.testing.assert_allclose(np.asarray(wider.final.c), np.asarray(ref.final.c), rtol=1e-6,
                                atol=1e-6)
   # One sequence alone (no padding at all) matches its row in the batch.

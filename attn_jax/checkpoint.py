@@ -54,8 +54,9 @@ class Checkpointer:
         ]),
         best_fn=_score, best_mode="max",  # makes Orbax store the scores for reopened managers
         create=True)
+    self._directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory), item_names=("state", "metadata"), options=options)
+        self._directory, item_names=("state", "metadata"), options=options)
 
   def save(self, step: int, state: Any, metadata: dict, score: float | None = None) -> None:
     """Saves asynchronously; `score` (higher is better) makes it a candidate for best."""
@@ -89,6 +90,18 @@ class Checkpointer:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       metadata=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["metadata"])
+
+  def set_aside(self, step: int) -> str:
+    """Renames an unreadable step's directory to <step>.unreadable (nothing is deleted), so
+    a resumed run can save that step again; returns the new path."""
+    source = os.path.join(self._directory, str(step))
+    target, n = source + ".unreadable", 1
+    while os.path.exists(target):
+      n += 1
+      target = f"{source}.unreadable{n}"
+    os.rename(source, target)
+    self._manager.reload()
+    return target
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""

@@ -143,10 +143,11 @@ class TrainConfig:
   num_plots: int = 3  # eval examples drawn as attention heatmaps
   bleu_every: int = 0  # translation: steps between validation BLEU evaluations; 0: at each eval
   patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
+  max_nonfinite_steps: int = 10  # stop after this many consecutive skipped (non-finite) updates
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
-              "eval_every", "checkpoint_every", "keep_checkpoints")
+              "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
     _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
                   "bleu_every", "patience")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
@@ -160,7 +161,7 @@ class TrainConfig:
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
-    "train.bleu_every", "train.patience", "data.data_dir",
+    "train.bleu_every", "train.patience", "train.max_nonfinite_steps", "data.data_dir",
 })
 
 

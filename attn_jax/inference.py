@@ -3,7 +3,8 @@
 `load` restores one checkpoint for decoding: the config comes from the
 checkpoint's own metadata (not from flags), the vocabularies from the workdir,
 whose SHA-256 must match the ones the checkpoint was trained with, and the
-state is restored into `jax.eval_shape` targets of that config (checkpoint.py).
+state is restored into `jax.eval_shape` targets of that config (checkpoint.py) on
+one device, whatever the number of devices it was trained on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
-from attn_jax import evaluation, inputs, steps, training, translation
+from attn_jax import evaluation, inputs, parallel, steps, training, translation
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
 from attn_jax.evaluation import Example
@@ -70,8 +71,8 @@ def load(workdir: str, which: str = "best") -> Trained:
       raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
     training.check_vocab(metadata, inputs.vocab_ids(vocabs), directory, step)
     optimizer = steps.make_optimizer(config.train)
-    target = jax.eval_shape(
-        lambda: steps.init_state(jax.random.key(0), config.model, optimizer))._asdict()
+    target = parallel.Placement(jax.devices()[:1]).restore_target(jax.eval_shape(
+        lambda: steps.init_state(jax.random.key(0), config.model, optimizer))._asdict())
     state, _ = ckpt.restore(step, target)
   finally:
     ckpt.close()

@@ -70,18 +70,29 @@ def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: floa
 
 def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
                     optimizer: optax.GradientTransformation):
-  """(state, batch, dropout_key) -> (state, sums); the state's buffers are donated."""
+  """(state, batch, dropout_key) -> (state, sums); the state's buffers are donated.
+
+  A step whose loss or gradient is not finite applies no update (parameters and
+  optimizer state stay as they were), adds nothing to the loss sums and counts
+  itself in sums["nonfinite_steps"]; the step counter advances either way.
+  """
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state: TrainState, batch: Batch, dropout_key: jax.Array):
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
     (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
         state.params, batch, model_config, train_config.label_smoothing, dropout_key)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    sums = {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
-            "grad_norm_sum": optax.tree.norm(grads), "steps": jnp.ones((), jnp.int32)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), sums
+    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    ok = lambda x: jnp.where(finite, x, jnp.zeros_like(x))
+    sums = {"loss_sum": ok(loss_sum), "token_count": ok(count), "token_hits": ok(hits),
+            "grad_norm_sum": ok(grad_norm), "steps": finite.astype(jnp.int32),
+            "nonfinite_steps": (~finite).astype(jnp.int32)}
+    return TrainState(step=state.step + 1, params=keep_if_bad(params, state.params),
+                      opt_state=keep_if_bad(opt_state, state.opt_state)), sums
 
   return train_step
 

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import attention, evaluation, inputs, metrics, plots, steps, tasks
+from attn_jax import attention, evaluation, inputs, metrics, parallel, plots, steps, tasks
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config, field_value, incompatible_fields
 from attn_jax.evaluation import Example
@@ -46,27 +46,58 @@ def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) 
         f"(sha256 saved {saved.get('vocab')}, now {vocab_ids})")
 
 
+class CorruptCheckpointError(RuntimeError):
+  """No checkpoint in the directory could be read; the message names them."""
+
+
 def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: str,
-                    vocab_ids: dict | None = None) -> tuple[steps.TrainState, dict]:
-  """(latest checkpoint's state and metadata, or a fresh state and {}); follows
-  checkpoint.py's resume order."""
+                    vocab_ids: dict | None = None,
+                    placement: parallel.Placement | None = None
+                    ) -> tuple[steps.TrainState, dict]:
+  """(latest readable checkpoint's state and metadata, or a fresh state and {}); follows
+  checkpoint.py's resume order.
+
+  A checkpoint that cannot be read (a partial or corrupted directory) is moved
+  aside to <step>.unreadable with a warning, in favour of the one before it;
+  nothing is deleted. If none can be read, CorruptCheckpointError. A readable one
+  of another config or vocabulary raises IncompatibleCheckpointError.
+  """
+  placement = placement or parallel.Placement(jax.devices()[:1])
   k_init, _ = _keys(config.train.seed)
   init = lambda: steps.init_state(k_init, config.model, optimizer)
-  latest = ckpt.latest_step()
-  if latest is None:
-    return init(), {}
-  saved = ckpt.metadata(latest)
-  differing = incompatible_fields(saved.get("config", {}), config)
-  if differing:
-    old = saved.get("config", {})
-    raise IncompatibleCheckpointError(
-        f"{directory}: checkpoint at step {latest} has another config; differing fields: "
-        + ", ".join(f"{f} (saved {field_value(old, f)!r}, now {field_value(config, f)!r})"
-                    for f in differing))
-  check_vocab(saved, vocab_ids, directory, latest)
-  target = jax.eval_shape(init)._asdict()
-  state, metadata = ckpt.restore(latest, target)
-  return steps.TrainState(**state), metadata
+  saved_steps = ckpt.steps()
+  if not saved_steps:
+    return placement.replicate(init()), {}
+  target = placement.restore_target(jax.eval_shape(init)._asdict())
+  for step in reversed(saved_steps):
+    try:
+      saved = ckpt.metadata(step)
+    except Exception as e:  # pylint: disable=broad-except  # any unreadable file is corrupt
+      _set_aside(ckpt, directory, step, e)
+      continue
+    differing = incompatible_fields(saved.get("config", {}), config)
+    if differing:
+      old = saved.get("config", {})
+      raise IncompatibleCheckpointError(
+          f"{directory}: checkpoint at step {step} has another config; differing fields: "
+          + ", ".join(f"{f} (saved {field_value(old, f)!r}, now {field_value(config, f)!r})"
+                      for f in differing))
+    check_vocab(saved, vocab_ids, directory, step)
+    try:
+      state, metadata = ckpt.restore(step, target)
+    except Exception as e:  # pylint: disable=broad-except
+      _set_aside(ckpt, directory, step, e)
+      continue
+    return steps.TrainState(**state), metadata
+  raise CorruptCheckpointError(f"{directory}: no checkpoint is readable (steps {saved_steps}, "
+                               f"now moved to <step>.unreadable); a rerun starts afresh")
+
+
+def _set_aside(ckpt: Checkpointer, directory: str, step: int, error: Exception) -> None:
+  reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+  moved = ckpt.set_aside(step)
+  print(f"warning: {directory}: checkpoint at step {step} is unreadable ({reason}); moved to "
+        f"{moved}; trying the one before it", flush=True)
 
 
 def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog,
@@ -81,8 +112,16 @@ def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLo
 def _train_rates(window: list[dict]) -> dict[str, float]:
   sums = {k: sum(float(w[k]) for w in window) for k in window[0]}
   rates = metrics.summarize(sums)
-  rates["grad_norm"] = sums["grad_norm_sum"] / sums["steps"]
+  rates["grad_norm"] = sums["grad_norm_sum"] / sums["steps"] if sums["steps"] else float("nan")
+  rates["nonfinite_steps"] = int(sums["nonfinite_steps"])
   return rates
+
+
+def _nonfinite_run(run: int, window: list[dict]) -> int:
+  """Consecutive skipped (non-finite) steps at the end of `window`, continuing `run`."""
+  for sums in window:
+    run = run + 1 if sums["nonfinite_steps"] else 0
+  return run
 
 
 class _Throughput:
@@ -123,6 +162,8 @@ class _Context(NamedTuple):
   search: Callable  # greedy: (params, src, src_len) -> Hypotheses
   ckpt: Checkpointer
   log: RunLog | None
+  stop_requested: Callable[[], str | None]  # the reason to stop now (e.g. "SIGTERM"), or None
+  placement: parallel.Placement  # the devices: batches split over them, state replicated
 
 
 class _Patience(NamedTuple):
@@ -199,33 +240,42 @@ def _write_run_files(config: Config, workdir: str, flagfile: str | None) -> None
       f.write(flagfile)
 
 
-def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
+def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None,
+                       stop_requested: Callable[[], str | None] = lambda: None
                        ) -> dict[str, float]:
   """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
 
   Writes workdir/config.json, flags.txt (`flagfile`, if given), metrics.jsonl,
   checkpoints/, plots/, tensorboard/ (and the vocabularies for translation).
   Nothing but a missing vocabulary is written before a checkpoint already in
-  `workdir` is found compatible with `config`. Returns the last evaluation's metrics.
+  `workdir` is found compatible with `config`. `stop_requested` is asked after
+  every step; when it gives a reason, the step's state is checkpointed and
+  training returns ({"stopped": reason}), to be resumed by the same call.
+  Returns the last evaluation's metrics.
   """
   tc = config.train
+  placement = parallel.Placement()
+  placement.check_batch_size(tc.batch_size)
   os.makedirs(workdir, exist_ok=True)
   run_data = inputs.load(config.data, tc.batch_size, workdir)
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
   state, metadata = restore_or_init(config, ckpt, optimizer, ckpt_dir,
-                                    inputs.vocab_ids(run_data.vocabs))
+                                    inputs.vocab_ids(run_data.vocabs), placement)
   patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
   start = int(state.step)
-  _write_run_files(config, workdir, flagfile)
+  main = placement.is_main_process  # process 0 alone writes logs, plots and run files
+  if main:
+    _write_run_files(config, workdir, flagfile)
   if run_data.vocabs is None:
     search = steps.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
   else:
     search = steps.make_search(config.model)
-  log = RunLog(workdir, start, tc.num_steps)
+  log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
-                 steps.make_eval_step(config.model), search, ckpt, log)
+                 placement.on_batches(steps.make_eval_step(config.model), 1),
+                 placement.on_batches(search, 2), ckpt, log, stop_requested, placement)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 
@@ -238,8 +288,9 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     result = _train_loop(state, ctx, patience)
   ckpt.wait()
   ckpt.close()
-  log.close()
-  plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
+  if log is not None:
+    log.close()
+    plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
   return result
 
 
@@ -248,7 +299,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
   tc, widths = ctx.config.train, ctx.data.train.widths
   _, k_train = _keys(tc.seed)
   start = int(state.step)
-  window, timer, result, compiled = [], _Throughput(), {}, set()
+  window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
   for step in range(start, tc.num_steps):
     batch = ctx.data.train.batch(step)
     width = batch.src.shape[1]
@@ -256,7 +307,8 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       jax.block_until_ready(state)
       timer.pause()
       began = time.time()
-    state, sums = ctx.train_step(state, batch, jax.random.fold_in(k_train, step))
+    state, sums = ctx.train_step(state, ctx.placement.batch(batch),
+                                 jax.random.fold_in(k_train, step))
     window.append(sums)
     if width not in compiled:
       jax.block_until_ready(sums)
@@ -268,16 +320,21 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       timer.tokens += int(batch.tgt_len.sum())
     done = step + 1
     if done % tc.log_every == 0 or done == tc.num_steps:
-      rates = _train_rates(jax.device_get(window))
+      window = ctx.placement.fetch(window)
+      rates = _train_rates(window)
       tokens_per_sec = timer.rate()
       if tokens_per_sec is not None:
         rates["tokens_per_sec"] = tokens_per_sec
-      if not np.isfinite(rates["loss"]):
+      if ctx.log is not None:
+        ctx.log.write(done, "train", rates)
+        ctx.log.progress(done, rates)
+      bad_run = _nonfinite_run(bad_run, window)
+      if bad_run >= tc.max_nonfinite_steps:
         ctx.ckpt.wait()
-        raise NonFiniteLossError(f"loss is {rates['loss']} at step {done}; "
-                                 f"last checkpoint: step {ctx.ckpt.latest_step()}")
-      ctx.log.write(done, "train", rates)
-      ctx.log.progress(done, rates)
+        raise NonFiniteLossError(
+            f"{bad_run} consecutive steps with a non-finite loss or gradient, the last at step "
+            f"{done} (--max_nonfinite_steps={tc.max_nonfinite_steps}); their updates were "
+            f"skipped; last checkpoint: step {ctx.ckpt.latest_step()}")
       window = []
     is_eval = done % tc.eval_every == 0 or done == tc.num_steps
     if is_eval or done % tc.checkpoint_every == 0:
@@ -294,4 +351,11 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
               f"{patience.waited} evaluations (best {patience.best:.4f} at step "
               f"{patience.best_step})", flush=True)
         break
+    reason = ctx.stop_requested()
+    if reason and done < tc.num_steps:
+      if ctx.ckpt.latest_step() != done:
+        _save(ctx.ckpt, state, done, ctx, k_train, None, patience)
+      print(f"stopped by {reason} at step {done}: checkpoint saved; run the same command "
+            f"to resume", flush=True)
+      return {**result, "stopped": reason}
   return result

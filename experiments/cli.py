@@ -17,7 +17,8 @@ from attn_jax import config as config_lib, corpus, inference, training
 FLAGS = flags.FLAGS
 
 EXPECTED_ERRORS = (corpus.CorpusError, training.IncompatibleCheckpointError,
-                   training.NonFiniteLossError, inference.ModelLoadError)
+                   training.CorruptCheckpointError, training.NonFiniteLossError,
+                   inference.ModelLoadError)
 
 
 def fail(message: str) -> None:

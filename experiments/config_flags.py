@@ -73,6 +73,9 @@ flags.DEFINE_integer("num_plots", 3, "Evaluation examples drawn as attention hea
 flags.DEFINE_integer("bleu_every", 0,
                      "Translation: steps between validation BLEU scores; 0: at every evaluation.",
                      lower_bound=0)
+flags.DEFINE_integer("max_nonfinite_steps", 10,
+                     "Stop after this many consecutive steps with a non-finite loss or gradient "
+                     "(their updates are skipped).", lower_bound=1)
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)

@@ -4,12 +4,19 @@ r"""Trains an attentional encoder-decoder.
       [--flagfile=experiments/configs/reverse.flags] [--attention=dot ...]
 
 Running the same command again on the same workdir resumes from its latest
-checkpoint. Defaults give the embedded task: reverse, additive attention.
+checkpoint. SIGTERM or SIGINT (Ctrl-C) lets the current step finish, saves a
+checkpoint and exits with status 0; a second one stops at once. Defaults give
+the embedded task: reverse, additive attention.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
 from absl import app, flags
+import jax
 
 from attn_jax import training
 from experiments import cli, config_flags
@@ -17,13 +24,58 @@ from experiments import cli, config_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and plots.")
+flags.DEFINE_string("coordinator_address", "",
+                    "Multi-process training: host:port of process 0 (jax.distributed); "
+                    "'auto' on a cloud TPU VM, where JAX finds it.")
+flags.DEFINE_integer("num_processes", 1, "Multi-process training: number of processes.",
+                     lower_bound=1)
+flags.DEFINE_integer("process_id", 0, "Multi-process training: this process's index.",
+                     lower_bound=0)
+flags.DEFINE_boolean("debug_nans", False, "Stop at the first NaN any jitted function produces "
+                     "(JAX's jax_debug_nans; slow).")
 flags.mark_flag_as_required("workdir")
+
+
+class StopSignals:
+  """Records SIGTERM/SIGINT instead of dying, so training can checkpoint first."""
+
+  def __init__(self):
+    self.received: str | None = None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received:  # a second signal: stop now, the default way
+      signal.signal(signum, signal.SIG_DFL)
+      signal.raise_signal(signum)
+    self.received = signal.Signals(signum).name
+
+  def __call__(self) -> str | None:
+    return self.received
+
+
+def start_distributed() -> None:
+  """jax.distributed.initialize from the flags; other processes than 0 print nothing."""
+  if not FLAGS.coordinator_address:
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU: cross-process
+  if FLAGS.coordinator_address == "auto":
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if jax.process_index() != 0:
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
 
 
 def main(argv):
   def body():
+    start_distributed()
+    if FLAGS.debug_nans:
+      jax.config.update("jax_debug_nans", True)
     training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
-                                flagfile=config_flags.flagfile_text("workdir"))
+                                flagfile=config_flags.flagfile_text("workdir"),
+                                stop_requested=StopSignals())
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir)
 
 

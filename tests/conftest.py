@@ -43,12 +43,13 @@ def subprocess_env() -> dict[str, str]:
   return env
 
 
-def run_program(module: str, *args: str, stdin: bytes | None = None,
-                timeout: float = 240) -> subprocess.CompletedProcess:
-  """`python -m experiments.<module> ARGS` from the repository root; stdout/stderr as text."""
+def run_program(module: str, *args: str, stdin: bytes | None = None, timeout: float = 240,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+  """`python -m experiments.<module> ARGS` from the repository root; stdout/stderr as text.
+  `env`: variables to set on top of subprocess_env()."""
   proc = subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                        env=subprocess_env(), input=stdin, capture_output=True,
-                        timeout=timeout, check=False)
+                        env={**subprocess_env(), **(env or {})}, input=stdin,
+                        capture_output=True, timeout=timeout, check=False)
   return subprocess.CompletedProcess(proc.args, proc.returncode,
                                      proc.stdout.decode("utf-8", "replace"),
                                      proc.stderr.decode("utf-8", "replace"))

@@ -73,3 +73,46 @@ def test_bad_data_keeps_an_existing_run(tmp_path):
   proc = _train(workdir, data_dir, "--num_steps=4")
   assert conftest.error_line(proc) == f"error: {tmp_path / 'val.de'}: empty file"
   assert conftest.snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--no_such_flag=1", "no_such_flag"),
+    ("--attention=bogus", "attention"),
+    ("--cell=rnn", "cell"),
+    ("--hidden_size=0", "hidden_size"),
+    ("--batch_size=-8", "batch_size"),
+    ("--dropout=1.5", "dropout"),
+])
+def test_invalid_flags(tmp_path, flag, named):
+  proc = conftest.run_program("train", f"--workdir={tmp_path / 'run'}", flag)
+  line = proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert line.startswith("error: ") and named in line
+  assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_with_another_vocabulary(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  workdir = tmp_path / "run"
+  assert _train(workdir, data_dir).returncode == 0
+  (workdir / "spm.ende.model").unlink()  # the next run trains one on other text
+  other = tmp_path / "other"
+  other.mkdir()
+  helpers.write_corpus(other)
+  lines = (other / "train.de").read_text(encoding="utf-8").splitlines()
+  (other / "train.de").write_text("".join(l[::-1] + "\n" for l in lines), encoding="utf-8")
+  before = conftest.snapshot(workdir / "checkpoints")
+  proc = _train(workdir, str(other), "--num_steps=4")
+  assert "trained with another vocabulary" in conftest.error_line(proc)
+  assert conftest.snapshot(workdir / "checkpoints") == before
+
+
+def test_corrupted_checkpoints(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  workdir = tmp_path / "run"
+  assert _train(workdir, data_dir).returncode == 0
+  for path in (workdir / "checkpoints").rglob("*"):
+    if path.is_file() and "state" in path.parts:
+      path.write_bytes(b"")
+  proc = _train(workdir, data_dir, "--num_steps=4")
+  assert "no checkpoint is readable" in conftest.error_line(proc)

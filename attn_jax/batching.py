@@ -64,14 +64,26 @@ def batches_per_epoch(buckets: Buckets, batch_size: int) -> int:
   return sum(-(-data.size(s) // batch_size) for s in buckets.sets)
 
 
-def train_batch(buckets: Buckets, step: int, batch_size: int, seed: int) -> data.Batch:
-  """The batch of training step `step`: [batch_size, width] for one bucket's width."""
+@functools.lru_cache(maxsize=32)
+def _reshuffle(size: int, shuffle_seed: int, epoch: int, bucket: int) -> np.ndarray:
+  return np.random.default_rng([shuffle_seed, epoch, bucket]).permutation(size)
+
+
+def train_batch(buckets: Buckets, step: int, batch_size: int, seed: int,
+                shuffle_seed: int | None = None) -> data.Batch:
+  """The batch of training step `step`: [batch_size, width] for one bucket's width.
+
+  `shuffle_seed` (if given) permutes the rows within each bucket afresh each epoch
+  and leaves the sequence of buckets, hence of batch widths, that of `seed`.
+  """
   per_epoch = batches_per_epoch(buckets, batch_size)
   if per_epoch == 0:
     raise ValueError("no training pairs fit the length buckets")
   epoch, index = divmod(step, per_epoch)
   sizes = tuple(data.size(s) for s in buckets.sets)
   bucket, rows = _epoch_plan(sizes, batch_size, seed, epoch)[index]
+  if shuffle_seed is not None:
+    rows = _reshuffle(sizes[bucket], shuffle_seed, epoch, bucket)[rows]
   return data.pad_rows(data.take(buckets.sets[bucket], rows), batch_size)
 
 

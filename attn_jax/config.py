@@ -105,7 +105,12 @@ class DataConfig:
   max_len: int = 30
   train_size: int = 50_000
   eval_size: int = 1_000
-  seed: int = 0  # data order; synthetic evaluation sets use another stream of it
+  seed: int = 0  # synthetic data and the training order
+  # Reshuffles the training pairs (None: no): synthetic tasks take their order from it
+  # instead of `seed`; translation reshuffles the rows within each length bucket but keeps
+  # the sequence of bucket widths that `seed` gives, so runs differing only here have
+  # batches of the same shape at every step (and can train as one program, seeds.py).
+  shuffle_seed: int | None = None
   data_dir: str = ""
   src_lang: str = "en"
   tgt_lang: str = "de"
@@ -144,10 +149,12 @@ class TrainConfig:
   bleu_every: int = 0  # translation: steps between validation BLEU evaluations; 0: at each eval
   patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
   max_nonfinite_steps: int = 10  # stop after this many consecutive skipped (non-finite) updates
+  num_seeds: int = 1  # independent runs trained as one program (seeds.py); 1: a plain run
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
-              "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps")
+              "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
+              "num_seeds")
     _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
                   "bleu_every", "patience")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
-from attn_jax import evaluation, inputs, parallel, steps, training, translation
+from attn_jax import evaluation, inputs, parallel, seeds, steps, training, translation
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
 from attn_jax.evaluation import Example
@@ -28,6 +28,7 @@ class Trained(NamedTuple):
   params: dict
   vocabs: translation.Vocabs
   step: int  # the training step of the restored checkpoint
+  seed_index: int | None = None  # which of a num_seeds > 1 workdir's models; None if one
 
 
 def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
@@ -49,10 +50,12 @@ def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
   return int(which)
 
 
-def load(workdir: str, which: str = "best") -> Trained:
+def load(workdir: str, which: str = "best", seed_index: int = 0) -> Trained:
   """The translation model of `workdir` at checkpoint `which` (best, latest or a step).
 
-  Raises ModelLoadError or training.IncompatibleCheckpointError, naming the problem.
+  A workdir that trained num_seeds > 1 models holds them stacked; `seed_index` picks
+  one, whose config is then its stand-alone one (seeds.member_config). Raises
+  ModelLoadError or training.IncompatibleCheckpointError, naming the problem.
   """
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
@@ -70,13 +73,20 @@ def load(workdir: str, which: str = "best") -> Trained:
     except OSError as e:
       raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
     training.check_vocab(metadata, inputs.vocab_ids(vocabs), directory, step)
+    num_seeds = config.train.num_seeds
+    if not 0 <= seed_index < num_seeds:
+      raise ModelLoadError(f"--seed_index: {workdir} holds {num_seeds} model(s), "
+                           f"so 0 to {num_seeds - 1}; got {seed_index}")
     optimizer = steps.make_optimizer(config.train)
-    target = parallel.Placement(jax.devices()[:1]).restore_target(jax.eval_shape(
-        lambda: steps.init_state(jax.random.key(0), config.model, optimizer))._asdict())
+    target = parallel.Placement(jax.devices()[:1]).restore_target(
+        training.abstract_state(config, optimizer))
     state, _ = ckpt.restore(step, target)
   finally:
     ckpt.close()
-  return Trained(config, state["params"], vocabs, step)
+  if num_seeds == 1:
+    return Trained(config, state["params"], vocabs, step)
+  return Trained(seeds.member_config(config, seed_index), seeds.member(state["params"], seed_index),
+                 vocabs, step, seed_index)
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable,

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from attn_jax import batching, corpus, data, tasks, translation
+from attn_jax import batching, corpus, data, seeds, tasks, translation
 from attn_jax.config import ConfigError, DataConfig
 
 TRAIN_SPLIT = "train"
@@ -25,7 +25,7 @@ EVAL_SPLIT = "val"  # evaluated during training; test sets are for experiments.e
 
 
 class TrainData(NamedTuple):
-  batch: Callable[[int], data.Batch]  # step -> Batch [batch_size, width]
+  batch: Callable[[int], data.Batch]  # step -> Batch [batch_size, width] ([num_seeds, ...] if stacked)
   position: Callable[[int], dict]  # step -> {"epoch", "batch_in_epoch"}
   size: int  # training pairs
   widths: tuple[int, ...]  # the batch widths: one compilation of the train step each
@@ -54,26 +54,42 @@ def bucket_widths(max_len: int) -> tuple[int, ...]:
   return tuple(sorted({w for w in translation.DEFAULT_WIDTHS if w <= max_len} | {max_len + 1}))
 
 
-def load(config: DataConfig, batch_size: int, workdir: str) -> RunData:
+def load(config: DataConfig, batch_size: int, workdir: str, num_seeds: int = 1) -> RunData:
   """The run's data; raises corpus.CorpusError naming the file or ConfigError naming the
-  option the data cannot satisfy."""
+  option the data cannot satisfy.
+
+  With num_seeds > 1 the training stream is that of num_seeds runs, the order of
+  run k seeded by config.order_seed + k, stacked: Batch [num_seeds, batch_size, width].
+  """
   if config.task == "translation":
-    return _translation(config, batch_size, workdir)
-  return _synthetic(config, batch_size)
+    return _translation(config, batch_size, workdir, num_seeds)
+  return _synthetic(config, batch_size, num_seeds)
 
 
-def _synthetic(config: DataConfig, batch_size: int) -> RunData:
+def _stacked(make: Callable[[int | None], TrainData], config: DataConfig,
+             num_seeds: int) -> TrainData:
+  """make(shuffle seed) of the run; for num_seeds > 1 the runs' streams stacked step by step
+  (run k's shuffle seed: seeds.shuffle_seed). Their batches have the same width at every
+  step and their epochs the same length, so the data position is that of any of them.
+  """
+  runs = [make(seeds.shuffle_seed(config, k)) for k in range(num_seeds)]
+  if num_seeds == 1:
+    return runs[0]
+  return runs[0]._replace(batch=lambda step: seeds.stack_batches([r.batch(step) for r in runs]))
+
+
+def _synthetic(config: DataConfig, batch_size: int, num_seeds: int) -> RunData:
   train_ds, eval_ds = tasks.make_datasets(config)
   if data.size(train_ds) < batch_size:
     raise ConfigError(f"batch_size: {batch_size} exceeds the training set ({data.size(train_ds)})")
   eval_batches = tuple((np.arange(start, min(start + batch_size, data.size(eval_ds))), batch)
                        for start, batch in zip(range(0, data.size(eval_ds), batch_size),
                                                data.eval_batches(eval_ds, batch_size)))
-  train = TrainData(
+  train = _stacked(lambda shuffle_seed: TrainData(
       batch=functools.partial(data.train_batch, train_ds, batch_size=batch_size,
-                              seed=config.seed),
+                              seed=config.seed if shuffle_seed is None else shuffle_seed),
       position=functools.partial(data.data_position, train_ds, batch_size=batch_size),
-      size=data.size(train_ds), widths=(train_ds.src.shape[1],))
+      size=data.size(train_ds), widths=(train_ds.src.shape[1],)), config, num_seeds)
   summary = f"train {data.size(train_ds)} / eval {data.size(eval_ds)} examples"
   return RunData(train, EvalData(eval_batches, data.size(eval_ds), None), None, summary)
 
@@ -86,16 +102,18 @@ def eval_data(split: translation.Split, batch_size: int) -> EvalData:
   return EvalData(batches, sum(len(i) for i in buckets.index), split.text)
 
 
-def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int) -> TrainData:
+def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int,
+                   shuffle_seed: int | None = None) -> TrainData:
   """The training stream of length-bucketed pairs (batching.train_batch)."""
   return TrainData(
-      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed),
+      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed,
+                              shuffle_seed=shuffle_seed),
       position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
       size=sum(data.size(s) for s in buckets.sets),
       widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
 
 
-def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
+def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: int) -> RunData:
   available = corpus.languages(config.data_dir, TRAIN_SPLIT)
   for name in ("src_lang", "tgt_lang"):
     lang = getattr(config, name)
@@ -114,7 +132,8 @@ def _translation(config: DataConfig, batch_size: int, workdir: str) -> RunData:
   buckets = train_split.buckets
   if batching.batches_per_epoch(buckets, batch_size) == 0:
     raise ConfigError(f"max_len: no training pair of {config.data_dir} fits {config.max_len} subwords")
-  train = bucketed_train(buckets, batch_size, config.seed)
+  train = _stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed), config,
+                   num_seeds)
   summary = (f"train {train.size} pairs "
              f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
              f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "

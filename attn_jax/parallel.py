@@ -55,9 +55,11 @@ class Placement:
       return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
     return jax.tree.map(put, tree)
 
-  def batch(self, tree: Any) -> Any:
-    """Host arrays with rows first ([batch, ...]) -> split over the devices."""
-    return tree if self.mesh is None else self._put(tree, PartitionSpec(DATA_AXIS))
+  def batch(self, tree: Any, leading: int = 0) -> Any:
+    """Host arrays [batch, ...] (after `leading` axes, e.g. a seed axis) -> their rows
+    split over the devices."""
+    return tree if self.mesh is None else self._put(tree, PartitionSpec(*[None] * leading,
+                                                                        DATA_AXIS))
 
   def replicate(self, tree: Any) -> Any:
     """Host or device arrays, identical in every process -> a copy on every device."""

@@ -53,9 +53,13 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(key: jax.Array, config: ModelConfig,
                optimizer: optax.GradientTransformation) -> TrainState:
-  params = model.init(key, config)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+  """A fresh state from one key [], or the N runs' states stacked from N keys [N]
+  (params and opt_state [N, ...], one shared step counter)."""
+  def init_run(k):
+    params = model.init(k, config)
+    return params, optimizer.init(params)
+  params, opt_state = (init_run if key.ndim == 0 else jax.vmap(init_run))(key)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
 def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
@@ -68,6 +72,25 @@ def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: floa
   return loss_sum / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
 
 
+def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: jax.Array,
+            model_config: ModelConfig, train_config: TrainConfig,
+            optimizer: optax.GradientTransformation):
+  """One run's update: (params, opt_state, sums), or the old ones if not finite."""
+  grad_fn = jax.value_and_grad(_loss, has_aux=True)
+  (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
+      params, batch, model_config, train_config.label_smoothing, dropout_key)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
+  updates, new_opt_state = optimizer.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  ok = lambda x: jnp.where(finite, x, jnp.zeros_like(x))
+  sums = {"loss_sum": ok(loss_sum), "token_count": ok(count), "token_hits": ok(hits),
+          "grad_norm_sum": ok(grad_norm), "steps": finite.astype(jnp.int32),
+          "nonfinite_steps": (~finite).astype(jnp.int32)}
+  return keep_if_bad(new_params, params), keep_if_bad(new_opt_state, opt_state), sums
+
+
 def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
                     optimizer: optax.GradientTransformation):
   """(state, batch, dropout_key) -> (state, sums); the state's buffers are donated.
@@ -75,24 +98,20 @@ def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
   A step whose loss or gradient is not finite applies no update (parameters and
   optimizer state stay as they were), adds nothing to the loss sums and counts
   itself in sums["nonfinite_steps"]; the step counter advances either way.
+
+  With train_config.num_seeds N > 1 the state's params and opt_state, the batch
+  and the dropout keys have a leading seed axis [N, ...] (seeds.py), the update is
+  jax.vmap-ed over it, and every sum is [N]: run k's, as if it ran alone.
   """
+  update = functools.partial(_update, model_config=model_config, train_config=train_config,
+                             optimizer=optimizer)
+  if train_config.num_seeds > 1:
+    update = jax.vmap(update)
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state: TrainState, batch: Batch, dropout_key: jax.Array):
-    grad_fn = jax.value_and_grad(_loss, has_aux=True)
-    (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
-        state.params, batch, model_config, train_config.label_smoothing, dropout_key)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    ok = lambda x: jnp.where(finite, x, jnp.zeros_like(x))
-    sums = {"loss_sum": ok(loss_sum), "token_count": ok(count), "token_hits": ok(hits),
-            "grad_norm_sum": ok(grad_norm), "steps": finite.astype(jnp.int32),
-            "nonfinite_steps": (~finite).astype(jnp.int32)}
-    return TrainState(step=state.step + 1, params=keep_if_bad(params, state.params),
-                      opt_state=keep_if_bad(opt_state, state.opt_state)), sums
+    params, opt_state, sums = update(state.params, state.opt_state, batch, dropout_key)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), sums
 
   return train_step
 

@@ -7,11 +7,13 @@ import time
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import attention, evaluation, inputs, metrics, parallel, plots, steps, tasks
+from attn_jax import (attention, evaluation, inputs, metrics, parallel, plots, seeds, steps,
+                      tasks)
 from attn_jax.checkpoint import Checkpointer
-from attn_jax.config import Config, field_value, incompatible_fields
+from attn_jax.config import Config, TrainConfig, field_value, incompatible_fields
 from attn_jax.evaluation import Example
 from attn_jax.runlog import RunLog, read_records
 
@@ -32,10 +34,19 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
 
-def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
-  """(init key, base dropout key); step s uses fold_in(base, s)."""
-  k_init, k_train = jax.random.split(jax.random.key(seed))
-  return k_init, k_train
+def _keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
+  """(init key, base dropout key) []; with num_seeds N > 1, those of runs seed, seed + 1,
+  ... stacked [N]. Step s uses fold_in(base, s) (_step_key)."""
+  pairs = [jax.random.split(jax.random.key(config.seed + k)) for k in range(config.num_seeds)]
+  if config.num_seeds == 1:
+    return pairs[0][0], pairs[0][1]
+  pairs = jnp.stack(pairs)  # [N, 2]
+  return pairs[:, 0], pairs[:, 1]
+
+
+def _step_key(k_train: jax.Array, step: int) -> jax.Array:
+  """The dropout key of step `step`: [] or, for stacked runs, [N]."""
+  return jax.random.fold_in(k_train, step) if k_train.ndim == 0 else seeds.fold_in(k_train, step)
 
 
 def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) -> None:
@@ -44,6 +55,13 @@ def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) 
     raise IncompatibleCheckpointError(
         f"{directory}: checkpoint at step {step} was trained with another vocabulary "
         f"(sha256 saved {saved.get('vocab')}, now {vocab_ids})")
+
+
+def abstract_state(config: Config, optimizer) -> dict:
+  """The training state's shapes and dtypes (a dict of jax.ShapeDtypeStruct trees), stacked
+  [num_seeds, ...] where the config trains several seeds: the target to restore into."""
+  k_init, _ = _keys(config.train)
+  return jax.eval_shape(lambda: steps.init_state(k_init, config.model, optimizer))._asdict()
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -63,12 +81,11 @@ def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: st
   of another config or vocabulary raises IncompatibleCheckpointError.
   """
   placement = placement or parallel.Placement(jax.devices()[:1])
-  k_init, _ = _keys(config.train.seed)
-  init = lambda: steps.init_state(k_init, config.model, optimizer)
+  k_init, _ = _keys(config.train)
   saved_steps = ckpt.steps()
   if not saved_steps:
-    return placement.replicate(init()), {}
-  target = placement.restore_target(jax.eval_shape(init)._asdict())
+    return placement.replicate(steps.init_state(k_init, config.model, optimizer)), {}
+  target = placement.restore_target(abstract_state(config, optimizer))
   for step in reversed(saved_steps):
     try:
       saved = ckpt.metadata(step)
@@ -101,26 +118,34 @@ def _set_aside(ckpt: Checkpointer, directory: str, step: int, error: Exception) 
 
 
 def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog,
-                    names: tuple[Callable, Callable]) -> None:
+                    names: tuple[Callable, Callable], split: str) -> None:
   src_names, tgt_names = names
   items = [(e.weights, src_names(e.src), tgt_names(e.output)) for e in examples]
   fig = plots.attention_grid(items, title=f"attention at step {step}")
-  fig.savefig(os.path.join(workdir, "plots", f"attention_{step}.png"), dpi=100)
-  log.figure("eval/attention", fig, step)
+  suffix = split.removeprefix("eval")
+  fig.savefig(os.path.join(workdir, "plots", f"attention_{step}{suffix}.png"), dpi=100)
+  log.figure(f"{split}/attention", fig, step)
 
 
 def _train_rates(window: list[dict]) -> dict[str, float]:
-  sums = {k: sum(float(w[k]) for w in window) for k in window[0]}
+  """Rates of the window's steps; of stacked runs ([N] sums) pooled, plus each run's loss."""
+  per_run = {k: np.sum([np.asarray(w[k], np.float64) for w in window], axis=0)
+             for k in window[0]}  # [] or [N]
+  sums = {k: float(np.sum(v)) for k, v in per_run.items()}
   rates = metrics.summarize(sums)
   rates["grad_norm"] = sums["grad_norm_sum"] / sums["steps"] if sums["steps"] else float("nan")
   rates["nonfinite_steps"] = int(sums["nonfinite_steps"])
+  for k in range(per_run["loss_sum"].size if per_run["loss_sum"].ndim else 0):
+    run_sums = {name: v[k] for name, v in per_run.items()}
+    rates[f"loss_seed{k}"] = metrics.summarize(run_sums)["loss"]
   return rates
 
 
 def _nonfinite_run(run: int, window: list[dict]) -> int:
-  """Consecutive skipped (non-finite) steps at the end of `window`, continuing `run`."""
+  """Consecutive steps (of any stacked run) skipped as non-finite at the end of `window`,
+  continuing `run`."""
   for sums in window:
-    run = run + 1 if sums["nonfinite_steps"] else 0
+    run = run + 1 if np.any(sums["nonfinite_steps"]) else 0
   return run
 
 
@@ -197,7 +222,26 @@ def _evaluate(params: dict, step: int, ctx: _Context, log: RunLog | None) -> dic
 
   Synthetic tasks: loss, alignment and greedy exact-sequence accuracy. Translation:
   loss and perplexity, and when BLEU is due, greedy decoding scored by sacreBLEU.
+  Stacked runs (num_seeds N > 1) are evaluated one by one, each recorded as
+  split "eval_seed<k>"; the result, recorded as "eval", is their mean.
   """
+  n = ctx.config.train.num_seeds
+  if n == 1:
+    return _evaluate_run(params, step, ctx, log, "eval")
+  runs = [_evaluate_run(seeds.member(params, k), step, ctx, log, f"eval_seed{k}")
+          for k in range(n)]
+  mean = {key: float(np.mean([r[key] for r in runs])) for key, value in runs[0].items()
+          if isinstance(value, float)}
+  print(f"eval at step {step}, mean of {n} seeds: " + ", ".join(
+      f"{k} {v:.4f}" for k, v in mean.items()), flush=True)
+  if log is not None:
+    log.write(step, "eval", mean)
+  return mean
+
+
+def _evaluate_run(params: dict, step: int, ctx: _Context, log: RunLog | None,
+                  split: str) -> dict:
+  """One model's evaluation (see _evaluate), recorded as `split`."""
   tc, ev = ctx.config.train, ctx.data.eval
   has_weights = attention.VARIANTS[ctx.config.model.attention].has_weights
   num_plots = tc.num_plots if log is not None and has_weights else 0
@@ -212,12 +256,13 @@ def _evaluate(params: dict, step: int, ctx: _Context, log: RunLog | None) -> dic
       scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, ctx.data.vocabs.tgt)
       result.update(scores)
       examples = outputs[:num_plots]
-  print(f"eval at step {step}: " + ", ".join(
+  label = "" if split == "eval" else f" ({split.removeprefix('eval_')})"
+  print(f"eval at step {step}{label}: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
   if log is not None:
-    log.write(step, "eval", result)
+    log.write(step, split, result)
     if examples:
-      _plot_attention(examples, step, ctx.workdir, log, _token_names(ctx))
+      _plot_attention(examples, step, ctx.workdir, log, _token_names(ctx), split)
   return result
 
 
@@ -257,7 +302,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   placement = parallel.Placement()
   placement.check_batch_size(tc.batch_size)
   os.makedirs(workdir, exist_ok=True)
-  run_data = inputs.load(config.data, tc.batch_size, workdir)
+  run_data = inputs.load(config.data, tc.batch_size, workdir, tc.num_seeds)
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
@@ -297,18 +342,19 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
 def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
   """Steps from state.step to num_steps (or an early stop); returns the last evaluation."""
   tc, widths = ctx.config.train, ctx.data.train.widths
-  _, k_train = _keys(tc.seed)
+  _, k_train = _keys(tc)
+  leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
   window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
   for step in range(start, tc.num_steps):
     batch = ctx.data.train.batch(step)
-    width = batch.src.shape[1]
+    width = batch.src.shape[-1]
     if width not in compiled:  # a new batch shape compiles: keep it out of tokens/s
       jax.block_until_ready(state)
       timer.pause()
       began = time.time()
-    state, sums = ctx.train_step(state, ctx.placement.batch(batch),
-                                 jax.random.fold_in(k_train, step))
+    state, sums = ctx.train_step(state, ctx.placement.batch(batch, leading),
+                                 _step_key(k_train, step))
     window.append(sums)
     if width not in compiled:
       jax.block_until_ready(sums)

@@ -52,7 +52,11 @@ flags.DEFINE_string("tgt_lang", "de", "Translation: target language code.")
 flags.DEFINE_boolean("joint_vocab", True, "Translation: one vocabulary for both languages.")
 flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
 flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
-flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and its order.")
+flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and of the training order.")
+flags.DEFINE_integer("shuffle_seed", None,
+                     "Reshuffles the training order: synthetic tasks take it from this seed; "
+                     "translation reshuffles the pairs within each length bucket, keeping the "
+                     "sequence of batch widths of --data_seed.")
 # Training.
 flags.DEFINE_integer("num_steps", 1_200, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
@@ -76,6 +80,11 @@ flags.DEFINE_integer("bleu_every", 0,
 flags.DEFINE_integer("max_nonfinite_steps", 10,
                      "Stop after this many consecutive steps with a non-finite loss or gradient "
                      "(their updates are skipped).", lower_bound=1)
+flags.DEFINE_integer("num_seeds", 1,
+                     "Train this many independent models as one vmapped program: model k "
+                     "has --seed=seed+k and --shuffle_seed=shuffle_seed+k (data_seed+k if "
+                     "unset; model 0 keeps the flags' own order).",
+                     lower_bound=1)
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)

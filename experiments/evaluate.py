@@ -8,6 +8,8 @@ Prints and writes W/eval/<split>.json: sacreBLEU (cased, 13a) with its signature
 tokenised lowercased BLEU (the Multi30k papers' protocol), chrF, BLEU per
 source-length bucket (also drawn in W/eval/<split>_bleu_by_length.png), timings;
 the detokenised outputs go to W/eval/<split>.<tgt_lang>, one line per sentence.
+In a workdir trained with --num_seeds, --seed_index=k picks a model and the
+files are named <split>_seed<k>.*.
 """
 
 from __future__ import annotations
@@ -72,13 +74,14 @@ def print_report(report: dict) -> None:
 
 def main(argv):
   def body():
-    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint)
+    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index)
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
     report, hyps = evaluate(trained, data_dir, FLAGS.split)
     print_report(report)
     out_dir = os.path.join(FLAGS.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, FLAGS.split)
+    name = FLAGS.split if trained.seed_index is None else f"{FLAGS.split}_seed{trained.seed_index}"
+    base = os.path.join(out_dir, name)
     _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
     _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
     plots.bleu_by_length(report["bleu_by_length"], f"{base}_bleu_by_length.png",

@@ -26,9 +26,10 @@ class ModelLoadError(ValueError):
 class Trained(NamedTuple):
   config: Config
   params: dict
-  vocabs: translation.Vocabs
+  vocabs: translation.Vocabs | None  # None for a synthetic task
   step: int  # the training step of the restored checkpoint
   seed_index: int | None = None  # which of a num_seeds > 1 workdir's models; None if one
+  num_seeds: int = 1  # the models the workdir holds
 
 
 def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
@@ -50,8 +51,10 @@ def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
   return int(which)
 
 
-def load(workdir: str, which: str = "best", seed_index: int = 0) -> Trained:
-  """The translation model of `workdir` at checkpoint `which` (best, latest or a step).
+def load(workdir: str, which: str = "best", seed_index: int = 0,
+         translation_only: bool = True) -> Trained:
+  """The translation model of `workdir` at checkpoint `which` (best, latest or a step);
+  with translation_only False, a synthetic task's model too (its vocabs None).
 
   A workdir that trained num_seeds > 1 models holds them stacked; `seed_index` picks
   one, whose config is then its stand-alone one (seeds.member_config). Raises
@@ -65,13 +68,15 @@ def load(workdir: str, which: str = "best", seed_index: int = 0) -> Trained:
     step = _choose_step(ckpt, which, directory)
     metadata = ckpt.metadata(step)
     config = Config.from_dict(metadata["config"])
-    if config.data.task != "translation":
-      raise ModelLoadError(f"{workdir}: trained on the {config.data.task} task, not translation")
     d = config.data
-    try:
-      vocabs = translation.load_vocabs(workdir, d.src_lang, d.tgt_lang, d.joint_vocab)
-    except OSError as e:
-      raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
+    vocabs = None
+    if d.task == "translation":
+      try:
+        vocabs = translation.load_vocabs(workdir, d.src_lang, d.tgt_lang, d.joint_vocab)
+      except OSError as e:
+        raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
+    elif translation_only:
+      raise ModelLoadError(f"{workdir}: trained on the {d.task} task, not translation")
     training.check_vocab(metadata, inputs.vocab_ids(vocabs), directory, step)
     num_seeds = config.train.num_seeds
     if not 0 <= seed_index < num_seeds:
@@ -86,7 +91,7 @@ def load(workdir: str, which: str = "best", seed_index: int = 0) -> Trained:
   if num_seeds == 1:
     return Trained(config, state["params"], vocabs, step)
   return Trained(seeds.member_config(config, seed_index), seeds.member(state["params"], seed_index),
-                 vocabs, step, seed_index)
+                 vocabs, step, seed_index, num_seeds)
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable,

@@ -10,8 +10,9 @@ import numpy as np
 
 
 def attention_grid(items: list[tuple[np.ndarray, list[str], list[str]]],
-                   title: str = "") -> plt.Figure:
-  """Heatmaps side by side; each item is (weights [out_len, src_len], source tokens, output tokens)."""
+                   title: str = "", titles: list[str] | None = None) -> plt.Figure:
+  """Heatmaps side by side; each item is (weights [out_len, src_len], source tokens, output
+  tokens); `titles` name the panels."""
   width = sum(1.5 + 0.28 * w.shape[1] for w, _, _ in items)
   height = max(1.5 + 0.28 * w.shape[0] for w, _, _ in items)
   fig, axes = plt.subplots(1, len(items), figsize=(width, height), squeeze=False)
@@ -20,6 +21,8 @@ def attention_grid(items: list[tuple[np.ndarray, list[str], list[str]]],
     ax.set_xticks(range(len(src)), src, rotation=90, fontsize=7)
     ax.set_yticks(range(len(tgt)), tgt, fontsize=7)
     ax.set_xlabel("source")
+  for ax, name in zip(axes[0], titles or []):
+    ax.set_title(name, fontsize=8)
   axes[0][0].set_ylabel("output")
   if title:
     fig.suptitle(title, fontsize=9)
@@ -67,5 +70,22 @@ def bleu_by_length(rows: list[dict], path: str, title: str = "") -> None:
   if title:
     ax.set_title(title, fontsize=9)
   ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  save(fig, path)
+
+
+def score_by_length(series: dict[str, dict[str, float]], path: str, ylabel: str) -> None:
+  """One line per name: score against source-length bucket ({"1-10": score, ...}, ascending)."""
+  fig, ax = plt.subplots(figsize=(6.5, 3.8))
+  buckets = max(series.values(), key=len)
+  order = {label: i for i, label in enumerate(buckets)}
+  for name, scores in series.items():
+    labels = [b for b in buckets if b in scores]
+    ax.plot([order[b] for b in labels], [scores[b] for b in labels], "o-", label=name)
+  ax.set_xticks(range(len(buckets)), list(buckets))
+  ax.set_xlabel("source length")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
   fig.tight_layout()
   save(fig, path)

@@ -7,6 +7,7 @@ flag or file and exit status 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -19,6 +20,25 @@ FLAGS = flags.FLAGS
 EXPECTED_ERRORS = (corpus.CorpusError, training.IncompatibleCheckpointError,
                    training.CorruptCheckpointError, training.NonFiniteLossError,
                    inference.ModelLoadError)
+
+
+class StopSignals:
+  """Records SIGTERM/SIGINT instead of dying, so training can checkpoint first."""
+
+  def __init__(self):
+    self.received: str | None = None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received:  # a second signal: stop now, the default way
+      signal.signal(signum, signal.SIG_DFL)
+      signal.raise_signal(signum)
+    self.received = signal.Signals(signum).name
+
+  def __call__(self) -> str | None:
+    return self.received
 
 
 def fail(message: str) -> None:

@@ -12,7 +12,6 @@ the embedded task: reverse, additive attention.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from absl import app, flags
@@ -36,25 +35,6 @@ flags.DEFINE_boolean("debug_nans", False, "Stop at the first NaN any jitted func
 flags.mark_flag_as_required("workdir")
 
 
-class StopSignals:
-  """Records SIGTERM/SIGINT instead of dying, so training can checkpoint first."""
-
-  def __init__(self):
-    self.received: str | None = None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.received:  # a second signal: stop now, the default way
-      signal.signal(signum, signal.SIG_DFL)
-      signal.raise_signal(signum)
-    self.received = signal.Signals(signum).name
-
-  def __call__(self) -> str | None:
-    return self.received
-
-
 def start_distributed() -> None:
   """jax.distributed.initialize from the flags; other processes than 0 print nothing."""
   if not FLAGS.coordinator_address:
@@ -75,7 +55,7 @@ def main(argv):
       jax.config.update("jax_debug_nans", True)
     training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
                                 flagfile=config_flags.flagfile_text("workdir"),
-                                stop_requested=StopSignals())
+                                stop_requested=cli.StopSignals())
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir)
 
 

@@ -1,0 +1,68 @@
+"""The comparison: statistics against references, and a tiny comparison end to end."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import conftest
+import helpers
+from attn_jax import comparison
+
+
+def test_mean_ci_is_the_student_t_interval():
+  mean, half = comparison.mean_ci([1.0, 2.0, 4.0])
+  sd = np.std([1.0, 2.0, 4.0], ddof=1)
+  assert mean == pytest.approx(7 / 3)
+  assert half == pytest.approx(4.302653 * sd / np.sqrt(3), rel=1e-6)  # t(0.975, df=2)
+  assert np.isnan(comparison.mean_ci([5.0])[1])
+
+
+def test_paired_bootstrap_separates_a_clear_difference_from_none():
+  config = helpers.tiny_config()
+  rng = np.random.default_rng(0)
+  base = (rng.random(200) < 0.5).astype(int)
+  better = np.maximum(base, (rng.random(200) < 0.5).astype(int))
+  assert comparison.paired_bootstrap(config, base, better, []) < 0.01
+  assert comparison.paired_bootstrap(config, base, base, []) == 1.0
+
+
+def test_paired_bootstrap_of_bleu_uses_sacrebleu():
+  config = helpers.tiny_config(data_overrides=dict(task="translation", data_dir="d",
+                                                   vocab_size=300))
+  refs = [f"the {w} sat on the mat near a {w}" for w in helpers.CORPUS_WORDS] * 5
+  good = list(refs)
+  bad = [r.replace("the", "a").replace("mat", "rug") for r in refs]
+  assert comparison.paired_bootstrap(config, bad, good, refs, samples=200) < 0.01
+
+
+@pytest.mark.slow
+def test_compare_writes_the_reports_and_continues_where_it_stopped(tmp_path):
+  config = helpers.tiny_config(train_overrides=dict(num_steps=4, eval_every=2,
+                                                    checkpoint_every=2, num_seeds=2, num_plots=0))
+  plan = comparison.Plan(variants=("none", "dot"), baseline="none", split="eval", beam_size=2,
+                         beam_sizes=(1, 2), length_penalties=(0.0,), batch_size=8)
+  workdir = str(tmp_path / "cmp")
+  calls = iter(range(1000))
+  stopped = comparison.compare(config, workdir, plan,
+                               stop_requested=lambda: "SIGTERM" if next(calls) == 6 else None)
+  assert stopped == "SIGTERM"  # in the second run ("dot"), after its step 2
+  assert os.path.exists(os.path.join(workdir, "none", "scores.json"))
+  assert not os.path.exists(os.path.join(workdir, "report.md"))
+  before = conftest.snapshot(os.path.join(workdir, "none"))
+  assert comparison.compare(config, workdir, plan) is None
+  assert conftest.snapshot(os.path.join(workdir, "none")) == before  # not trained again
+  with open(os.path.join(workdir, "report.md"), encoding="utf-8") as f:
+    report = f.read()
+  rows = [line for line in report.splitlines() if line.startswith("| none") or
+          line.startswith("| dot")]
+  assert len(rows) == 2 and "| –" in rows[0]  # the baseline has no p-value
+  assert "## Query placement and input feeding" in report
+  for name in ("bleu_by_length.png", "attention_grid.png", "beam_sweep.md"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  for query in ("previous", "current"):
+    assert f"| {query} |" in report
+  with open(os.path.join(workdir, "beam_sweep.md"), encoding="utf-8") as f:
+    assert [line.split("|")[1].strip() for line in f if line.startswith("| ")][1:] == ["1", "2"]

@@ -13,6 +13,7 @@ nothing. Useful FLOPs come from flops.py (real lengths, matmuls only).
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import time
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import (batching, config as config_lib, data, evaluation, flops, inputs, steps,
-                      translation)
+                      training, translation)
 from attn_jax.config import Config, ModelConfig
 
 
@@ -86,7 +87,7 @@ def _first_batch_per_width(train: inputs.TrainData) -> dict[int, data.Batch]:
   step = 0
   while len(found) < len(train.widths):
     batch = train.batch(step)
-    found.setdefault(batch.src.shape[1], batch)
+    found.setdefault(batch.src.shape[-1], batch)
     step += 1
   return found
 
@@ -97,14 +98,15 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
 
   Returns (report, the state after the timed steps). Report: compile summary and,
   per window and as spread(): target tokens/s, source+target tokens/s,
-  sentences/s, useful matmul FLOP/s.
+  sentences/s, useful matmul FLOP/s. With num_seeds N > 1 (`train` stacked, see
+  inputs.load) the N runs train as one program and the figures count all of them.
   """
   optimizer = steps.make_optimizer(config.train)
-  state = steps.init_state(jax.random.key(config.train.seed), config.model, optimizer)
+  k_init, key = training.run_keys(config.train)
+  state = steps.init_state(k_init, config.model, optimizer)
   train_step = steps.make_train_step(config.model, config.train, optimizer)
-  key = jax.random.key(config.train.seed + 1)
-  compiled = compile_per_width(train_step, {w: (state, b, key) for w, b in
-                                            _first_batch_per_width(train).items()})
+  compiled = compile_per_width(train_step, {w: (state, b, training.step_key(key, 0))
+                                            for w, b in _first_batch_per_width(train).items()})
   step = 0
 
   def run(count: int) -> dict[str, float]:
@@ -112,8 +114,8 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
     totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
     for _ in range(count):
       batch = train.batch(step)
-      state, _ = compiled.by_width[batch.src.shape[1]](
-          state, batch, jax.random.fold_in(key, step))
+      state, _ = compiled.by_width[batch.src.shape[-1]](
+          state, batch, training.step_key(key, step))
       real = batch.tgt_len > 0
       totals["tgt"] += float(batch.tgt_len.sum())
       totals["src"] += float(batch.src_len[real].sum())
@@ -187,13 +189,15 @@ def synthetic_pairs(count: int, mean_len: float, vocab_size: int, max_len: int, 
 
 
 def synthetic_data(count: int, mean_len: float, vocab_size: int, max_len: int,
-                   batch_size: int, seed: int = 0) -> tuple[inputs.TrainData, inputs.EvalData]:
-  """Training stream and an evaluation set of synthetic_pairs in the usual length buckets."""
+                   batch_size: int, seed: int = 0,
+                   num_seeds: int = 1) -> tuple[inputs.TrainData, inputs.EvalData]:
+  """Training stream (of num_seeds runs, stacked, if > 1) and an evaluation set of
+  synthetic_pairs in the usual length buckets."""
   widths = inputs.bucket_widths(max_len)
-  train = inputs.bucketed_train(
-      batching.bucket_pairs(*synthetic_pairs(count, mean_len, vocab_size, max_len, seed),
-                            widths),
-      batch_size, seed)
+  buckets = batching.bucket_pairs(*synthetic_pairs(count, mean_len, vocab_size, max_len, seed),
+                                  widths)
+  train = inputs.stacked(functools.partial(inputs.bucketed_train, buckets, batch_size, seed),
+                         config_lib.DataConfig(seed=seed), num_seeds)
   held_out = batching.bucket_pairs(
       *synthetic_pairs(max(1, count // 29), mean_len, vocab_size, max_len, seed + 1), widths)
   return train, inputs.eval_data(translation.Split(held_out, None), batch_size)

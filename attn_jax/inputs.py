@@ -66,7 +66,7 @@ def load(config: DataConfig, batch_size: int, workdir: str, num_seeds: int = 1) 
   return _synthetic(config, batch_size, num_seeds)
 
 
-def _stacked(make: Callable[[int | None], TrainData], config: DataConfig,
+def stacked(make: Callable[[int | None], TrainData], config: DataConfig,
              num_seeds: int) -> TrainData:
   """make(shuffle seed) of the run; for num_seeds > 1 the runs' streams stacked step by step
   (run k's shuffle seed: seeds.shuffle_seed). Their batches have the same width at every
@@ -85,7 +85,7 @@ def _synthetic(config: DataConfig, batch_size: int, num_seeds: int) -> RunData:
   eval_batches = tuple((np.arange(start, min(start + batch_size, data.size(eval_ds))), batch)
                        for start, batch in zip(range(0, data.size(eval_ds), batch_size),
                                                data.eval_batches(eval_ds, batch_size)))
-  train = _stacked(lambda shuffle_seed: TrainData(
+  train = stacked(lambda shuffle_seed: TrainData(
       batch=functools.partial(data.train_batch, train_ds, batch_size=batch_size,
                               seed=config.seed if shuffle_seed is None else shuffle_seed),
       position=functools.partial(data.data_position, train_ds, batch_size=batch_size),
@@ -132,7 +132,7 @@ def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: i
   buckets = train_split.buckets
   if batching.batches_per_epoch(buckets, batch_size) == 0:
     raise ConfigError(f"max_len: no training pair of {config.data_dir} fits {config.max_len} subwords")
-  train = _stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed), config,
+  train = stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed), config,
                    num_seeds)
   summary = (f"train {train.size} pairs "
              f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "

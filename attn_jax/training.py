@@ -34,9 +34,9 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
 
-def _keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
+def run_keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
   """(init key, base dropout key) []; with num_seeds N > 1, those of runs seed, seed + 1,
-  ... stacked [N]. Step s uses fold_in(base, s) (_step_key)."""
+  ... stacked [N]. Step s uses fold_in(base, s) (step_key)."""
   pairs = [jax.random.split(jax.random.key(config.seed + k)) for k in range(config.num_seeds)]
   if config.num_seeds == 1:
     return pairs[0][0], pairs[0][1]
@@ -44,7 +44,7 @@ def _keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
   return pairs[:, 0], pairs[:, 1]
 
 
-def _step_key(k_train: jax.Array, step: int) -> jax.Array:
+def step_key(k_train: jax.Array, step: int) -> jax.Array:
   """The dropout key of step `step`: [] or, for stacked runs, [N]."""
   return jax.random.fold_in(k_train, step) if k_train.ndim == 0 else seeds.fold_in(k_train, step)
 
@@ -60,7 +60,7 @@ def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) 
 def abstract_state(config: Config, optimizer) -> dict:
   """The training state's shapes and dtypes (a dict of jax.ShapeDtypeStruct trees), stacked
   [num_seeds, ...] where the config trains several seeds: the target to restore into."""
-  k_init, _ = _keys(config.train)
+  k_init, _ = run_keys(config.train)
   return jax.eval_shape(lambda: steps.init_state(k_init, config.model, optimizer))._asdict()
 
 
@@ -81,7 +81,7 @@ def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: st
   of another config or vocabulary raises IncompatibleCheckpointError.
   """
   placement = placement or parallel.Placement(jax.devices()[:1])
-  k_init, _ = _keys(config.train)
+  k_init, _ = run_keys(config.train)
   saved_steps = ckpt.steps()
   if not saved_steps:
     return placement.replicate(steps.init_state(k_init, config.model, optimizer)), {}
@@ -342,7 +342,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
 def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
   """Steps from state.step to num_steps (or an early stop); returns the last evaluation."""
   tc, widths = ctx.config.train, ctx.data.train.widths
-  _, k_train = _keys(tc)
+  _, k_train = run_keys(tc)
   leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
   window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
@@ -354,7 +354,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       timer.pause()
       began = time.time()
     state, sums = ctx.train_step(state, ctx.placement.batch(batch, leading),
-                                 _step_key(k_train, step))
+                                 step_key(k_train, step))
     window.append(sums)
     if width not in compiled:
       jax.block_until_ready(sums)

@@ -27,7 +27,8 @@ import time
 from absl import app, flags
 import jax
 
-from attn_jax import benchmark, config as config_lib, evaluation, inference, inputs, translation
+from attn_jax import (benchmark, config as config_lib, evaluation, inference, inputs, seeds,
+                      translation)
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
@@ -57,11 +58,12 @@ def _synthetic_max_len(config: config_lib.Config) -> int:
 def _training_data(config: config_lib.Config, workdir: str):
   """(TrainData, vocabularies or None, a description of the data)."""
   if FLAGS.data_dir:
-    run = inputs.load(config.data, config.train.batch_size, workdir)
+    run = inputs.load(config.data, config.train.batch_size, workdir, config.train.num_seeds)
     return run.train, run.vocabs, run.summary
   count = 29_000 if not FLAGS.quick else 2_000
   train, _ = benchmark.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,
-                                      _synthetic_max_len(config), config.train.batch_size)
+                                      _synthetic_max_len(config), config.train.batch_size,
+                                      num_seeds=config.train.num_seeds)
   return train, None, f"synthetic, {count} pairs, mean source length {FLAGS.mean_len}"
 
 
@@ -155,6 +157,8 @@ def measure() -> dict:
     results["training"] = training
     model = None
     params, decode_config, decode_vocabs = state.params, config, vocabs
+    if config.train.num_seeds > 1:  # decode with the first of the runs trained together
+      params = seeds.member(params, 0)
     if FLAGS.decode_workdir:
       model = inference.load(FLAGS.decode_workdir, "best")
       params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
@@ -176,8 +180,10 @@ def print_report(r: dict) -> None:
   print(f"backend {r['backend']} ({r['machine']}), JAX {r['jax']}; data: {r['data']}")
   print(f"matmul peak ({r['matmul_size']}^3 float32): "
         f"{r['matmul_peak_flops_per_sec'] / 1e9:,.0f} GFLOP/s")
+  num_seeds = r["config"]["train"]["num_seeds"]
+  together = f", {num_seeds} seeds as one program (all counted)" if num_seeds > 1 else ""
   print(f"training, {len(t['windows'])} windows of {t['window_steps']} steps after "
-        f"{t['warmup_steps']} warm-up steps:")
+        f"{t['warmup_steps']} warm-up steps{together}:")
   for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec"):
     s = t[name]
     print(f"  {name:24s} median {_fmt(s['median']):>8s}  (min {_fmt(s['min'])}, "

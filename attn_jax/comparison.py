@@ -98,13 +98,14 @@ def _references(ev: EvalData) -> list[np.ndarray]:
 
 
 def score(trained: inference.Trained, ev: EvalData, search: Callable,
-          eval_step: Callable) -> tuple[Scores, list[evaluation.Example]]:
-  """Decodes `ev` with `search` and scores it; also returns the decoded examples."""
+          eval_step: Callable | None) -> tuple[Scores, list[evaluation.Example]]:
+  """Decodes `ev` with `search` and scores it; also returns the decoded examples. Without
+  an `eval_step` (steps.make_eval_step) the teacher-forced attention scores are left out."""
   config = trained.config
   outputs = evaluation.decode(trained.params, ev, search)
-  rates = evaluation.loss_rates(trained.params, ev, eval_step)
   out: dict[str, float] = {}
-  if attention.VARIANTS[config.model.attention].has_weights:
+  if eval_step is not None and attention.VARIANTS[config.model.attention].has_weights:
+    rates = evaluation.loss_rates(trained.params, ev, eval_step)
     out["attention_entropy"] = rates["attention_entropy"]
     if "alignment_accuracy" in rates:
       # One gold link and one (argmax) predicted link per target token: precision =
@@ -294,7 +295,6 @@ def beam_sweep(workdir: str, plan: Plan) -> str:
   (translation: inputs.EVAL_SPLIT); a markdown table of the main metric."""
   trained = inference.load(workdir, "best", 0, translation_only=False)
   ev = _eval_data(trained, inputs.EVAL_SPLIT, plan.batch_size, workdir)
-  eval_step = steps.make_eval_step(trained.config.model)
   metric = main_metric(trained.config)
   lines = ["| beam | " + " | ".join(f"α = {a}" for a in plan.length_penalties) + " |",
            "|---|" + "---|" * len(plan.length_penalties)]
@@ -302,7 +302,7 @@ def beam_sweep(workdir: str, plan: Plan) -> str:
     cells = []
     for alpha in plan.length_penalties:
       search = steps.make_search(trained.config.model, size, alpha)
-      cells.append(f"{score(trained, ev, search, eval_step)[0].scores[metric]:.4g}")
+      cells.append(f"{score(trained, ev, search, None)[0].scores[metric]:.4g}")
     lines.append(f"| {size} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -38,6 +38,7 @@ flags.DEFINE_boolean("quick", False, "A short run (under a minute): fewer, short
 flags.DEFINE_integer("windows", 5, "Timed training windows.", lower_bound=1)
 flags.DEFINE_integer("window_steps", 40, "Training steps per timed window.", lower_bound=1)
 flags.DEFINE_integer("warmup", 20, "Untimed training steps after compilation.", lower_bound=0)
+flags.DEFINE_boolean("decode", True, "Also time decoding (--nodecode: training only).")
 flags.DEFINE_string("decode_workdir", "", "A trained translation workdir to time decoding with.")
 flags.DEFINE_integer("beam_size", 5, "Beam size of the beam-search figures.", lower_bound=2)
 flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty of beam search.", lower_bound=0.0)
@@ -155,6 +156,8 @@ def measure() -> dict:
     training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
                                       / results["matmul_peak_flops_per_sec"])
     results["training"] = training
+    if not FLAGS.decode:
+      return results
     model = None
     params, decode_config, decode_vocabs = state.params, config, vocabs
     if config.train.num_seeds > 1:  # decode with the first of the runs trained together
@@ -194,8 +197,10 @@ def print_report(r: dict) -> None:
   device = t["device_peak_gib"]
   print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
         + (f", device peak {device:.2f} GiB" if device is not None else ""))
-  print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s; "
-        f"eval step {r['eval_step_compile']['count']} x, "
+  print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s")
+  if "decoding" not in r:
+    return
+  print(f"compilation: eval step {r['eval_step_compile']['count']} x, "
         f"{r['eval_step_compile']['seconds']:.1f} s")
   print(f"decoding with {r['decoding_model']}:")
   for name, row in r["decoding"].items():

@@ -45,3 +45,15 @@ def test_quick_run_reports_every_figure(tmp_path):
   for line in ("target_tokens_per_sec", "% of the matmul peak", "compilation: train step 1 x",
                "synthetic/beam5"):
     assert line in proc.stdout
+
+
+@pytest.mark.slow
+def test_seeds_trained_together_are_counted_together(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = conftest.run_program("benchmark", "--quick", "--num_seeds=2", "--nodecode",
+                              f"--json={out}", *TINY)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert r["config"]["train"]["num_seeds"] == 2 and "decoding" not in r
+  assert r["training"]["compile"]["count"] == 1
+  assert "2 seeds as one program" in proc.stdout

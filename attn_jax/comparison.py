@@ -347,8 +347,9 @@ def _header(base: Config, plan: Plan) -> str:
   d, t = base.data, base.train
   task = f"{d.src_lang}→{d.tgt_lang} ({d.data_dir})" if d.task == "translation" else (
       f"synthetic {d.task}, lengths {d.min_len}–{d.max_len}")
-  return (f"Task: {task}. {t.num_seeds} seeds per variant (seeds {t.seed}…{t.seed + t.num_seeds - 1}"
-          f", trained together as one program), {t.num_steps} steps each; every seed scored at "
+  last = t.seed + t.num_seeds - 1
+  return (f"Task: {task}. {t.num_seeds} seeds per variant (seeds {t.seed}…{last}, trained "
+          f"together as one program), {t.num_steps} steps each; every seed scored at "
           f"its best checkpoint by validation {main_metric(base)} on "
           f"{plan.split if d.task == 'translation' else 'the held-out set'}, "
           f"beam {plan.beam_size}, length penalty {plan.length_penalty}.\n")

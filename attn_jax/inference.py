@@ -90,8 +90,8 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
     ckpt.close()
   if num_seeds == 1:
     return Trained(config, state["params"], vocabs, step)
-  return Trained(seeds.member_config(config, seed_index), seeds.member(state["params"], seed_index),
-                 vocabs, step, seed_index, num_seeds)
+  return Trained(seeds.member_config(config, seed_index),
+                 seeds.member(state["params"], seed_index), vocabs, step, seed_index, num_seeds)
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable,

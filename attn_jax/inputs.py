@@ -25,7 +25,7 @@ EVAL_SPLIT = "val"  # evaluated during training; test sets are for experiments.e
 
 
 class TrainData(NamedTuple):
-  batch: Callable[[int], data.Batch]  # step -> Batch [batch_size, width] ([num_seeds, ...] if stacked)
+  batch: Callable[[int], data.Batch]  # step -> Batch [batch_size, width]; stacked: [N, ...]
   position: Callable[[int], dict]  # step -> {"epoch", "batch_in_epoch"}
   size: int  # training pairs
   widths: tuple[int, ...]  # the batch widths: one compilation of the train step each
@@ -58,8 +58,8 @@ def load(config: DataConfig, batch_size: int, workdir: str, num_seeds: int = 1) 
   """The run's data; raises corpus.CorpusError naming the file or ConfigError naming the
   option the data cannot satisfy.
 
-  With num_seeds > 1 the training stream is that of num_seeds runs, the order of
-  run k seeded by config.order_seed + k, stacked: Batch [num_seeds, batch_size, width].
+  With num_seeds > 1 the training stream is that of num_seeds runs, run k reshuffled by
+  seeds.shuffle_seed(config, k), stacked: Batch [num_seeds, batch_size, width].
   """
   if config.task == "translation":
     return _translation(config, batch_size, workdir, num_seeds)

@@ -18,7 +18,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.config import Config, DataConfig
@@ -38,11 +37,6 @@ def member_config(config: Config, k: int) -> Config:
       config,
       data=dataclasses.replace(config.data, shuffle_seed=shuffle_seed(config.data, k)),
       train=dataclasses.replace(config.train, seed=config.train.seed + k, num_seeds=1))
-
-
-def stack(trees: list[Any]) -> Any:
-  """Trees of the same structure -> one tree whose leaves are stacked: [N, ...]."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def member(tree: Any, k: int) -> Any:

@@ -116,3 +116,11 @@ def test_corrupted_checkpoints(tmp_path):
       path.write_bytes(b"")
   proc = _train(workdir, data_dir, "--num_steps=4")
   assert "no checkpoint is readable" in conftest.error_line(proc)
+
+
+def test_batch_size_that_does_not_divide_among_the_devices(tmp_path):
+  proc = conftest.run_program(
+      "train", f"--workdir={tmp_path / 'run'}", "--batch_size=7", "--num_steps=1",
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert conftest.error_line(proc) == "error: flag --batch_size: 7 does not divide among 2 devices"
+  assert not (tmp_path / "run").exists()

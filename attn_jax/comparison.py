@@ -29,18 +29,13 @@ import os
 from typing import Callable, NamedTuple
 
 import numpy as np
-import scipy.stats
-from sacrebleu.metrics import BLEU
-from sacrebleu.significance import PairedTest
 
 from attn_jax import (attention, bleu, corpus, evaluation, inference, inputs, metrics, model, plots,
-                      steps, tasks, training, translation)
-from attn_jax.checkpoint import Checkpointer
+                      significance, steps, tasks, training, translation)
 from attn_jax.config import Config
 from attn_jax.inputs import EvalData
 from attn_jax.runlog import read_records
 
-BOOTSTRAP_SAMPLES = 1000
 LENGTH_BUCKET = 10  # source words (translation) or symbols (synthetic) per length bucket
 
 
@@ -53,39 +48,6 @@ class Scores(NamedTuple):
 
 def main_metric(config: Config) -> str:
   return "bleu_tok_lc" if config.data.task == "translation" else "sequence_accuracy"
-
-
-def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-  """(mean, half-width of its Student-t confidence interval); the half-width is NaN for one
-  value."""
-  values = np.asarray(values, np.float64)
-  n = len(values)
-  if n < 2:
-    return float(values.mean()), float("nan")
-  t = scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1)
-  return float(values.mean()), float(t * values.std(ddof=1) / math.sqrt(n))
-
-
-def paired_bootstrap(config: Config, baseline: list, system: list, references: list[str],
-                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 12345) -> float:
-  """p-value of the system's difference from the baseline on resampled test sets.
-
-  Translation: sacreBLEU's paired bootstrap resampling (Koehn 2004) of tokenised
-  lowercased BLEU. Synthetic: the same test on exact-sequence accuracy: the share
-  of resampled differences at least as far from their mean as the observed one.
-  """
-  if config.data.task == "translation":
-    # sacreBLEU seeds its resampling from $SACREBLEU_SEED, 12345 when unset.
-    test = PairedTest([("baseline", baseline), ("system", system)],
-                      {"bleu": BLEU(lowercase=True, tokenize="13a")}, [references],
-                      test_type="bs", n_samples=samples)
-    _, results = test()
-    return float(results["BLEU"][1].p_value)
-  diff = np.asarray(system, np.float64) - np.asarray(baseline, np.float64)
-  rng = np.random.default_rng(seed)
-  resampled = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
-  extreme = np.abs(resampled - resampled.mean()) >= abs(diff.mean())
-  return float((extreme.sum() + 1) / (samples + 1))
 
 
 def _references(ev: EvalData) -> list[np.ndarray]:
@@ -225,7 +187,7 @@ def score_run(workdir: str, settings: dict, plan: Plan) -> dict:
 
 
 def _summary(record: dict, metric: str) -> tuple[float, float]:
-  return mean_ci([s["scores"][metric] for s in record["seeds"]])
+  return significance.mean_ci([s["scores"][metric] for s in record["seeds"]])
 
 
 def _fmt(mean: float, half: float, scale: float = 1.0) -> str:
@@ -271,7 +233,8 @@ def report_table(records: dict[str, dict], config: Config, plan: Plan) -> str:
       cells.append("–")
     else:
       # The largest (most conservative) p-value over the seed pairs (seed k vs seed k).
-      p = max(paired_bootstrap(config, b["per_sentence"], s["per_sentence"], refs)
+      p = max(significance.paired_bootstrap(config.data.task, b["per_sentence"],
+                                            s["per_sentence"], refs)
               for b, s in zip(base["seeds"], record["seeds"]))
       cells.append(f"{p:.3f}")
     lines.append("| " + " | ".join(cells) + " |")
@@ -378,7 +341,8 @@ def _compare(base: Config, workdir: str, plan: Plan,
   sections = ["# Attention variants compared\n", _header(base, plan),
               report_table(records, base, plan),
               f"\nMean ± half-width of the 95 % Student-t confidence interval over seeds. "
-              f"p: sacreBLEU-style paired bootstrap ({BOOTSTRAP_SAMPLES} resamples) of "
+              f"p: sacreBLEU-style paired bootstrap ({significance.BOOTSTRAP_SAMPLES} "
+              f"resamples) of "
               f"{metric} against {plan.baseline}, seed k against seed k, the largest p over "
               f"the seeds. Train tokens/s: all seeds together.\n"]
   if plan.ablation:

@@ -9,15 +9,15 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import comparison
+from attn_jax import comparison, significance
 
 
 def test_mean_ci_is_the_student_t_interval():
-  mean, half = comparison.mean_ci([1.0, 2.0, 4.0])
+  mean, half = significance.mean_ci([1.0, 2.0, 4.0])
   sd = np.std([1.0, 2.0, 4.0], ddof=1)
   assert mean == pytest.approx(7 / 3)
   assert half == pytest.approx(4.302653 * sd / np.sqrt(3), rel=1e-6)  # t(0.975, df=2)
-  assert np.isnan(comparison.mean_ci([5.0])[1])
+  assert np.isnan(significance.mean_ci([5.0])[1])
 
 
 def test_paired_bootstrap_separates_a_clear_difference_from_none():
@@ -25,8 +25,8 @@ def test_paired_bootstrap_separates_a_clear_difference_from_none():
   rng = np.random.default_rng(0)
   base = (rng.random(200) < 0.5).astype(int)
   better = np.maximum(base, (rng.random(200) < 0.5).astype(int))
-  assert comparison.paired_bootstrap(config, base, better, []) < 0.01
-  assert comparison.paired_bootstrap(config, base, base, []) == 1.0
+  assert significance.paired_bootstrap(config.data.task, base, better, []) < 0.01
+  assert significance.paired_bootstrap(config.data.task, base, base, []) == 1.0
 
 
 def test_paired_bootstrap_of_bleu_uses_sacrebleu():
@@ -35,7 +35,7 @@ def test_paired_bootstrap_of_bleu_uses_sacrebleu():
   refs = [f"the {w} sat on the mat near a {w}" for w in helpers.CORPUS_WORDS] * 5
   good = list(refs)
   bad = [r.replace("the", "a").replace("mat", "rug") for r in refs]
-  assert comparison.paired_bootstrap(config, bad, good, refs, samples=200) < 0.01
+  assert significance.paired_bootstrap(config.data.task, bad, good, refs, samples=200) < 0.01
 
 
 @pytest.mark.slow

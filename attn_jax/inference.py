@@ -30,6 +30,7 @@ class Trained(NamedTuple):
   step: int  # the training step of the restored checkpoint
   seed_index: int | None = None  # which of a num_seeds > 1 workdir's models; None if one
   num_seeds: int = 1  # the models the workdir holds
+  averaged_steps: tuple[int, ...] = ()  # the checkpoints whose parameters were averaged
 
 
 def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
@@ -51,21 +52,36 @@ def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
   return int(which)
 
 
+def _averaging_steps(saved: list[int], step: int, average: int, directory: str) -> list[int]:
+  """The `average` latest saved steps up to and including `step`."""
+  upto = [s for s in saved if s <= step]
+  if len(upto) < average:
+    raise ModelLoadError(f"--average: {directory} holds {len(upto)} checkpoint(s) up to step "
+                         f"{step} ({upto}), fewer than {average}")
+  return upto[-average:]
+
+
 def load(workdir: str, which: str = "best", seed_index: int = 0,
-         translation_only: bool = True) -> Trained:
+         translation_only: bool = True, average: int = 1) -> Trained:
   """The translation model of `workdir` at checkpoint `which` (best, latest or a step);
   with translation_only False, a synthetic task's model too (its vocabs None).
 
   A workdir that trained num_seeds > 1 models holds them stacked; `seed_index` picks
-  one, whose config is then its stand-alone one (seeds.member_config). Raises
-  ModelLoadError or training.IncompatibleCheckpointError, naming the problem.
+  one, whose config is then its stand-alone one (seeds.member_config). With
+  average > 1 the parameters are the element-wise mean of those of the `average`
+  latest checkpoints up to the chosen one (checkpoint averaging, as Vaswani et al.
+  2017 sec. 6.1; the model config of each must be the same). Raises ModelLoadError
+  or training.IncompatibleCheckpointError, naming the problem.
   """
+  if average < 1:
+    raise ModelLoadError(f"--average: expected 1 or more checkpoints, got {average}")
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise ModelLoadError(f"{directory}: no such directory (not a training workdir?)")
   ckpt = Checkpointer(directory)
   try:
     step = _choose_step(ckpt, which, directory)
+    averaged = _averaging_steps(ckpt.steps(), step, average, directory)
     metadata = ckpt.metadata(step)
     config = Config.from_dict(metadata["config"])
     d = config.data
@@ -77,7 +93,6 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
         raise ModelLoadError(f"{e.filename}: {e.strerror}") from None
     elif translation_only:
       raise ModelLoadError(f"{workdir}: trained on the {d.task} task, not translation")
-    training.check_vocab(metadata, inputs.vocab_ids(vocabs), directory, step)
     num_seeds = config.train.num_seeds
     if not 0 <= seed_index < num_seeds:
       raise ModelLoadError(f"--seed_index: {workdir} holds {num_seeds} model(s), "
@@ -85,13 +100,24 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
     optimizer = steps.make_optimizer(config.train)
     target = parallel.Placement(jax.devices()[:1]).restore_target(
         training.abstract_state(config, optimizer))
-    state, _ = ckpt.restore(step, target)
+    params = []
+    for s in averaged:
+      meta = ckpt.metadata(s)
+      training.check_vocab(meta, inputs.vocab_ids(vocabs), directory, s)
+      other = Config.from_dict(meta["config"])
+      if (other.model, other.train.num_seeds) != (config.model, num_seeds):
+        raise ModelLoadError(f"--average: {directory}/{s} was trained with another model "
+                             f"config than step {step}")
+      params.append(ckpt.restore(s, target)[0]["params"])
   finally:
     ckpt.close()
+  # [*param shape]: the mean over the averaged checkpoints, one leaf at a time.
+  mean = params[0] if len(params) == 1 else jax.tree.map(
+      lambda *leaves: sum(leaves[1:], leaves[0]) / len(leaves), *params)
   if num_seeds == 1:
-    return Trained(config, state["params"], vocabs, step)
-  return Trained(seeds.member_config(config, seed_index),
-                 seeds.member(state["params"], seed_index), vocabs, step, seed_index, num_seeds)
+    return Trained(config, mean, vocabs, step, averaged_steps=tuple(averaged))
+  return Trained(seeds.member_config(config, seed_index), seeds.member(mean, seed_index),
+                 vocabs, step, seed_index, num_seeds, tuple(averaged))
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable,

@@ -83,6 +83,10 @@ def define_decoding_flags() -> None:
                       "Checkpoint to load: best (by validation score), latest, or a step.")
   flags.DEFINE_integer("seed_index", 0, "Which model of a workdir trained with --num_seeds.",
                        lower_bound=0)
+  flags.DEFINE_integer("average", 1,
+                       "Decode with the mean parameters of this many latest checkpoints up to "
+                       "--checkpoint (checkpoint averaging; 1: that checkpoint alone).",
+                       lower_bound=1)
   flags.DEFINE_integer("beam_size", 5, "Beam size; 1 is greedy search.", lower_bound=1)
   flags.DEFINE_float("length_penalty", 0.6,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",

@@ -9,7 +9,8 @@ tokenised lowercased BLEU (the Multi30k papers' protocol), chrF, BLEU per
 source-length bucket (also drawn in W/eval/<split>_bleu_by_length.png), timings;
 the detokenised outputs go to W/eval/<split>.<tgt_lang>, one line per sentence.
 In a workdir trained with --num_seeds, --seed_index=k picks a model and the
-files are named <split>_seed<k>.*.
+files are named <split>_seed<k>.*; with --average=N (the mean parameters of the
+N latest checkpoints up to --checkpoint) they end in _avg<N>.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str
   by_length = bleu.bleu_by_length(hyps, ev.text.tgt, [len(s.split()) for s in ev.text.src])
   report = {
       "split": split_name, "data_dir": data_dir, "sentences": ev.size,
-      "checkpoint_step": trained.step, "beam_size": FLAGS.beam_size,
+      "checkpoint_step": trained.step, "averaged_steps": list(trained.averaged_steps),
+      "beam_size": FLAGS.beam_size,
       "length_penalty": FLAGS.length_penalty, **scores, "bleu_by_length": by_length,
       "search_seconds_incl_compile": round(search_seconds, 2),
       "program_seconds_after_load": round(time.time() - began, 2)}
@@ -62,8 +64,10 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str
 
 
 def print_report(report: dict) -> None:
-  print(f"{report['split']} ({report['sentences']} sentences), checkpoint step "
-        f"{report['checkpoint_step']}, beam {report['beam_size']}, length penalty "
+  averaged = report["averaged_steps"]
+  what = (f"checkpoint step {report['checkpoint_step']}" if len(averaged) <= 1
+          else f"mean of the checkpoints at steps {', '.join(map(str, averaged))}")
+  print(f"{report['split']} ({report['sentences']} sentences), {what}, beam {report['beam_size']}, length penalty "
         f"{report['length_penalty']}:")
   for name in ("bleu_tok_lc", "bleu", "chrf"):
     print(f"  {name:12s} {report[name]:6.2f}   {report[name + '_signature']}")
@@ -74,13 +78,18 @@ def print_report(report: dict) -> None:
 
 def main(argv):
   def body():
-    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index)
+    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index,
+                             average=FLAGS.average)
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
     report, hyps = evaluate(trained, data_dir, FLAGS.split)
     print_report(report)
     out_dir = os.path.join(FLAGS.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    name = FLAGS.split if trained.seed_index is None else f"{FLAGS.split}_seed{trained.seed_index}"
+    name = FLAGS.split
+    if trained.seed_index is not None:
+      name += f"_seed{trained.seed_index}"
+    if FLAGS.average > 1:
+      name += f"_avg{FLAGS.average}"
     base = os.path.join(out_dir, name)
     _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
     _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")

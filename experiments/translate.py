@@ -62,7 +62,8 @@ def plot_attention(trained: inference.Trained, outputs, directory: str, count: i
 def main(argv):
   def body():
     sentences = read_input(FLAGS.input)
-    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index)
+    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index,
+                             average=FLAGS.average)
     search = steps.make_search(trained.config.model, FLAGS.beam_size, FLAGS.length_penalty)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size)
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])

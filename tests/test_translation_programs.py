@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 import conftest
@@ -68,14 +70,27 @@ def test_translate_invalid_utf8_is_one_line(trained, tmp_path):
   assert conftest.snapshot(trained["workdir"]) == before
 
 
-@pytest.mark.parametrize("checkpoint, message", [
-    ("999", "no checkpoint at step 999 (steps saved: [2, 4])"),
-    ("newest", "--checkpoint: expected best, latest or a step number, got 'newest'"),
+@pytest.mark.parametrize("flags, message", [
+    (["--checkpoint=999"], "no checkpoint at step 999 (steps saved: [2, 4])"),
+    (["--checkpoint=newest"], "--checkpoint: expected best, latest or a step number, got 'newest'"),
+    (["--checkpoint=2", "--average=2"], "--average: "),
 ])
-def test_translate_unknown_checkpoint_is_one_line(trained, checkpoint, message):
-  proc = conftest.run_program("translate", f"--workdir={trained['workdir']}",
-                              f"--checkpoint={checkpoint}", stdin=b"the cat\n")
+def test_translate_unknown_checkpoint_is_one_line(trained, flags, message):
+  proc = conftest.run_program("translate", f"--workdir={trained['workdir']}", *flags,
+                              stdin=b"the cat\n")
   assert message in conftest.error_line(proc)
+
+
+def test_average_is_the_mean_of_the_latest_checkpoints(trained):
+  workdir = trained["workdir"]
+  two, four = inference.load(workdir, "2"), inference.load(workdir, "4")
+  mean = inference.load(workdir, "latest", average=2)
+  assert mean.step == 4 and mean.averaged_steps == (2, 4) and four.averaged_steps == (4,)
+  jax.tree.map(lambda m, a, b: np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-6),
+               mean.params, two.params, four.params)
+  with pytest.raises(inference.ModelLoadError,
+                     match=r"--average: .* holds 1 checkpoint\(s\) up to step 2 \(\[2\]\)"):
+    inference.load(workdir, "2", average=2)
 
 
 def test_translate_without_a_trained_workdir_is_one_line(tmp_path):

@@ -13,6 +13,10 @@ decoder. A variant has these pure functions:
   ignore both.
 * ``flops(sizes) -> Flops``: matmul FLOPs, for utilisation figures (flops.py).
 
+dot and scaled_dot have no parameters, so they need encoder states of the
+decoder's size (with a bidirectional encoder, half the decoder's units per
+direction: ModelConfig.encoder_size); general is q^T W k for any sizes.
+
 Global variants score every source position with a ``score(params, query, keys)
 -> [S]`` function. The local variants of Luong et al. (2015, section 3.2) wrap
 any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
@@ -61,6 +65,7 @@ class Variant(NamedTuple):
   flops: Callable[[Sizes], Flops]
   score: Score | None = None  # global scoring, which the local variants reuse
   has_weights: bool = True  # False for the fixed-context baseline
+  needs_equal_sizes: bool = False  # parameter-free q . k: Sizes.key must equal Sizes.query
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -80,8 +85,9 @@ def _attend_with(score: Score):
   return attend
 
 
-def _global(init, prepare_keys, score: Score, flops) -> Variant:
-  return Variant(init, prepare_keys, _attend_with(score), flops, score)
+def _global(init, prepare_keys, score: Score, flops, needs_equal_sizes=False) -> Variant:
+  return Variant(init, prepare_keys, _attend_with(score), flops, score,
+                 needs_equal_sizes=needs_equal_sizes)
 
 
 # -- none: the RNNencdec baseline (Cho et al. 2014) ---------------------------
@@ -110,23 +116,27 @@ def _none_flops(sizes):
 # -- dot, scaled dot, general (Luong et al. 2015, eq. 8) ----------------------
 
 def _dot_init(key, sizes):
-  """Raw q.k needs equal sizes: otherwise project the keys once to the query size."""
-  if sizes.key == sizes.query:
-    return {}
-  return {"key_proj": layers.dense_init(key, sizes.key, sizes.query, bias=False)}
+  """No parameters: q . k needs keys of the query's size (ModelConfig checks it)."""
+  del key
+  if sizes.key != sizes.query:
+    raise ValueError(f"dot attention needs equal query and key sizes, got {sizes}")
+  return {}
 
 
 def _general_init(key, sizes):
   return {"W": layers.dense_init(key, sizes.key, sizes.query, bias=False)}
 
 
-def _project_keys(params, states, summary):
-  """keys [S, H] = W k for every source position (identity without W)."""
-  del summary
-  for name in ("key_proj", "W"):
-    if name in params:
-      return layers.dense(params[name], states)  # [S, H]
+def _raw_keys(params, states, summary):
+  """keys [S, H] = the encoder states themselves."""
+  del params, summary
   return states  # [S, H]
+
+
+def _project_keys(params, states, summary):
+  """keys [S, H] = W k for every source position, once per sentence."""
+  del summary
+  return layers.dense(params["W"], states)  # [S, H]
 
 
 def dot_score(params, query, keys):
@@ -142,9 +152,8 @@ def scaled_dot_score(params, query, keys):
 
 
 def _dot_flops(sizes):
-  # keys projected once only when the sizes differ; q.k and the context per pair
-  projection = 0 if sizes.key == sizes.query else 2 * sizes.key * sizes.query
-  return Flops(projection, 0, 2 * sizes.query + 2 * sizes.key)
+  # q.k and the context per pair
+  return Flops(0, 0, 2 * sizes.query + 2 * sizes.key)
 
 
 def _general_flops(sizes):
@@ -223,7 +232,7 @@ def _local_m(base: Variant) -> Variant:
     weights, _ = _windowed(base.score, params, query, keys, mask, centre, window)
     return weights @ values, weights  # [V], [S]
 
-  return Variant(base.init, base.prepare_keys, attend, base.flops, base.score)
+  return base._replace(attend=attend)
 
 
 def _local_p(base: Variant) -> Variant:
@@ -251,12 +260,13 @@ def _local_p(base: Variant) -> Variant:
     return f._replace(per_query=f.per_query + 2 * sizes.query * sizes.attention
                       + 2 * sizes.attention)
 
-  return Variant(init, base.prepare_keys, attend, flops, base.score)
+  return base._replace(init=init, attend=attend, flops=flops)
 
 
 _GLOBAL: dict[str, Variant] = {
-    "dot": _global(_dot_init, _project_keys, dot_score, _dot_flops),
-    "scaled_dot": _global(_dot_init, _project_keys, scaled_dot_score, _dot_flops),
+    "dot": _global(_dot_init, _raw_keys, dot_score, _dot_flops, needs_equal_sizes=True),
+    "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score, _dot_flops,
+                          needs_equal_sizes=True),
     "general": _global(_general_init, _project_keys, dot_score, _general_flops),
     "additive": _global(_additive_init, _additive_prepare, additive_score, _additive_flops),
     "location": _global(_location_init, _no_keys, location_score, _location_flops),

@@ -32,7 +32,7 @@ import numpy as np
 
 from attn_jax import (attention, bleu, corpus, evaluation, inference, inputs, metrics, model, plots,
                       significance, steps, tasks, training, translation)
-from attn_jax.config import Config
+from attn_jax.config import Config, ConfigError
 from attn_jax.inputs import EvalData
 from attn_jax.runlog import read_records
 
@@ -103,6 +103,17 @@ class Plan:
 
 def _run_config(base: Config, **model_changes) -> Config:
   return dataclasses.replace(base, model=dataclasses.replace(base.model, **model_changes))
+
+
+def _variant_configs(base: Config, variants: tuple[str, ...]) -> dict[str, Config]:
+  """Each variant's config, all checked before anything trains (ConfigError names it)."""
+  configs = {}
+  for variant in variants:
+    try:
+      configs[variant] = _run_config(base, attention=variant)
+    except ConfigError as e:
+      raise ConfigError(f"variants: {variant}: {str(e).partition(': ')[2]}") from None
+  return configs
 
 
 def _eval_data(trained: inference.Trained, split: str, batch_size: int,
@@ -331,12 +342,13 @@ def compare(base: Config, workdir: str, plan: Plan,
 
 def _compare(base: Config, workdir: str, plan: Plan,
              stop_requested: Callable[[], str | None]) -> None:
+  configs = _variant_configs(base, plan.variants)
   os.makedirs(workdir, exist_ok=True)
   metric = main_metric(base)
   records: dict[str, dict] = {}
-  for variant in plan.variants:
-    records[variant] = _train_and_score(_run_config(base, attention=variant),
-                                        os.path.join(workdir, variant), plan, stop_requested)
+  for variant, config in configs.items():
+    records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,
+                                        stop_requested)
   best = max(records, key=lambda name: _summary(records[name], metric)[0])
   sections = ["# Attention variants compared\n", _header(base, plan),
               report_table(records, base, plan),

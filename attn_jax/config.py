@@ -53,7 +53,8 @@ class ModelConfig:
   tgt_vocab_size: int = 20
   cell: str = "gru"
   embed_size: int = 64
-  hidden_size: int = 128
+  hidden_size: int = 128  # the decoder's state; the encoder's too unless encoder_size is set
+  encoder_size: int = 0  # hidden units of each encoder direction; 0: hidden_size
   encoder_layers: int = 1
   bidirectional: bool = True
   attention: str = "additive"
@@ -77,6 +78,14 @@ class ModelConfig:
               "location_positions")
     _check(self.src_vocab_size > NUM_SPECIAL, "src_vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.src_vocab_size}")
+    _non_negative(self, "encoder_size")
+    _check(not attention.VARIANTS[self.attention].needs_equal_sizes
+           or self.encoder_output_size == self.hidden_size, "attention",
+           f"{self.attention} scores q . k without parameters, so an encoder state "
+           f"({self.encoder_output_size} = {'2 x ' if self.bidirectional else ''}"
+           f"{self.encoder_hidden_size} per direction) must have the decoder's hidden_size "
+           f"({self.hidden_size}): set encoder_size to "
+           f"{self.hidden_size // (2 if self.bidirectional else 1)}, or use general attention")
     _check(self.tgt_vocab_size > NUM_SPECIAL, "tgt_vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.tgt_vocab_size}")
     _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
@@ -84,9 +93,14 @@ class ModelConfig:
            f"needs embed_size == hidden_size, got {self.embed_size} and {self.hidden_size}")
 
   @property
+  def encoder_hidden_size(self) -> int:
+    """Hidden units of each encoder direction."""
+    return self.encoder_size or self.hidden_size
+
+  @property
   def encoder_output_size(self) -> int:
     """Size of one encoder state (the attention's keys and values)."""
-    return self.hidden_size * (2 if self.bidirectional else 1)
+    return self.encoder_hidden_size * (2 if self.bidirectional else 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,9 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   params = {"embed": layers.embed_init(keys[0], config.src_vocab_size, config.embed_size)}
   in_size = config.embed_size
   for i in range(config.encoder_layers):
-    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.hidden_size, config.layer_norm)}
+    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.encoder_hidden_size, config.layer_norm)}
     if config.bidirectional:
-      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.hidden_size,
+      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.encoder_hidden_size,
                                config.layer_norm)
     params[f"layer_{i}"] = layer
     in_size = config.encoder_output_size
@@ -100,11 +100,11 @@ def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   for i in range(config.encoder_layers):
     x = layers.dropout(keys[i], x, config.dropout)
     layer = params[f"layer_{i}"]
-    out, final = run_direction(cell, layer["fwd"], x, mask, config.hidden_size)
+    out, final = run_direction(cell, layer["fwd"], x, mask, config.encoder_hidden_size)
     if config.bidirectional:
       out_b, final_b = run_direction(cell, layer["bwd"], reverse_padded(x, src_len), mask,
-                                     config.hidden_size)
-      out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*hidden]
-      final = _concat_states(final, final_b)  # [batch, 2*hidden]
+                                     config.encoder_hidden_size)
+      out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*encoder_hidden]
+      final = _concat_states(final, final_b)  # [batch, 2*encoder_hidden]
     x = out
   return EncoderOutput(states=x, final=final, mask=mask)

@@ -16,7 +16,7 @@ from attn_jax.config import ModelConfig
 
 def _encoder_per_token(config: ModelConfig) -> int:
   gates = cells.CELLS[config.cell].gates
-  h, directions = config.hidden_size, (2 if config.bidirectional else 1)
+  h, directions = config.encoder_hidden_size, (2 if config.bidirectional else 1)
   total, size_in = 0, config.embed_size
   for _ in range(config.encoder_layers):
     total += directions * 2 * (size_in + h) * gates * h  # input and recurrent projections

@@ -18,8 +18,13 @@ FLAGS = flags.FLAGS
 # Model.
 flags.DEFINE_enum("cell", "gru", list(cells.CELLS), "Recurrent cell.")
 flags.DEFINE_integer("embed_size", 64, "Embedding size.", lower_bound=1)
-flags.DEFINE_integer("hidden_size", 128, "Hidden size of every RNN (per direction).",
-                     lower_bound=1)
+flags.DEFINE_integer("hidden_size", 128,
+                     "Hidden size of the decoder, and of each encoder direction unless "
+                     "--encoder_size is set.", lower_bound=1)
+flags.DEFINE_integer("encoder_size", 0,
+                     "Hidden size of each encoder direction; 0: --hidden_size. (dot and "
+                     "scaled_dot attention need encoder states of the decoder's size.)",
+                     lower_bound=0)
 flags.DEFINE_integer("encoder_layers", 1, "Stacked encoder layers.", lower_bound=1)
 flags.DEFINE_boolean("bidirectional", True, "Bidirectional encoder.")
 flags.DEFINE_enum("attention", "additive", list(attention.VARIANTS), "Attention variant.")

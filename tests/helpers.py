@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import config as config_lib
-from attn_jax import data, model
+from attn_jax import attention, data, model
 
 VOCAB = 8  # PAD, BOS, EOS + 5 symbols
 PAD, BOS, EOS = config_lib.PAD_ID, config_lib.BOS_ID, config_lib.EOS_ID
@@ -24,9 +24,16 @@ PAD, BOS, EOS = config_lib.PAD_ID, config_lib.BOS_ID, config_lib.EOS_ID
 # -- configurations -------------------------------------------------------------
 
 def tiny_model(**overrides) -> config_lib.ModelConfig:
+  """A small ModelConfig; for dot attention with a bidirectional encoder, each direction
+  gets half the decoder's units (as dot needs) unless encoder_size is given."""
   kw = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_size=8, hidden_size=8,
             attention_size=8)
   kw.update(overrides)
+  defaults = config_lib.ModelConfig()
+  variant = attention.VARIANTS[kw.get("attention", defaults.attention)]
+  if (variant.needs_equal_sizes and kw.get("bidirectional", defaults.bidirectional)
+      and "encoder_size" not in kw):
+    kw["encoder_size"] = kw["hidden_size"] // 2
   return config_lib.ModelConfig(**kw)
 
 
@@ -208,14 +215,13 @@ def masked_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def attention_scores(variant: str, p: dict, q: np.ndarray, k: np.ndarray) -> np.ndarray:
   """Scores of query q [H] against raw encoder states k [S, A], from the papers.
 
-  dot: q . k_j (Luong eq. 8), through a key projection P when A != H: q . (k_j P);
+  dot: q . k_j (Luong eq. 8; A == H);
   scaled_dot: the same / sqrt(H) (Vaswani eq. 1);
   general: q^T W k_j (Luong eq. 8), W [H, A] stored transposed as a dense kernel [A, H];
   additive: v^T tanh(W q + U k_j + b) (Bahdanau eq. 6).
   """
   if variant in ("dot", "scaled_dot"):
-    keys = k @ p["key_proj"]["kernel"] if "key_proj" in p else k
-    scores = np.array([q @ kj for kj in keys])
+    scores = np.array([q @ kj for kj in k])
     return scores / math.sqrt(q.shape[0]) if variant == "scaled_dot" else scores
   if variant == "general":
     W = p["W"]["kernel"].T  # [H, A]

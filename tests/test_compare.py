@@ -40,7 +40,8 @@ def test_paired_bootstrap_of_bleu_uses_sacrebleu():
 
 @pytest.mark.slow
 def test_compare_writes_the_reports_and_continues_where_it_stopped(tmp_path):
-  config = helpers.tiny_config(train_overrides=dict(num_steps=4, eval_every=2,
+  config = helpers.tiny_config(model_overrides=dict(encoder_size=4),  # dot: 2 x 4 == hidden 8
+                               train_overrides=dict(num_steps=4, eval_every=2,
                                                     checkpoint_every=2, num_seeds=2, num_plots=0))
   plan = comparison.Plan(variants=("none", "dot"), baseline="none", split="eval", beam_size=2,
                          beam_sizes=(1, 2), length_penalties=(0.0,), batch_size=8,
@@ -67,7 +68,8 @@ def test_compare_writes_the_reports_and_continues_where_it_stopped(tmp_path):
 
 
 def test_ablation_trains_the_other_three_combinations_of_the_best_variant(tmp_path, monkeypatch):
-  config = helpers.tiny_config(model_overrides=dict(query="current", input_feeding=True),
+  config = helpers.tiny_config(model_overrides=dict(query="current", input_feeding=True,
+                                                    encoder_size=4),
                                train_overrides=dict(num_seeds=2))
   plan = comparison.Plan(variants=("none", "dot"), baseline="none", split="eval")
   trained = []
@@ -100,6 +102,9 @@ def test_ablation_trains_the_other_three_combinations_of_the_best_variant(tmp_pa
     ("--variants=dot,bogus", "error: flag --variants: unknown variant(s) bogus; known: none, dot"),
     ("--baseline=general", "error: flag --baseline: 'general' is not one of --variants"),
     ("--beam_sizes=1,x", "error: flag --beam_sizes: expected ints, got 1,x"),
+    ("--hidden_size=128", "error: flag --variants: dot: dot scores q . k without parameters, so "
+     "an encoder state (256 = 2 x 128 per direction) must have the decoder's hidden_size (128): "
+     "set encoder_size to 64, or use general attention"),
 ])
 def test_bad_flags_are_one_line(tmp_path, flag, message):
   proc = conftest.run_program("compare", f"--workdir={tmp_path / 'w'}", "--variants=none,dot",

@@ -65,7 +65,8 @@ def test_frozen():
 
 def test_dict_and_json_round_trip():
   import json  # pylint: disable=g-import-not-at-top
-  c = Config(model=ModelConfig(cell="lstm", attention="dot", query="previous"),
+  c = Config(model=ModelConfig(cell="lstm", attention="general", query="previous",
+                               encoder_size=32),
              data=DataConfig(task="sort"), train=TrainConfig(num_steps=7))
   assert Config.from_dict(c.to_dict()) == c
   assert Config.from_dict(json.loads(c.to_json())) == c
@@ -98,3 +99,14 @@ def test_a_saved_config_from_other_code_compares_as_a_dict():
                                                                   cooldown_steps=999))
   assert config_lib.incompatible_fields(saved, longer) == [
       "model.obsolete_option", "train.cooldown_steps"]
+
+
+def test_dot_attention_needs_encoder_states_of_the_decoder_size():
+  with pytest.raises(ConfigError, match=r"^attention: dot scores q \. k without parameters, so "
+                     r"an encoder state \(256 = 2 x 128 per direction\) must have the decoder's "
+                     r"hidden_size \(128\): set encoder_size to 64, or use general attention$"):
+    ModelConfig(attention="dot", hidden_size=128)
+  m = ModelConfig(attention="dot", hidden_size=128, encoder_size=64)
+  assert m.encoder_hidden_size == 64 and m.encoder_output_size == 128
+  assert ModelConfig(attention="local_p_scaled_dot", bidirectional=False).encoder_output_size == 128
+  assert ModelConfig(encoder_size=32).encoder_output_size == 64  # general, additive: any size

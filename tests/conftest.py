@@ -1,4 +1,9 @@
-"""Shared pytest setup: import path, the `slow` marker, a per-session XLA cache.
+"""Shared pytest setup: import path, the `slow` and `long` markers, a per-session XLA cache.
+
+`long` tests (minutes each) are skipped unless pytest is given --long, which
+keeps the default run (CI) within its time budget:
+
+  python -m pytest -q tests --long -m long
 
 Every test runs on the CPU with tiny models (hidden 8, embed 8, vocab 8). XLA
 compilation dominates the run time, so the session shares one persistent
@@ -70,9 +75,24 @@ def snapshot(directory) -> dict[str, float]:
           for d, _, files in os.walk(directory) for f in files}
 
 
+def pytest_addoption(parser):
+  parser.addoption("--long", action="store_true", help="also run the tests marked long")
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: trains a tiny model end to end (seconds, not milliseconds)")
+  config.addinivalue_line(
+      "markers", "long: minutes each; skipped unless --long is given (not in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--long"):
+    return
+  skip = pytest.mark.skip(reason="long: run with --long")
+  for item in items:
+    if "long" in item.keywords:
+      item.add_marker(skip)
 
 
 def pytest_unconfigure(config):

@@ -13,7 +13,7 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import checkpoint, parallel, steps
+from attn_jax import checkpoint, inference, parallel, runlog, steps
 from attn_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -96,3 +96,23 @@ def test_two_processes_train_checkpoint_resume_and_agree(tmp_path):
   resumed = both("--num_steps=9")
   assert [p.returncode for p in resumed] == [0, 0], resumed[1].stderr[-2000:]
   assert "start step 6 of 9" in resumed[0].stdout
+
+
+@pytest.mark.long
+def test_seeds_on_two_devices_train_like_one(tmp_path):
+  """--num_seeds=2 on a 2-device mesh (seed axis replicated, rows split) as on one device."""
+  one, two = tmp_path / "one", tmp_path / "two"
+  for workdir, devices in ((one, 1), (two, 2)):
+    proc = _train(workdir, devices, "--num_seeds=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "CpuDevice(id=1)" in proc.stdout
+  evals = lambda w: [(r["step"], r["split"], r["loss"])
+                     for r in runlog.read_records(str(w / "metrics.jsonl"))
+                     if r["split"].startswith("eval")]
+  for (step_a, split_a, a), (step_b, split_b, b) in zip(evals(one), evals(two), strict=True):
+    assert (step_a, split_a) == (step_b, split_b)
+    np.testing.assert_allclose(a, b, rtol=2e-5)
+  for k in range(2):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+                 inference.load(str(two), "latest", k, translation_only=False).params,
+                 inference.load(str(one), "latest", k, translation_only=False).params)

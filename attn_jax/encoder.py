@@ -27,12 +27,11 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   cell = cells.CELLS[config.cell]
   keys = jax.random.split(key, 1 + 2 * config.encoder_layers)
   params = {"embed": layers.embed_init(keys[0], config.src_vocab_size, config.embed_size)}
-  in_size = config.embed_size
+  in_size, h = config.embed_size, config.encoder_hidden_size
   for i in range(config.encoder_layers):
-    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, config.encoder_hidden_size, config.layer_norm)}
+    layer = {"fwd": cell.init(keys[1 + 2 * i], in_size, h, config.layer_norm)}
     if config.bidirectional:
-      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, config.encoder_hidden_size,
-                               config.layer_norm)
+      layer["bwd"] = cell.init(keys[2 + 2 * i], in_size, h, config.layer_norm)
     params[f"layer_{i}"] = layer
     in_size = config.encoder_output_size
   return params
@@ -92,7 +91,7 @@ def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   Returns:
     EncoderOutput.
   """
-  cell = cells.CELLS[config.cell]
+  cell, h = cells.CELLS[config.cell], config.encoder_hidden_size
   mask = jnp.arange(src.shape[1])[None, :] < src_len[:, None]  # [batch, src_len]
   keys = (jax.random.split(dropout_key, config.encoder_layers)
           if dropout_key is not None else [None] * config.encoder_layers)
@@ -100,11 +99,10 @@ def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
   for i in range(config.encoder_layers):
     x = layers.dropout(keys[i], x, config.dropout)
     layer = params[f"layer_{i}"]
-    out, final = run_direction(cell, layer["fwd"], x, mask, config.encoder_hidden_size)
+    out, final = run_direction(cell, layer["fwd"], x, mask, h)
     if config.bidirectional:
-      out_b, final_b = run_direction(cell, layer["bwd"], reverse_padded(x, src_len), mask,
-                                     config.encoder_hidden_size)
-      out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*encoder_hidden]
-      final = _concat_states(final, final_b)  # [batch, 2*encoder_hidden]
+      out_b, final_b = run_direction(cell, layer["bwd"], reverse_padded(x, src_len), mask, h)
+      out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*h]
+      final = _concat_states(final, final_b)  # [batch, 2*h]
     x = out
   return EncoderOutput(states=x, final=final, mask=mask)

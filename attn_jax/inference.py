@@ -82,8 +82,8 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
   try:
     step = _choose_step(ckpt, which, directory)
     averaged = _averaging_steps(ckpt.steps(), step, average, directory)
-    metadata = ckpt.metadata(step)
-    config = Config.from_dict(metadata["config"])
+    metadata = {s: ckpt.metadata(s) for s in averaged}
+    config = Config.from_dict(metadata[step]["config"])
     d = config.data
     vocabs = None
     if d.task == "translation":
@@ -102,9 +102,8 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
         training.abstract_state(config, optimizer))
     params = []
     for s in averaged:
-      meta = ckpt.metadata(s)
-      training.check_vocab(meta, inputs.vocab_ids(vocabs), directory, s)
-      other = Config.from_dict(meta["config"])
+      training.check_vocab(metadata[s], inputs.vocab_ids(vocabs), directory, s)
+      other = Config.from_dict(metadata[s]["config"])
       if (other.model, other.train.num_seeds) != (config.model, num_seeds):
         raise ModelLoadError(f"--average: {directory}/{s} was trained with another model "
                              f"config than step {step}")

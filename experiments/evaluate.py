@@ -67,8 +67,8 @@ def print_report(report: dict) -> None:
   averaged = report["averaged_steps"]
   what = (f"checkpoint step {report['checkpoint_step']}" if len(averaged) <= 1
           else f"mean of the checkpoints at steps {', '.join(map(str, averaged))}")
-  print(f"{report['split']} ({report['sentences']} sentences), {what}, beam {report['beam_size']}, length penalty "
-        f"{report['length_penalty']}:")
+  print(f"{report['split']} ({report['sentences']} sentences), {what}, "
+        f"beam {report['beam_size']}, length penalty {report['length_penalty']}:")
   for name in ("bleu_tok_lc", "bleu", "chrf"):
     print(f"  {name:12s} {report[name]:6.2f}   {report[name + '_signature']}")
   print("  source words  sentences  BLEU tok-lc")
@@ -88,8 +88,8 @@ def main(argv):
     name = FLAGS.split
     if trained.seed_index is not None:
       name += f"_seed{trained.seed_index}"
-    if FLAGS.average > 1:
-      name += f"_avg{FLAGS.average}"
+    if len(trained.averaged_steps) > 1:
+      name += f"_avg{len(trained.averaged_steps)}"
     base = os.path.join(out_dir, name)
     _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
     _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")

@@ -5,7 +5,8 @@ keeps the default run (CI) within its time budget:
 
   python -m pytest -q tests --long -m long
 
-Every test runs on the CPU with tiny models (hidden 8, embed 8, vocab 8). XLA
+Every test runs with tiny models (hidden 8, embed 8, vocab 8), on the CPU in
+CI and unchanged on a GPU, with full-float32 matmuls on every backend. XLA
 compilation dominates the run time, so the session shares one persistent
 compilation cache (a fresh temporary directory, also handed to the
 `experiments.train` subprocesses): a function compiled twice with the same
@@ -28,6 +29,11 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 import jax  # pylint: disable=g-import-not-at-top
+
+# The references are the papers' equations in float64; on GPUs and TPUs XLA's
+# default float32 matmul rounds its inputs (TF32, bfloat16 passes), so the
+# tests ask for full float32 products there too (on a CPU this changes nothing).
+jax.config.update("jax_default_matmul_precision", "highest")
 
 _CACHE_DIR = None
 if not os.environ.get("ATTN_JAX_TEST_NO_CACHE"):

@@ -50,7 +50,8 @@ def test_beam_of_one_is_greedy(name, eos_bias):
   np.testing.assert_array_equal(b.tokens, g.tokens)
   np.testing.assert_array_equal(b.lengths, g.lengths)
   np.testing.assert_allclose(b.scores, g.scores, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(b.weights, g.weights, atol=1e-6)
+  # float32 sums fused differently by the two programs: 1.5e-6 apart on an H100.
+  np.testing.assert_allclose(b.weights, g.weights, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -42,16 +42,23 @@ def _params(workdir: str, step: int) -> dict:
   return jax.device_get(state["params"])
 
 
-def test_four_devices_train_like_one_and_restore_on_one(tmp_path):
-  one, four = tmp_path / "one", tmp_path / "four"
-  first = _train(one, 1)
-  assert first.returncode == 0, first.stderr[-2000:]
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """The workdir of TINY trained on one device: the reference of the sharded runs."""
+  workdir = tmp_path_factory.mktemp("one")
+  proc = _train(workdir, 1)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return workdir
+
+
+def test_four_devices_train_like_one_and_restore_on_one(tmp_path, one_device):
+  four = tmp_path / "four"
   proc = _train(four, 4)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "CpuDevice(id=3)" in proc.stdout
   # Same losses and parameters to float tolerance (the all-reduce sums in another order).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-               _params(str(four), 6), _params(str(one), 6))
+               _params(str(four), 6), _params(str(one_device), 6))
   # The 4-device checkpoint resumes on one device.
   resumed = _train(four, 1, "--num_steps=9")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -72,9 +79,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_checkpoint_resume_and_agree(tmp_path):
-  one, two = tmp_path / "one", tmp_path / "two"
-  assert _train(one, 1).returncode == 0
+@pytest.mark.long
+def test_two_processes_train_checkpoint_resume_and_agree(tmp_path, one_device):
+  two = tmp_path / "two"
 
   def both(*extra: str) -> list[subprocess.CompletedProcess]:
     address = f"localhost:{_free_port()}"
@@ -92,7 +99,7 @@ def test_two_processes_train_checkpoint_resume_and_agree(tmp_path):
   ours = lambda out: [l for l in out.splitlines() if not l.startswith("[Gloo]")]
   assert "start step 0 of 6" in first[0].stdout and ours(first[1].stdout) == []
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-               _params(str(two), 6), _params(str(one), 6))
+               _params(str(two), 6), _params(str(one_device), 6))
   resumed = both("--num_steps=9")
   assert [p.returncode for p in resumed] == [0, 0], resumed[1].stderr[-2000:]
   assert "start step 6 of 9" in resumed[0].stdout

@@ -49,6 +49,9 @@ flags.DEFINE_integer("matmul_size", 1024, "Side of the square matmul that measur
 
 DECODE_SPLITS = ("val", "test_2016_flickr")
 
+# Compile times are measured cold unless a cache directory is named (flag or environment).
+FLAGS.set_default("compilation_cache", os.environ.get("JAX_COMPILATION_CACHE_DIR") or "none")
+
 
 def _synthetic_max_len(config: config_lib.Config) -> int:
   """--quick keeps synthetic pairs within the narrowest bucket: one compilation per function."""
@@ -93,7 +96,8 @@ def _whole_program(workdir: str, source_path: str, beam_size: int) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
          f"--input={source_path}", f"--output={os.path.join(tmp, 'out')}",
-         f"--beam_size={beam_size}", f"--length_penalty={FLAGS.length_penalty}"],
+         f"--beam_size={beam_size}", f"--length_penalty={FLAGS.length_penalty}",
+         f"--compilation_cache={FLAGS.compilation_cache}"],
         capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
   if proc.returncode:
@@ -141,7 +145,8 @@ def measure() -> dict:
   results: dict = {
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-      "config": config.to_dict(), "quick": FLAGS.quick}
+      "config": config.to_dict(), "quick": FLAGS.quick,
+      "compilation_cache": FLAGS.compilation_cache}
   results["matmul_peak_flops_per_sec"] = benchmark.matmul_peak(FLAGS.matmul_size)
   results["matmul_size"] = FLAGS.matmul_size
   with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +185,8 @@ def _fmt(x: float) -> str:
 
 def print_report(r: dict) -> None:
   t = r["training"]
-  print(f"backend {r['backend']} ({r['machine']}), JAX {r['jax']}; data: {r['data']}")
+  print(f"backend {r['backend']} ({r['machine']}), JAX {r['jax']}; data: {r['data']}; "
+        f"compilation cache: {r['compilation_cache']}")
   print(f"matmul peak ({r['matmul_size']}^3 float32): "
         f"{r['matmul_peak_flops_per_sec'] / 1e9:,.0f} GFLOP/s")
   num_seeds = r["config"]["train"]["num_seeds"]

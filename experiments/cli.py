@@ -7,15 +7,25 @@ flag or file and exit status 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Callable
 
 from absl import flags, logging
+import jax
 
 from attn_jax import config as config_lib, corpus, inference, training
 
 FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "compilation_cache",
+    os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                    "attn_jax", "xla"),
+    "XLA's persistent compilation cache: a program compiles each step function once per "
+    "shape and machine, later runs load it from here. 'none' turns it off.")
 
 EXPECTED_ERRORS = (corpus.CorpusError, training.IncompatibleCheckpointError,
                    training.CorruptCheckpointError, training.NonFiniteLossError,
@@ -65,6 +75,8 @@ def run(body: Callable[[], None], argv: list[str], flag_names: dict[str, str] | 
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
+  jax.config.update("jax_compilation_cache_dir",
+                    None if FLAGS.compilation_cache == "none" else FLAGS.compilation_cache)
   try:
     body()
   except config_lib.ConfigError as e:  # an option invalid by itself or for the data

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import (batching, config as config_lib, data, evaluation, flops, inputs, steps,
-                      training, translation)
+from attn_jax import (batching, config as config_lib, data, evaluation, flops, host_memory, inputs,
+                      steps, training, translation)
 from attn_jax.config import Config, ModelConfig
 
 
@@ -73,6 +73,7 @@ def compile_per_width(fn: Callable, args_by_width: dict[int, tuple]) -> Compiled
     began = time.perf_counter()
     by_width[width] = fn.lower(*args).compile()
     seconds[width] = time.perf_counter() - began
+    host_memory.release_freed()
   return Compiled(by_width, seconds)
 
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import (attention, evaluation, inputs, metrics, parallel, plots, seeds, steps,
-                      tasks)
+from attn_jax import (attention, evaluation, host_memory, inputs, metrics, parallel, plots,
+                      seeds, steps, tasks)
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config, TrainConfig, field_value, incompatible_fields
 from attn_jax.evaluation import Example
@@ -359,6 +359,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
     if width not in compiled:
       jax.block_until_ready(sums)
       compiled.add(width)
+      host_memory.release_freed()  # the compiler's garbage, before training grows the heap
       print(f"train step compiled for width {width} ({len(compiled)} of {len(widths)} "
             f"shapes) and run in {time.time() - began:.1f}s", flush=True)
       timer.resume()

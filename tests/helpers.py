@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import config as config_lib
-from attn_jax import attention, data, model
+from attn_jax import attention, data, inference, model
 
 VOCAB = 8  # PAD, BOS, EOS + 5 symbols
 PAD, BOS, EOS = config_lib.PAD_ID, config_lib.BOS_ID, config_lib.EOS_ID
@@ -91,6 +91,12 @@ def to_np(tree):
 # -- a tiny parallel corpus --------------------------------------------------------
 
 CORPUS_WORDS = ["cat", "dog", "bird", "red", "big", "runs", "sits", "the", "a", "on"]
+
+
+def saved_params(workdir, step: int) -> dict:
+  """The parameters of `workdir`'s checkpoint at `step`, restored on one device."""
+  return jax.device_get(
+      inference.load(str(workdir), str(step), translation_only=False).params)
 
 
 def write_corpus(directory, splits=("train", "val")) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import checkpoint, steps, training
+from attn_jax import steps, training
 
 pytestmark = pytest.mark.slow
 
@@ -68,18 +68,6 @@ def _start_training(workdir: str, flags: list[str], stderr) -> subprocess.Popen:
       text=True)
 
 
-def _final_params(workdir: str, step: int) -> dict:
-  config = helpers.tiny_config()  # shapes only: the tiny model of TINY
-  optimizer = steps.make_optimizer(config.train)
-  target = jax.eval_shape(lambda: steps.init_state(jax.random.key(0), config.model, optimizer))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    state, _ = ckpt.restore(step, target._asdict())
-  finally:
-    ckpt.close()
-  return jax.device_get(state["params"])
-
-
 def test_sigterm_checkpoints_and_the_rerun_matches_an_uninterrupted_run(tmp_path):
   interrupted, whole = str(tmp_path / "interrupted"), str(tmp_path / "whole")
   proc = _start_training(interrupted, TINY, stderr=subprocess.PIPE)
@@ -98,8 +86,8 @@ def test_sigterm_checkpoints_and_the_rerun_matches_an_uninterrupted_run(tmp_path
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"start step {step} of 200" in resumed.stdout
   assert conftest.run_program("train", f"--workdir={whole}", *TINY).returncode == 0
-  jax.tree.map(np.testing.assert_array_equal, _final_params(interrupted, 200),
-               _final_params(whole, 200))
+  jax.tree.map(np.testing.assert_array_equal, helpers.saved_params(interrupted, 200),
+               helpers.saved_params(whole, 200))
 
 
 def _corrupt(workdir: str, step: int) -> None:
@@ -122,7 +110,8 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
   out = capsys.readouterr().out
   assert "checkpoint at step 6 is unreadable" in out and "start step 3 of 6" in out
   assert os.path.isdir(os.path.join(broken, "checkpoints", "6.unreadable"))
-  jax.tree.map(np.testing.assert_array_equal, _final_params(broken, 6), _final_params(whole, 6))
+  jax.tree.map(np.testing.assert_array_equal, helpers.saved_params(broken, 6),
+               helpers.saved_params(whole, 6))
 
 
 def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
@@ -144,7 +133,7 @@ def uninterrupted_30(tmp_path_factory) -> dict:
   """Final parameters of the run of KILL_FLAGS that nothing interrupts."""
   whole = str(tmp_path_factory.mktemp("whole"))
   assert conftest.run_program("train", f"--workdir={whole}", *KILL_FLAGS).returncode == 0
-  return _final_params(whole, 30)
+  return helpers.saved_params(whole, 30)
 
 
 @pytest.mark.parametrize("kill_after", [2, pytest.param(9, marks=pytest.mark.long)])
@@ -152,15 +141,14 @@ def test_kill_9_at_any_moment_resumes_to_the_same_parameters(tmp_path, kill_afte
                                                              uninterrupted_30):
   """SIGKILL while checkpoints are being written every step (asynchronously): the rerun
   resumes from the last complete one and ends bitwise equal to an uninterrupted run."""
-  flags = KILL_FLAGS
   killed = str(tmp_path / "killed")
-  proc = _start_training(killed, flags, stderr=subprocess.DEVNULL)
+  proc = _start_training(killed, KILL_FLAGS, stderr=subprocess.DEVNULL)
   for line in proc.stdout:
     if line.startswith(f"step {kill_after}/"):
       proc.kill()
       break
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL
-  resumed = conftest.run_program("train", f"--workdir={killed}", *flags)
+  resumed = conftest.run_program("train", f"--workdir={killed}", *KILL_FLAGS)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  jax.tree.map(np.testing.assert_array_equal, _final_params(killed, 30), uninterrupted_30)
+  jax.tree.map(np.testing.assert_array_equal, helpers.saved_params(killed, 30), uninterrupted_30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import checkpoint, inference, parallel, runlog, steps
+from attn_jax import inference, parallel, runlog
 from attn_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -27,19 +26,6 @@ TINY = ["--embed_size=8", "--hidden_size=8", "--attention_size=8", "--vocab_size
 def _train(workdir, devices: int, *extra: str):
   env_extra = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   return conftest.run_program("train", f"--workdir={workdir}", *TINY, *extra, env=env_extra)
-
-
-def _params(workdir: str, step: int) -> dict:
-  config = helpers.tiny_config()
-  optimizer = steps.make_optimizer(config.train)
-  target = jax.eval_shape(lambda: steps.init_state(jax.random.key(0), config.model, optimizer))
-  target = parallel.Placement(jax.devices()[:1]).restore_target(target._asdict())
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    state, _ = ckpt.restore(step, target)
-  finally:
-    ckpt.close()
-  return jax.device_get(state["params"])
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +44,7 @@ def test_four_devices_train_like_one_and_restore_on_one(tmp_path, one_device):
   assert "CpuDevice(id=3)" in proc.stdout
   # Same losses and parameters to float tolerance (the all-reduce sums in another order).
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-               _params(str(four), 6), _params(str(one_device), 6))
+               helpers.saved_params(str(four), 6), helpers.saved_params(str(one_device), 6))
   # The 4-device checkpoint resumes on one device.
   resumed = _train(four, 1, "--num_steps=9")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -99,7 +85,7 @@ def test_two_processes_train_checkpoint_resume_and_agree(tmp_path, one_device):
   ours = lambda out: [l for l in out.splitlines() if not l.startswith("[Gloo]")]
   assert "start step 0 of 6" in first[0].stdout and ours(first[1].stdout) == []
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
-               _params(str(two), 6), _params(str(one_device), 6))
+               helpers.saved_params(str(two), 6), helpers.saved_params(str(one_device), 6))
   resumed = both("--num_steps=9")
   assert [p.returncode for p in resumed] == [0, 0], resumed[1].stderr[-2000:]
   assert "start step 6 of 9" in resumed[0].stdout

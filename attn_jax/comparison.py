@@ -32,6 +32,7 @@ import numpy as np
 
 from attn_jax import (attention, bleu, corpus, evaluation, inference, inputs, metrics, model, plots,
                       significance, steps, tasks, training, translation)
+from attn_jax import config as config_lib
 from attn_jax.config import Config, ConfigError
 from attn_jax.inputs import EvalData
 from attn_jax.runlog import read_records
@@ -162,12 +163,20 @@ def _settings(config: Config, plan: Plan) -> dict:
 
 
 def _cached(workdir: str, settings: dict) -> dict | None:
+  """The scores saved in workdir/scores.json if they were made with these settings (a
+  config differing only in fields that leave results alone counts as the same)."""
   path = os.path.join(workdir, "scores.json")
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
     cached = json.load(f)
-  return cached if cached.get("settings") == settings else None
+  saved = cached.get("settings", {})
+  same = ({k: v for k, v in saved.items() if k != "config"}
+          == {k: v for k, v in settings.items() if k != "config"}
+          and "config" in saved
+          and set(config_lib.differing_fields(saved["config"], settings["config"]))
+          <= config_lib.RESULT_NEUTRAL)
+  return cached if same else None
 
 
 def score_run(workdir: str, settings: dict, plan: Plan) -> dict:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from attn_jax import attention, cells
+from attn_jax import attention, cells, output_loss
 
 QUERIES = ("previous", "current")
 SYNTHETIC_TASKS = ("copy", "reverse", "sort")
@@ -164,25 +164,37 @@ class TrainConfig:
   patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
   max_nonfinite_steps: int = 10  # stop after this many consecutive skipped (non-finite) updates
   num_seeds: int = 1  # independent runs trained as one program (seeds.py); 1: a plain run
+  # Target positions (batch x time) whose logits the loss forms at once (output_loss.py);
+  # 0: all. Changes speed and memory, not results (beyond float rounding).
+  loss_chunk_rows: int = output_loss.DEFAULT_CHUNK_ROWS
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
               "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
               "num_seeds")
     _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
-                  "bleu_every", "patience")
+                  "bleu_every", "patience", "loss_chunk_rows")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
 
 
 # Fields that may change when a run is resumed: they alter neither the
-# parameters nor the steps already taken (a moved data_dir is checked by the
+# parameters nor the steps already taken (loss_chunk_rows: only their float rounding) (a moved data_dir is checked by the
 # vocabulary's hash in the checkpoint). (num_steps moves the cool-down: a run
 # extended before its cool-down began continues exactly as if planned longer.)
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
     "train.bleu_every", "train.patience", "train.max_nonfinite_steps", "data.data_dir",
+    "train.loss_chunk_rows",
+})
+
+
+# Resumable fields that change no result either: neither the parameters a run ends
+# with nor its scores (loss_chunk_rows: beyond float rounding).
+RESULT_NEUTRAL = frozenset({
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
+    "train.loss_chunk_rows",
 })
 
 

@@ -143,12 +143,18 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
   return DecoderCarry(state=state, feed=feed, t=carry.t + 1), out, weights
 
 
-def logits(params: dict, out: jax.Array) -> jax.Array:
-  """v [..., hidden] -> logits W_o v + b_o [..., tgt_vocab]; with tied embeddings
-  (an output layer holding only a bias) W_o is the target embedding E."""
+def output_layer(params: dict) -> tuple[jax.Array, jax.Array]:
+  """(W_o [hidden, tgt_vocab], b_o [tgt_vocab]); with tied embeddings (an output layer
+  holding only a bias) W_o is the target embedding's transpose E^T."""
   if "kernel" in params["output"]:
-    return layers.dense(params["output"], out)
-  return out @ params["embed"]["embedding"].T + params["output"]["bias"]
+    return params["output"]["kernel"], params["output"]["bias"]
+  return params["embed"]["embedding"].T, params["output"]["bias"]
+
+
+def logits(params: dict, out: jax.Array) -> jax.Array:
+  """v [..., hidden] -> logits W_o v + b_o [..., tgt_vocab]."""
+  kernel, bias = output_layer(params)
+  return out @ kernel + bias
 
 
 def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, mem: Memory,
@@ -163,10 +169,10 @@ def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, m
   return carry, jax.nn.log_softmax(logits(params, out)), weights
 
 
-def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
-                          config: ModelConfig, dropout_key: jax.Array | None = None
-                          ) -> tuple[jax.Array, jax.Array]:
-  """Runs the decoder over given previous tokens.
+def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
+                           config: ModelConfig, dropout_key: jax.Array | None = None
+                           ) -> tuple[jax.Array, jax.Array]:
+  """Runs the decoder recurrence over given previous tokens, up to the output layer.
 
   Args:
     params: decoder parameters.
@@ -175,7 +181,8 @@ def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
     config: model options.
     dropout_key: PRNG key or None.
   Returns:
-    logits [batch, tgt_len, tgt_vocab], attention weights [batch, tgt_len, src_len].
+    output vectors v_t [batch, tgt_len, hidden] (after dropout), attention weights
+    [batch, tgt_len, src_len].
   """
   k_emb, k_out = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
   mem = memory(params, enc, config)
@@ -191,5 +198,16 @@ def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
       body, initial_carry(params, enc, config),
       (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1)))
   outs = jnp.swapaxes(outs, 0, 1)  # [batch, tgt_len, hidden]
-  outs = layers.dropout(k_out, outs, config.dropout)
-  return logits(params, outs), jnp.swapaxes(weights, 0, 1)  # [batch, tgt_len, vocab], [batch, tgt_len, src_len]
+  return layers.dropout(k_out, outs, config.dropout), jnp.swapaxes(weights, 0, 1)
+
+
+def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
+                          config: ModelConfig, dropout_key: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
+  """teacher_forced_outputs, then the output layer.
+
+  Returns:
+    logits [batch, tgt_len, tgt_vocab], attention weights [batch, tgt_len, src_len].
+  """
+  outs, weights = teacher_forced_outputs(params, enc, tgt_in, config, dropout_key)
+  return logits(params, outs), weights

@@ -15,6 +15,18 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   return {"encoder": encoder.init(k_enc, config), "decoder": decoder.init(k_dec, config)}
 
 
+def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
+                    dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Teacher-forced pass up to the output layer (whose loss output_loss.sums computes).
+
+  Returns:
+    output vectors v_t [batch, tgt_len, hidden] and attention weights [batch, tgt_len, src_len].
+  """
+  k_enc, k_dec = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
+  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
+  return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec)
+
+
 def forward(params: dict, batch: Batch, config: ModelConfig,
             dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Teacher-forced pass.
@@ -22,9 +34,8 @@ def forward(params: dict, batch: Batch, config: ModelConfig,
   Returns:
     logits [batch, tgt_len, tgt_vocab] and attention weights [batch, tgt_len, src_len].
   """
-  k_enc, k_dec = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
-  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
-  return decoder.decode_teacher_forced(params["decoder"], enc, batch.tgt_in, config, k_dec)
+  outs, weights = forward_outputs(params, batch, config, dropout_key)
+  return decoder.logits(params["decoder"], outs), weights
 
 
 def count_params(params: dict) -> int:

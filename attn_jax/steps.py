@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import beam, metrics, model, search
+from attn_jax import beam, decoder, metrics, model, output_loss, search
 from attn_jax.config import ModelConfig, TrainConfig
 from attn_jax.data import Batch
 
@@ -63,12 +63,13 @@ def init_state(key: jax.Array, config: ModelConfig,
 
 
 def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
-          dropout_key: jax.Array | None):
-  logits, weights = model.forward(params, batch, config, dropout_key)
+          dropout_key: jax.Array | None, chunk_rows: int):
+  outs, weights = model.forward_outputs(params, batch, config, dropout_key)
   mask = metrics.target_mask(batch.tgt_len, batch.tgt_out.shape[1])  # [batch, tgt_len]
-  loss_sum = metrics.cross_entropy_sum(logits, batch.tgt_out, mask, label_smoothing)
+  kernel, bias = decoder.output_layer(params["decoder"])
+  loss_sum, hits = output_loss.sums(kernel, bias, outs, batch.tgt_out, mask, label_smoothing,
+                                    chunk_rows)
   count = jnp.sum(mask)
-  hits = jnp.sum((jnp.argmax(logits, -1) == batch.tgt_out) & mask)
   return loss_sum / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
 
 
@@ -78,7 +79,8 @@ def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: 
   """One run's update: (params, opt_state, sums), or the old ones if not finite."""
   grad_fn = jax.value_and_grad(_loss, has_aux=True)
   (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
-      params, batch, model_config, train_config.label_smoothing, dropout_key)
+      params, batch, model_config, train_config.label_smoothing, dropout_key,
+      train_config.loss_chunk_rows)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
   updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -116,12 +118,14 @@ def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
   return train_step
 
 
-def make_eval_step(config: ModelConfig):
-  """(params, batch) -> sums of loss, token hits, alignment hits and entropy (teacher forced)."""
+def make_eval_step(config: ModelConfig, chunk_rows: int = output_loss.DEFAULT_CHUNK_ROWS):
+  """(params, batch) -> sums of loss, token hits, alignment hits and entropy (teacher
+  forced); the loss `chunk_rows` positions at a time (output_loss.sums)."""
 
   @jax.jit
   def eval_step(params: dict, batch: Batch):
-    _, (loss_sum, count, hits, weights, mask) = _loss(params, batch, config, 0.0, None)
+    _, (loss_sum, count, hits, weights, mask) = _loss(params, batch, config, 0.0, None,
+                                                      chunk_rows)
     return {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
             **metrics.attention_sums(weights, batch.align, mask)}
 

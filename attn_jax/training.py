@@ -319,7 +319,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     search = steps.make_search(config.model)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
-                 placement.on_batches(steps.make_eval_step(config.model), 1),
+                 placement.on_batches(steps.make_eval_step(config.model, tc.loss_chunk_rows), 1),
                  placement.on_batches(search, 2), ckpt, log, stop_requested, placement)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)

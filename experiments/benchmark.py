@@ -28,7 +28,7 @@ from absl import app, flags
 import jax
 
 from attn_jax import (benchmark, config as config_lib, evaluation, inference, inputs, seeds,
-                      translation)
+                      step_profile, translation)
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
@@ -44,6 +44,9 @@ flags.DEFINE_integer("beam_size", 5, "Beam size of the beam-search figures.", lo
 flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty of beam search.", lower_bound=0.0)
 flags.DEFINE_float("mean_len", 14.0, "Synthetic data: mean source length in tokens.",
                    lower_bound=1.0)
+flags.DEFINE_boolean("profile", False,
+                     "Also time the train step's parts (encoder, decoder, output layer and "
+                     "loss, update) one by one on batches of the most common width.")
 flags.DEFINE_integer("matmul_size", 1024, "Side of the square matmul that measures the peak.",
                      lower_bound=1)
 
@@ -142,6 +145,8 @@ def measure() -> dict:
                                       joint_vocab=FLAGS.joint_vocab, data_dir=FLAGS.data_dir,
                                       seed=FLAGS.data_seed)
   config = config_lib.Config(model=model_config, data=data_config, train=train_config)
+  if FLAGS.profile and train_config.num_seeds > 1:
+    raise config_lib.ConfigError("profile: times one run's step; use it with --num_seeds=1")
   results: dict = {
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
@@ -161,6 +166,10 @@ def measure() -> dict:
     training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
                                       / results["matmul_peak_flops_per_sec"])
     results["training"] = training
+    if FLAGS.profile:
+      batches = step_profile.common_width_batches(train, FLAGS.window_steps)
+      results["profile"] = step_profile.profile(config, batches, jax.random.key(1),
+                                                repeats=FLAGS.windows)
     if not FLAGS.decode:
       return results
     model = None
@@ -204,6 +213,12 @@ def print_report(r: dict) -> None:
   print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
         + (f", device peak {device:.2f} GiB" if device is not None else ""))
   print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s")
+  if "profile" in r:
+    p = r["profile"]
+    step = p["ms_per_step"]["step"]
+    print(f"the train step in parts, {p['steps']} batches of width {p['width']}:")
+    for name, ms in p["ms_per_step"].items():
+      print(f"  {name:14s} {ms:8.1f} ms/step  {100 * ms / step:5.1f} % of the step")
   if "decoding" not in r:
     return
   print(f"compilation: eval step {r['eval_step_compile']['count']} x, "

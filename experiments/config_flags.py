@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from attn_jax import attention, cells, config as config_lib
+from attn_jax import attention, cells, config as config_lib, output_loss
 
 FLAGS = flags.FLAGS
 
@@ -90,6 +90,10 @@ flags.DEFINE_integer("num_seeds", 1,
                      "has --seed=seed+k and --shuffle_seed=shuffle_seed+k (data_seed+k if "
                      "unset; model 0 keeps the flags' own order).",
                      lower_bound=1)
+flags.DEFINE_integer("loss_chunk_rows", output_loss.DEFAULT_CHUNK_ROWS,
+                     "Target positions (batch x time) whose logits the loss forms at once; "
+                     "0: all. Speed and memory only: results are the same up to float "
+                     "rounding.", lower_bound=0)
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)

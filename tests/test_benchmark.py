@@ -25,7 +25,7 @@ def test_synthetic_pairs_stay_within_max_len():
 @pytest.mark.slow
 def test_quick_run_reports_every_figure(tmp_path):
   out = tmp_path / "bench.json"
-  proc = conftest.run_program("benchmark", "--quick", f"--json={out}", *TINY)
+  proc = conftest.run_program("benchmark", "--quick", "--profile", f"--json={out}", *TINY)
   assert proc.returncode == 0, proc.stderr[-2000:]
   r = json.loads(out.read_text())
   assert r["backend"] == "cpu" and r["matmul_peak_flops_per_sec"] > 0
@@ -42,8 +42,12 @@ def test_quick_run_reports_every_figure(tmp_path):
   for row in r["decoding"].values():
     assert row["sentences"] == 200 and row["sentences_per_sec"] > 0
     assert row["compile"]["count"] == 1
+  p = r["profile"]
+  assert p["steps"] == 3 and set(p["ms_per_step"]) == {"encoder", "decoder", "output", "update",
+                                                       "sum of parts", "step"}
+  assert all(ms > 0 for ms in p["ms_per_step"].values())
   for line in ("target_tokens_per_sec", "% of the matmul peak", "compilation: train step 1 x",
-               "synthetic/beam5"):
+               "synthetic/beam5", "the train step in parts"):
     assert line in proc.stdout
 
 
@@ -57,3 +61,9 @@ def test_seeds_trained_together_are_counted_together(tmp_path):
   assert r["config"]["train"]["num_seeds"] == 2 and "decoding" not in r
   assert r["training"]["compile"]["count"] == 1
   assert "2 seeds as one program" in proc.stdout
+
+
+def test_profile_needs_one_seed():
+  proc = conftest.run_program("benchmark", "--quick", "--num_seeds=2", "--profile", *TINY)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "profile" in proc.stderr.strip().splitlines()[-1]

@@ -159,7 +159,8 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
                   alpha: float) -> tuple[dict, list[evaluation.Example]]:
   """Compiles the search for every width of `ev`, then decodes all of it once, timed.
 
-  Returns (report: compile summary, sentences, search seconds, sentences/s; the outputs).
+  Returns (report: compile summary, sentences, search seconds, sentences/s, mean output
+  length in tokens (EOS included); the outputs).
   """
   search = steps.make_search(config, beam_size, alpha)
   by_width = {b.src.shape[1]: b for _, b in ev.batches}
@@ -169,7 +170,8 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
   outputs = evaluation.decode(params, ev, lambda p, s, n: compiled.by_width[s.shape[1]](p, s, n))
   seconds = time.perf_counter() - began
   report = {"compile": _compile_summary(compiled), "sentences": ev.size,
-            "search_seconds": seconds, "sentences_per_sec": ev.size / seconds}
+            "search_seconds": seconds, "sentences_per_sec": ev.size / seconds,
+            "mean_output_len": float(np.mean([len(o.output) for o in outputs]))}
   return report, outputs
 
 

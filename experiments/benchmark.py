@@ -226,7 +226,8 @@ def print_report(r: dict) -> None:
   print(f"decoding with {r['decoding_model']}:")
   for name, row in r["decoding"].items():
     line = (f"  {name:28s} {row['sentences']:5d} sentences, search {_fmt(row['sentences_per_sec'])}"
-            f" sent/s ({row['search_seconds']:.1f} s; compile {row['compile']['count']} x "
+            f" sent/s ({row['search_seconds']:.1f} s, {row['mean_output_len']:.1f} tokens per "
+            f"output; compile {row['compile']['count']} x "
             f"{row['compile']['seconds']:.1f} s)")
     if "program_sentences_per_sec" in row:
       line += (f", whole program {_fmt(row['program_sentences_per_sec'])} sent/s "

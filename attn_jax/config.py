@@ -179,9 +179,10 @@ class TrainConfig:
 
 
 # Fields that may change when a run is resumed: they alter neither the
-# parameters nor the steps already taken (loss_chunk_rows: only their float rounding) (a moved data_dir is checked by the
-# vocabulary's hash in the checkpoint). (num_steps moves the cool-down: a run
-# extended before its cool-down began continues exactly as if planned longer.)
+# parameters nor the steps already taken (a moved data_dir is checked by the
+# vocabulary's hash in the checkpoint; loss_chunk_rows changes only float rounding).
+# (num_steps moves the cool-down: a run extended before its cool-down began
+# continues exactly as if planned longer.)
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",

@@ -2,7 +2,7 @@ r"""Measures training and decoding speed, compilation and memory on this backend
 
   python -m experiments.benchmark --data_dir=../shared/data/multi30k \
       [--flagfile=experiments/configs/bench_matched.flags] [--json=FILE] [--quick] \
-      [--decode_workdir=W]
+      [--decode_workdir=W] [--profile]
 
 Model and training flags are those of experiments.train. With --data_dir the
 batches are real Multi30k (train for training; val and test_2016_flickr for
@@ -10,7 +10,8 @@ decoding); without it, synthetic batches of a Multi30k-like length distribution.
 Decoding uses the trained model of --decode_workdir when given (its own config;
 the whole `experiments.translate` program is then timed too), otherwise the
 freshly initialised model after the timed training steps (output lengths then
-run to the limit, so those decoding figures are a worst case).
+run to the limit, so those decoding figures are a worst case). --profile also times the
+train step's parts one by one (attn_jax/step_profile.py).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ batches are real Multi30k (train for training; val and test_2016_flickr for
 decoding); without it, synthetic batches of a Multi30k-like length distribution.
 Decoding uses the trained model of --decode_workdir when given (its own config;
 the whole `experiments.translate` program is then timed too), otherwise the
-freshly initialised model after the timed training steps (output lengths then
-run to the limit, so those decoding figures are a worst case). --profile also times the
+model as it is after the timed training steps (barely trained: its output lengths,
+printed with each row, are not those of a trained model). --profile also times the
 train step's parts one by one (attn_jax/step_profile.py).
 """
 

@@ -199,15 +199,3 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
       (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1)))
   outs = jnp.swapaxes(outs, 0, 1)  # [batch, tgt_len, hidden]
   return layers.dropout(k_out, outs, config.dropout), jnp.swapaxes(weights, 0, 1)
-
-
-def decode_teacher_forced(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
-                          config: ModelConfig, dropout_key: jax.Array | None = None
-                          ) -> tuple[jax.Array, jax.Array]:
-  """teacher_forced_outputs, then the output layer.
-
-  Returns:
-    logits [batch, tgt_len, tgt_vocab], attention weights [batch, tgt_len, src_len].
-  """
-  outs, weights = teacher_forced_outputs(params, enc, tgt_in, config, dropout_key)
-  return logits(params, outs), weights

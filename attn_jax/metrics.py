@@ -14,7 +14,9 @@ def target_mask(tgt_len: jax.Array, width: int) -> jax.Array:
 
 def cross_entropy_sum(logits: jax.Array, targets: jax.Array, mask: jax.Array,
                       label_smoothing: float = 0.0) -> jax.Array:
-  """Summed masked cross-entropy, optionally against a smoothed target distribution.
+  """Summed masked cross-entropy, optionally against a smoothed target distribution, on
+  whole logits: the definition output_loss.sums (which training and evaluation use)
+  computes in chunks.
 
   Args:
     logits: [batch, tgt_len, vocab]; targets: int [batch, tgt_len]; mask: bool [batch, tgt_len].

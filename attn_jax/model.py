@@ -15,6 +15,14 @@ def init(key: jax.Array, config: ModelConfig) -> dict:
   return {"encoder": encoder.init(k_enc, config), "decoder": decoder.init(k_dec, config)}
 
 
+def dropout_keys(dropout_key: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
+  """(encoder key, decoder key) of a step's dropout key; (None, None) for evaluation."""
+  if dropout_key is None:
+    return None, None
+  k_enc, k_dec = jax.random.split(dropout_key)
+  return k_enc, k_dec
+
+
 def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
                     dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Teacher-forced pass up to the output layer (whose loss output_loss.sums computes).
@@ -22,7 +30,7 @@ def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
   Returns:
     output vectors v_t [batch, tgt_len, hidden] and attention weights [batch, tgt_len, src_len].
   """
-  k_enc, k_dec = (jax.random.split(dropout_key) if dropout_key is not None else (None, None))
+  k_enc, k_dec = dropout_keys(dropout_key)
   enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
   return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec)
 

@@ -43,6 +43,11 @@ def _chunked(x: jax.Array, steps: int) -> jax.Array:
   return jnp.swapaxes(x, 0, 1)  # [chunks, batch, steps, ...]
 
 
+def _chunked_inputs(v, targets, mask, steps):
+  """The scan's inputs: v, targets and mask, each _chunked."""
+  return _chunked(v, steps), _chunked(targets, steps), _chunked(mask, steps)
+
+
 def _chunk_sums(kernel, bias, v, targets, mask, label_smoothing):
   """Logits z [batch, steps, V], log-sum-exp [batch, steps], summed loss and hits."""
   z = v @ kernel + bias  # [batch, steps, V]
@@ -82,8 +87,7 @@ def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
     return (acc[0] + loss, acc[1] + hits), None
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-  (loss, hits), _ = jax.lax.scan(
-      body, init, (_chunked(v, steps), _chunked(targets, steps), _chunked(mask, steps)))
+  (loss, hits), _ = jax.lax.scan(body, init, _chunked_inputs(v, targets, mask, steps))
   return loss, hits
 
 
@@ -106,7 +110,7 @@ def _sums_fwd(kernel, bias, v, targets, mask, label_smoothing, chunk_rows):
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros_like(kernel),
           jnp.zeros_like(bias))
   (loss, hits, d_kernel, d_bias), d_v = jax.lax.scan(
-      body, init, (_chunked(v, steps), _chunked(targets, steps), _chunked(mask, steps)))
+      body, init, _chunked_inputs(v, targets, mask, steps))
   d_v = jnp.swapaxes(d_v, 0, 1).reshape((batch, -1, v.shape[2]))[:, :length]  # [batch, tgt_len, hidden]
   return (loss, hits), (d_kernel, d_bias, d_v)
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import decoder, encoder, inputs, metrics, output_loss, steps
+from attn_jax import decoder, encoder, inputs, metrics, model, output_loss, steps
 from attn_jax.config import Config
 from attn_jax.data import Batch
 
@@ -50,13 +50,13 @@ def _part_functions(config: Config, optimizer: optax.GradientTransformation
   chunk_rows = config.train.loss_chunk_rows
 
   def encoder_part(params, opt_state, batch, key, enc, outs):
-    k_enc, _ = jax.random.split(key)
+    k_enc, _ = model.dropout_keys(key)
     fn = lambda p: encoder.encode(p, batch.src, batch.src_len, model_config, k_enc)
     out, vjp = jax.vjp(fn, params["encoder"])
     return vjp(jax.tree.map(jnp.ones_like, out))
 
   def decoder_part(params, opt_state, batch, key, enc, outs):
-    _, k_dec = jax.random.split(key)
+    _, k_dec = model.dropout_keys(key)
     fn = lambda p, e: decoder.teacher_forced_outputs(p, e, batch.tgt_in, model_config, k_dec)
     out, vjp = jax.vjp(fn, params["decoder"], enc)
     return vjp(jax.tree.map(jnp.ones_like, out))
@@ -94,9 +94,9 @@ def profile(config: Config, batches: list[Batch], key: jax.Array, repeats: int =
   state = steps.init_state(jax.random.key(config.train.seed), config.model, optimizer)
   params, opt_state = state.params, state.opt_state
   encode = jax.jit(lambda p, b, k: encoder.encode(p, b.src, b.src_len, config.model,
-                                                   jax.random.split(k)[0]))
+                                                   model.dropout_keys(k)[0]))
   decode = jax.jit(lambda p, e, b, k: decoder.teacher_forced_outputs(
-      p, e, b.tgt_in, config.model, jax.random.split(k)[1])[0])
+      p, e, b.tgt_in, config.model, model.dropout_keys(k)[1])[0])
   keys = [jax.random.fold_in(key, s) for s in range(len(batches))]
   encs = [encode(params["encoder"], b, k) for b, k in zip(batches, keys)]
   outs = [decode(params["decoder"], e, b, k) for e, b, k in zip(encs, batches, keys)]

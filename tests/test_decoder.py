@@ -35,10 +35,16 @@ def _config(cell, variant, query, feeding, bi):
                             window=1, location_positions=5)
 
 
+def _teacher_forced_logits(params, enc, tgt_in, config):
+  """Logits [batch, tgt_len, vocab] and weights of the teacher-forced scan."""
+  outs, weights = decoder.teacher_forced_outputs(params, enc, tgt_in, config)
+  return decoder.logits(params, outs), weights
+
+
 @functools.lru_cache(maxsize=None)
 def _fns(config):
   enc = jax.jit(lambda p, s, n: encoder.encode(p, s, n, config))
-  tf = jax.jit(lambda p, e, t: decoder.decode_teacher_forced(p, e, t, config))
+  tf = jax.jit(lambda p, e, t: _teacher_forced_logits(p, e, t, config))
   step = jax.jit(lambda p, c, e, ep, m: decoder.step(p, c, e, ep, m, config))
   return enc, tf, step
 

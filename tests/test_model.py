@@ -16,8 +16,8 @@ def test_forward_is_encode_then_decode(rng):
   batch = helpers.random_batch(rng, [3, 5], [2, 4], 5, 4)
   logits, weights = model.forward(params, batch, config)
   enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config)
-  ref_logits, ref_weights = decoder.decode_teacher_forced(params["decoder"], enc, batch.tgt_in,
-                                                          config)
+  outs, ref_weights = decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config)
+  ref_logits = decoder.logits(params["decoder"], outs)
   np.testing.assert_array_equal(np.asarray(logits), np.asarray(ref_logits))
   np.testing.assert_array_equal(np.asarray(weights), np.asarray(ref_weights))
   assert model.count_params(params) == sum(np.size(x) for x in jax.tree.leaves(params))

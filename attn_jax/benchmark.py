@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import (batching, config as config_lib, data, evaluation, flops, host_memory, inputs,
-                      steps, training, translation)
+                      seeds, steps, translation)
 from attn_jax.config import Config, ModelConfig
 
 
@@ -103,10 +103,10 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   inputs.load) the N runs train as one program and the figures count all of them.
   """
   optimizer = steps.make_optimizer(config.train)
-  k_init, key = training.run_keys(config.train)
+  k_init, key = seeds.run_keys(config.train)
   state = steps.init_state(k_init, config.model, optimizer)
   train_step = steps.make_train_step(config.model, config.train, optimizer)
-  compiled = compile_per_width(train_step, {w: (state, b, training.step_key(key, 0))
+  compiled = compile_per_width(train_step, {w: (state, b, seeds.step_key(key, 0))
                                             for w, b in _first_batch_per_width(train).items()})
   step = 0
 
@@ -116,7 +116,7 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
     for _ in range(count):
       batch = train.batch(step)
       state, _ = compiled.by_width[batch.src.shape[-1]](
-          state, batch, training.step_key(key, step))
+          state, batch, seeds.step_key(key, step))
       real = batch.tgt_len > 0
       totals["tgt"] += float(batch.tgt_len.sum())
       totals["src"] += float(batch.src_len[real].sum())

@@ -9,7 +9,7 @@ Each checkpoint is a composite of two items:
 Retention: the latest `keep` checkpoints, plus the one with the best score,
 which the rolling policy never deletes.
 
-Resume order (see training.restore_or_init):
+Resume order (see resume.restore_or_init):
   1. find the latest complete step in the directory;
   2. read its metadata and compare its config with the current one; stop with the
      differing fields if any forbid resuming (nothing is written before this);

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
-from attn_jax import evaluation, inputs, parallel, seeds, steps, training, translation
+from attn_jax import evaluation, inputs, parallel, resume, seeds, steps, translation
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
 from attn_jax.evaluation import Example
@@ -71,7 +71,7 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
   average > 1 the parameters are the element-wise mean of those of the `average`
   latest checkpoints up to the chosen one (checkpoint averaging, as Vaswani et al.
   2017 sec. 6.1; the model config of each must be the same). Raises ModelLoadError
-  or training.IncompatibleCheckpointError, naming the problem.
+  or resume.IncompatibleCheckpointError, naming the problem.
   """
   if average < 1:
     raise ModelLoadError(f"--average: expected 1 or more checkpoints, got {average}")
@@ -99,10 +99,10 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
                            f"so 0 to {num_seeds - 1}; got {seed_index}")
     optimizer = steps.make_optimizer(config.train)
     target = parallel.Placement(jax.devices()[:1]).restore_target(
-        training.abstract_state(config, optimizer))
+        resume.abstract_state(config, optimizer))
     params = []
     for s in averaged:
-      training.check_vocab(metadata[s], inputs.vocab_ids(vocabs), directory, s)
+      resume.check_vocab(metadata[s], inputs.vocab_ids(vocabs), directory, s)
       other = Config.from_dict(metadata[s]["config"])
       if (other.model, other.train.num_seeds) != (config.model, num_seeds):
         raise ModelLoadError(f"--average: {directory}/{s} was trained with another model "

@@ -18,9 +18,10 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.config import Config, DataConfig
+from attn_jax.config import Config, DataConfig, TrainConfig
 from attn_jax.data import Batch
 
 
@@ -47,6 +48,21 @@ def member(tree: Any, k: int) -> Any:
 def fold_in(keys: jax.Array, step: int) -> jax.Array:
   """jax.random.fold_in of each of N keys [N] with the same step -> [N] keys."""
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+
+
+def run_keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
+  """(init key, base dropout key) []; with num_seeds N > 1, those of runs seed, seed + 1,
+  ... stacked [N]. Step s uses fold_in(base, s) (step_key)."""
+  pairs = [jax.random.split(jax.random.key(config.seed + k)) for k in range(config.num_seeds)]
+  if config.num_seeds == 1:
+    return pairs[0][0], pairs[0][1]
+  pairs = jnp.stack(pairs)  # [N, 2]
+  return pairs[:, 0], pairs[:, 1]
+
+
+def step_key(k_train: jax.Array, step: int) -> jax.Array:
+  """The dropout key of step `step`: [] or, for stacked runs, [N]."""
+  return jax.random.fold_in(k_train, step) if k_train.ndim == 0 else fold_in(k_train, step)
 
 
 def stack_batches(batches: list[Batch]) -> Batch:

@@ -7,13 +7,12 @@ import time
 from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import (attention, evaluation, host_memory, inputs, metrics, parallel, plots,
-                      seeds, steps, tasks)
+                      resume, seeds, steps, tasks)
 from attn_jax.checkpoint import Checkpointer
-from attn_jax.config import Config, TrainConfig, field_value, incompatible_fields
+from attn_jax.config import Config
 from attn_jax.evaluation import Example
 from attn_jax.runlog import RunLog, read_records
 
@@ -26,95 +25,8 @@ def score_name(config: Config) -> str:
   return SCORES.get(config.data.task, DEFAULT_SCORE)
 
 
-class IncompatibleCheckpointError(ValueError):
-  """The workdir holds a checkpoint of another configuration or vocabulary."""
-
-
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
-
-
-def run_keys(config: TrainConfig) -> tuple[jax.Array, jax.Array]:
-  """(init key, base dropout key) []; with num_seeds N > 1, those of runs seed, seed + 1,
-  ... stacked [N]. Step s uses fold_in(base, s) (step_key)."""
-  pairs = [jax.random.split(jax.random.key(config.seed + k)) for k in range(config.num_seeds)]
-  if config.num_seeds == 1:
-    return pairs[0][0], pairs[0][1]
-  pairs = jnp.stack(pairs)  # [N, 2]
-  return pairs[:, 0], pairs[:, 1]
-
-
-def step_key(k_train: jax.Array, step: int) -> jax.Array:
-  """The dropout key of step `step`: [] or, for stacked runs, [N]."""
-  return jax.random.fold_in(k_train, step) if k_train.ndim == 0 else seeds.fold_in(k_train, step)
-
-
-def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) -> None:
-  """Raises IncompatibleCheckpointError if a checkpoint's vocabulary hashes differ."""
-  if saved.get("vocab") != vocab_ids:
-    raise IncompatibleCheckpointError(
-        f"{directory}: checkpoint at step {step} was trained with another vocabulary "
-        f"(sha256 saved {saved.get('vocab')}, now {vocab_ids})")
-
-
-def abstract_state(config: Config, optimizer) -> dict:
-  """The training state's shapes and dtypes (a dict of jax.ShapeDtypeStruct trees), stacked
-  [num_seeds, ...] where the config trains several seeds: the target to restore into."""
-  k_init, _ = run_keys(config.train)
-  return jax.eval_shape(lambda: steps.init_state(k_init, config.model, optimizer))._asdict()
-
-
-class CorruptCheckpointError(RuntimeError):
-  """No checkpoint in the directory could be read; the message names them."""
-
-
-def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: str,
-                    vocab_ids: dict | None = None,
-                    placement: parallel.Placement | None = None
-                    ) -> tuple[steps.TrainState, dict]:
-  """(latest readable checkpoint's state and metadata, or a fresh state and {}); follows
-  checkpoint.py's resume order.
-
-  A checkpoint that cannot be read (a partial or corrupted directory) is moved
-  aside to <step>.unreadable with a warning, in favour of the one before it;
-  nothing is deleted. If none can be read, CorruptCheckpointError. A readable one
-  of another config or vocabulary raises IncompatibleCheckpointError.
-  """
-  placement = placement or parallel.Placement(jax.devices()[:1])
-  k_init, _ = run_keys(config.train)
-  saved_steps = ckpt.steps()
-  if not saved_steps:
-    return placement.replicate(steps.init_state(k_init, config.model, optimizer)), {}
-  target = placement.restore_target(abstract_state(config, optimizer))
-  for step in reversed(saved_steps):
-    try:
-      saved = ckpt.metadata(step)
-    except Exception as e:  # pylint: disable=broad-except  # any unreadable file is corrupt
-      _set_aside(ckpt, directory, step, e)
-      continue
-    differing = incompatible_fields(saved.get("config", {}), config)
-    if differing:
-      old = saved.get("config", {})
-      raise IncompatibleCheckpointError(
-          f"{directory}: checkpoint at step {step} has another config; differing fields: "
-          + ", ".join(f"{f} (saved {field_value(old, f)!r}, now {field_value(config, f)!r})"
-                      for f in differing))
-    check_vocab(saved, vocab_ids, directory, step)
-    try:
-      state, metadata = ckpt.restore(step, target)
-    except Exception as e:  # pylint: disable=broad-except
-      _set_aside(ckpt, directory, step, e)
-      continue
-    return steps.TrainState(**state), metadata
-  raise CorruptCheckpointError(f"{directory}: no checkpoint is readable (steps {saved_steps}, "
-                               f"now moved to <step>.unreadable); a rerun starts afresh")
-
-
-def _set_aside(ckpt: Checkpointer, directory: str, step: int, error: Exception) -> None:
-  reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-  moved = ckpt.set_aside(step)
-  print(f"warning: {directory}: checkpoint at step {step} is unreadable ({reason}); moved to "
-        f"{moved}; trying the one before it", flush=True)
 
 
 def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLog,
@@ -306,7 +218,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  state, metadata = restore_or_init(config, ckpt, optimizer, ckpt_dir,
+  state, metadata = resume.restore_or_init(config, ckpt, optimizer, ckpt_dir,
                                     inputs.vocab_ids(run_data.vocabs), placement)
   patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
   start = int(state.step)
@@ -342,7 +254,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
 def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
   """Steps from state.step to num_steps (or an early stop); returns the last evaluation."""
   tc, widths = ctx.config.train, ctx.data.train.widths
-  _, k_train = run_keys(tc)
+  _, k_train = seeds.run_keys(tc)
   leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
   window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
@@ -354,7 +266,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       timer.pause()
       began = time.time()
     state, sums = ctx.train_step(state, ctx.placement.batch(batch, leading),
-                                 step_key(k_train, step))
+                                 seeds.step_key(k_train, step))
     window.append(sums)
     if width not in compiled:
       jax.block_until_ready(sums)

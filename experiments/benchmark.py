@@ -41,6 +41,8 @@ flags.DEFINE_integer("window_steps", 40, "Training steps per timed window.", low
 flags.DEFINE_integer("warmup", 20, "Untimed training steps after compilation.", lower_bound=0)
 flags.DEFINE_boolean("decode", True, "Also time decoding (--nodecode: training only).")
 flags.DEFINE_string("decode_workdir", "", "A trained translation workdir to time decoding with.")
+flags.DEFINE_integer("decode_batch_size", 0,
+                     "Sentences decoded together; 0: the training batch size.", lower_bound=0)
 flags.DEFINE_integer("beam_size", 5, "Beam size of the beam-search figures.", lower_bound=2)
 flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty of beam search.", lower_bound=0.0)
 flags.DEFINE_float("mean_len", 14.0, "Synthetic data: mean source length in tokens.",
@@ -93,7 +95,7 @@ def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
   return {"synthetic": held_out}
 
 
-def _whole_program(workdir: str, source_path: str, beam_size: int) -> dict:
+def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: int) -> dict:
   """Wall time and peak RSS of `experiments.translate` on one file, as a subprocess."""
   with tempfile.TemporaryDirectory() as tmp:
     began = time.perf_counter()
@@ -101,7 +103,7 @@ def _whole_program(workdir: str, source_path: str, beam_size: int) -> dict:
         [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
          f"--input={source_path}", f"--output={os.path.join(tmp, 'out')}",
          f"--beam_size={beam_size}", f"--length_penalty={FLAGS.length_penalty}",
-         f"--compilation_cache={FLAGS.compilation_cache}"],
+         f"--batch_size={batch_size}", f"--compilation_cache={FLAGS.compilation_cache}"],
         capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
   if proc.returncode:
@@ -125,7 +127,8 @@ def _decoding(config, params, vocabs, sets, model, tmp: str) -> dict:
         source = os.path.join(tmp, f"{split}.src")
         with open(source, "w", encoding="utf-8") as f:
           f.write("".join(s + "\n" for s in ev.text.src))
-        whole = _whole_program(FLAGS.decode_workdir, source, beam_size)
+        whole = _whole_program(FLAGS.decode_workdir, source, beam_size,
+                               FLAGS.decode_batch_size or config.train.batch_size)
         row["program_seconds"] = whole["seconds"]
         row["program_sentences_per_sec"] = ev.size / whole["seconds"]
         row["program_peak_rss_gib"] = whole["peak_rss_gib_children"]
@@ -133,20 +136,24 @@ def _decoding(config, params, vocabs, sets, model, tmp: str) -> dict:
   return report
 
 
-def measure() -> dict:
-  """Every figure of the benchmark, as one JSON-able dict."""
-  if FLAGS.quick:
-    FLAGS.windows, FLAGS.window_steps, FLAGS.warmup = 5, 3, 2
-    FLAGS.matmul_size = min(FLAGS.matmul_size, 512)
-  model_config = config_flags.model_config()
-  train_config = config_flags.section(config_lib.TrainConfig, "train")
+def benchmark_config() -> config_lib.Config:
+  """The Config timed: Multi30k batches with --data_dir, else synthetic ones."""
   data_config = config_lib.DataConfig(task="translation" if FLAGS.data_dir else "reverse",
                                       vocab_size=FLAGS.vocab_size, max_len=FLAGS.max_len,
                                       src_lang=FLAGS.src_lang, tgt_lang=FLAGS.tgt_lang,
                                       joint_vocab=FLAGS.joint_vocab, data_dir=FLAGS.data_dir,
                                       seed=FLAGS.data_seed)
-  config = config_lib.Config(model=model_config, data=data_config, train=train_config)
-  if FLAGS.profile and train_config.num_seeds > 1:
+  return config_lib.Config(model=config_flags.model_config(), data=data_config,
+                           train=config_flags.section(config_lib.TrainConfig, "train"))
+
+
+def measure() -> dict:
+  """Every figure of the benchmark, as one JSON-able dict."""
+  if FLAGS.quick:
+    FLAGS.windows, FLAGS.window_steps, FLAGS.warmup = 5, 3, 2
+    FLAGS.matmul_size = min(FLAGS.matmul_size, 512)
+  config = benchmark_config()
+  if FLAGS.profile and config.train.num_seeds > 1:
     raise config_lib.ConfigError("profile: times one run's step; use it with --num_seeds=1")
   results: dict = {
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
@@ -180,7 +187,8 @@ def measure() -> dict:
     if FLAGS.decode_workdir:
       model = inference.load(FLAGS.decode_workdir, "best")
       params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
-    sets = _decode_sets(decode_config, decode_vocabs, train_config.batch_size)
+    results["decode_batch_size"] = FLAGS.decode_batch_size or config.train.batch_size
+    sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
     results["eval_step_compile"] = benchmark.compile_eval_step(
         decode_config.model, params, next(iter(sets.values())))
     results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
@@ -224,7 +232,7 @@ def print_report(r: dict) -> None:
     return
   print(f"compilation: eval step {r['eval_step_compile']['count']} x, "
         f"{r['eval_step_compile']['seconds']:.1f} s")
-  print(f"decoding with {r['decoding_model']}:")
+  print(f"decoding with {r['decoding_model']}, batches of {r['decode_batch_size']}:")
   for name, row in r["decoding"].items():
     line = (f"  {name:28s} {row['sentences']:5d} sentences, search {_fmt(row['sentences_per_sec'])}"
             f" sent/s ({row['search_seconds']:.1f} s, {row['mean_output_len']:.1f} tokens per "

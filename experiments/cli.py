@@ -15,7 +15,7 @@ from typing import Callable
 from absl import flags, logging
 import jax
 
-from attn_jax import config as config_lib, corpus, inference, training
+from attn_jax import config as config_lib, corpus, inference, resume, training
 
 FLAGS = flags.FLAGS
 
@@ -27,8 +27,8 @@ flags.DEFINE_string(
     "XLA's persistent compilation cache: a program compiles each step function once per "
     "shape and machine, later runs load it from here. 'none' turns it off.")
 
-EXPECTED_ERRORS = (corpus.CorpusError, training.IncompatibleCheckpointError,
-                   training.CorruptCheckpointError, training.NonFiniteLossError,
+EXPECTED_ERRORS = (corpus.CorpusError, resume.IncompatibleCheckpointError,
+                   resume.CorruptCheckpointError, training.NonFiniteLossError,
                    inference.ModelLoadError)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax import data, decoder, encoder, layers, model
+from attn_jax import decoder, encoder, layers, model
 
 SRC_LENGTHS = [3, 6, 1, 4]
 SRC_WIDTH, TGT_WIDTH = 6, 5

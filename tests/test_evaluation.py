@@ -7,7 +7,6 @@ import math
 
 import jax
 import numpy as np
-import pytest
 
 import helpers
 from attn_jax import data, evaluation, steps, tasks

@@ -13,7 +13,7 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import steps, training
+from attn_jax import resume, steps, training
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
                                                     checkpoint_every=3))
   training.train_and_evaluate(config, str(tmp_path))
   _corrupt(str(tmp_path), 3)
-  with pytest.raises(training.CorruptCheckpointError, match="no checkpoint is readable"):
+  with pytest.raises(resume.CorruptCheckpointError, match="no checkpoint is readable"):
     training.train_and_evaluate(config, str(tmp_path))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax import checkpoint, inference, inputs, seeds, steps, training
+from attn_jax import checkpoint, inference, inputs, resume, seeds, steps, training
 from attn_jax.config import Config
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def _config(**train) -> Config:
 def _final(workdir: str, config: Config) -> dict:
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
-    state, _ = ckpt.restore(6, training.abstract_state(config, steps.make_optimizer(config.train)))
+    state, _ = ckpt.restore(6, resume.abstract_state(config, steps.make_optimizer(config.train)))
   finally:
     ckpt.close()
   return state

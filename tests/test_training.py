@@ -9,11 +9,10 @@ import math
 import os
 
 import jax
-import numpy as np
 import pytest
 
 import helpers
-from attn_jax import checkpoint, steps, training
+from attn_jax import checkpoint, resume, steps, training
 from attn_jax.config import Config
 
 pytestmark = pytest.mark.slow
@@ -171,7 +170,7 @@ def test_incompatible_config_is_refused_and_nothing_is_written(runs, change, fie
       model=dataclasses.replace(base.model, **change.get("model", {})),
       data=dataclasses.replace(base.data, **change.get("data", {})),
       train=dataclasses.replace(base.train, **change.get("train", {})))
-  with pytest.raises(training.IncompatibleCheckpointError) as info:
+  with pytest.raises(resume.IncompatibleCheckpointError) as info:
     training.train_and_evaluate(config, workdir)
   message = str(info.value)
   assert field in message and f"step {N}" in message

@@ -11,7 +11,7 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax import training, translation, vocab
+from attn_jax import resume, training, translation, vocab
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path):
   path = translation.vocab_paths(workdir, "en", "de", True)[0]
   with open(path, "wb") as f:
     f.write(vocab.train([w.upper() for w in helpers.CORPUS_WORDS] + helpers.CORPUS_WORDS, 292))
-  with pytest.raises(training.IncompatibleCheckpointError, match="another vocabulary"):
+  with pytest.raises(resume.IncompatibleCheckpointError, match="another vocabulary"):
     training.train_and_evaluate(_config(data_dir, patience=1), workdir)
 
 

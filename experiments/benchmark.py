@@ -112,7 +112,7 @@ def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: i
   return {"seconds": seconds, "peak_rss_gib_children": rss}
 
 
-def _decoding(config, params, vocabs, sets, model, tmp: str) -> dict:
+def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) -> dict:
   """Greedy and beam figures per evaluation set; with a trained `model`, also the whole
   translate program (peak RSS: the largest child process so far)."""
   report = {}
@@ -127,8 +127,7 @@ def _decoding(config, params, vocabs, sets, model, tmp: str) -> dict:
         source = os.path.join(tmp, f"{split}.src")
         with open(source, "w", encoding="utf-8") as f:
           f.write("".join(s + "\n" for s in ev.text.src))
-        whole = _whole_program(FLAGS.decode_workdir, source, beam_size,
-                               FLAGS.decode_batch_size or config.train.batch_size)
+        whole = _whole_program(FLAGS.decode_workdir, source, beam_size, batch_size)
         row["program_seconds"] = whole["seconds"]
         row["program_sentences_per_sec"] = ev.size / whole["seconds"]
         row["program_peak_rss_gib"] = whole["peak_rss_gib_children"]
@@ -193,7 +192,8 @@ def measure() -> dict:
         decode_config.model, params, next(iter(sets.values())))
     results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
                                  else "untrained (after the timed steps)")
-    results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model, tmp)
+    results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model,
+                                     results["decode_batch_size"], tmp)
   return results
 
 

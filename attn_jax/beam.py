@@ -49,7 +49,7 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def _tile(x: jax.Array, beam: int) -> jax.Array:
+def tile(x: jax.Array, beam: int) -> jax.Array:
   """[batch, ...] -> [batch*beam, ...], each row repeated beam times."""
   return jnp.repeat(x, beam, axis=0)
 
@@ -78,7 +78,7 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
   k = beam_size
   enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
-  mem = jax.tree.map(lambda x: _tile(x, k), decoder.memory(dec_params, enc, config))
+  mem = jax.tree.map(lambda x: tile(x, k), decoder.memory(dec_params, enc, config))
   banned = never_emit(config.tgt_vocab_size)  # [vocab]
 
   def step_fn(last: jax.Array, dec: decoder.DecoderCarry):
@@ -86,7 +86,7 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     dec, log_p, weights = decoder.next_token_log_probs(dec_params, dec, last, mem, config)
     return log_p + banned, dec, weights
 
-  dec0 = jax.tree.map(lambda x: _tile(x, k), decoder.initial_carry(dec_params, enc, config))
+  dec0 = jax.tree.map(lambda x: tile(x, k), decoder.initial_carry(dec_params, enc, config))
   return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits)
 
 

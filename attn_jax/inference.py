@@ -16,21 +16,37 @@ import jax
 
 from attn_jax import evaluation, inputs, parallel, resume, seeds, steps, translation
 from attn_jax.checkpoint import Checkpointer
-from attn_jax.config import Config
+from attn_jax.config import Config, ModelConfig
 from attn_jax.evaluation import Example
 
 class ModelLoadError(ValueError):
   """The workdir holds no usable model; the message names the directory or file."""
 
 
+class Member(NamedTuple):
+  """Where one model of an ensemble came from."""
+  workdir: str
+  step: int  # its checkpoint's training step
+  seed_index: int | None  # which of a num_seeds > 1 workdir's models; None if one
+
+
 class Trained(NamedTuple):
-  config: Config
-  params: dict
+  config: Config  # of the model; of the first member for an ensemble
+  params: dict | tuple[dict, ...]  # an ensemble's: one tree per member
   vocabs: translation.Vocabs | None  # None for a synthetic task
-  step: int  # the training step of the restored checkpoint
+  step: int  # the training step of the restored checkpoint (the first member's)
   seed_index: int | None = None  # which of a num_seeds > 1 workdir's models; None if one
   num_seeds: int = 1  # the models the workdir holds
   averaged_steps: tuple[int, ...] = ()  # the checkpoints whose parameters were averaged
+  members: tuple[Member, ...] = ()  # an ensemble's models (load_ensemble); () for one model
+  member_configs: tuple[Config, ...] = ()  # and their configs, in the same order
+
+  @property
+  def search_config(self) -> ModelConfig | tuple[ModelConfig, ...]:
+    """What steps.make_search takes: the model config, or an ensemble's tuple of them."""
+    if self.members:
+      return tuple(c.model for c in self.member_configs)
+    return self.config.model
 
 
 def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
@@ -117,6 +133,36 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
     return Trained(config, mean, vocabs, step, averaged_steps=tuple(averaged))
   return Trained(seeds.member_config(config, seed_index), seeds.member(mean, seed_index),
                  vocabs, step, seed_index, num_seeds, tuple(averaged))
+
+
+def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
+                  translation_only: bool = True) -> Trained:
+  """Every model of `workdirs` (each seed of a num_seeds > 1 workdir), each at its own
+  checkpoint `which`, as one ensemble (ensemble.py) decoding with the first's data options.
+
+  Raises ModelLoadError naming a workdir that cannot join: another language pair or
+  other vocabularies than the first.
+  """
+  loaded: list[Trained] = []
+  members: list[Member] = []
+  for workdir in workdirs:
+    first = load(workdir, which, 0, translation_only, average)
+    models = [first] + [load(workdir, which, k, translation_only, average)
+                        for k in range(1, first.num_seeds)]
+    loaded += models
+    members += [Member(workdir, t.step, t.seed_index) for t in models]
+  head = loaded[0]
+  pair = lambda t: (t.config.data.src_lang, t.config.data.tgt_lang)
+  for member, t in zip(members, loaded):
+    if pair(t) != pair(head):
+      raise ModelLoadError(f"--ensemble: {member.workdir} translates {'-'.join(pair(t))}, "
+                           f"{members[0].workdir} {'-'.join(pair(head))}")
+    if inputs.vocab_ids(t.vocabs) != inputs.vocab_ids(head.vocabs):
+      raise ModelLoadError(f"--ensemble: {member.workdir} was trained with other vocabularies "
+                           f"than {members[0].workdir}")
+  return head._replace(params=tuple(t.params for t in loaded), seed_index=None, num_seeds=1,
+                       members=tuple(members),
+                       member_configs=tuple(t.config for t in loaded))
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import beam, decoder, metrics, model, output_loss, search
+from attn_jax import beam, decoder, ensemble, metrics, model, output_loss, search
 from attn_jax.config import ModelConfig, TrainConfig
 from attn_jax.data import Batch
 
@@ -142,9 +142,12 @@ def max_output_len(src_width: int, ratio: float, extra: int) -> int:
   return int(math.ceil(ratio * (src_width - 1))) + extra + 1
 
 
-def make_search(config: ModelConfig, beam_size: int = 1, alpha: float = 0.0,
-                ratio: float = 1.5, extra: int = 10):
+def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,
+                alpha: float = 0.0, ratio: float = 1.5, extra: int = 10):
   """(params, src, src_len) -> search.Hypotheses, jitted once per source width.
+
+  A tuple of configs decodes with the ensemble of those models (ensemble.py; any
+  beam size, 1 included): params is then a tuple of parameter trees, one per config.
 
   Each sentence may emit at most ceil(ratio * n) + extra tokens and EOS, n its
   source length (search.output_limits). beam_size 1 is greedy search (which beam
@@ -156,6 +159,9 @@ def make_search(config: ModelConfig, beam_size: int = 1, alpha: float = 0.0,
   def run(params: dict, src: jax.Array, src_len: jax.Array) -> search.Hypotheses:
     max_len = max_output_len(src.shape[1], ratio, extra)
     limits = search.output_limits(src_len, ratio, extra, max_len)  # [batch]
+    if isinstance(config, tuple):
+      return ensemble.beam_search(params, src, src_len, config, max_len, beam_size, alpha,
+                                  limits)
     if beam_size == 1:
       return search.greedy(params, src, src_len, config, max_len, limits)
     return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits)

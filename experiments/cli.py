@@ -102,9 +102,28 @@ def define_decoding_flags() -> None:
                        "Decode with the mean parameters of this many latest checkpoints up to "
                        "--checkpoint (checkpoint averaging; 1: that checkpoint alone).",
                        lower_bound=1)
+  flags.DEFINE_list("ensemble", [],
+                    "Further workdirs whose models decode together with --workdir's as one "
+                    "ensemble (their next-token probabilities averaged), each at its own "
+                    "--checkpoint; every model of a --num_seeds workdir joins.")
+  flags.DEFINE_bool("ensemble_seeds", False,
+                    "Decode with every model of a --num_seeds workdir as one ensemble "
+                    "(what --ensemble does for each workdir it names).")
   flags.DEFINE_integer("beam_size", 5, "Beam size; 1 is greedy search.", lower_bound=1)
   flags.DEFINE_float("length_penalty", 0.6,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
                      lower_bound=0.0)
   flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.", lower_bound=1)
   flags.mark_flag_as_required("workdir")
+
+
+def load_model() -> inference.Trained:
+  """The model (or ensemble) that the decoding flags name."""
+  if FLAGS.ensemble or FLAGS.ensemble_seeds:
+    if FLAGS["seed_index"].present:
+      raise inference.ModelLoadError("--seed_index: not with --ensemble or --ensemble_seeds, "
+                                     "which take every model of each workdir")
+    return inference.load_ensemble([FLAGS.workdir, *FLAGS.ensemble], FLAGS.checkpoint,
+                                   FLAGS.average)
+  return inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index,
+                        average=FLAGS.average)

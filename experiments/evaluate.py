@@ -2,7 +2,8 @@ r"""Scores a trained translation model on one split of a parallel corpus.
 
   python -m experiments.evaluate --workdir=runs/multi30k_en_de \
       --data_dir=../shared/data/multi30k --split=test_2016_flickr [--beam_size=5] \
-      [--length_penalty=0.6] [--checkpoint=best]
+      [--length_penalty=0.6] [--checkpoint=best] [--ensemble=W2,...] \
+      [--beam_sizes=5,10 --length_penalties=0.6,1.0,1.5 --tune_split=val]
 
 Prints and writes W/eval/<split>.json: sacreBLEU (cased, 13a) with its signature,
 tokenised lowercased BLEU (the Multi30k papers' protocol), chrF, BLEU per
@@ -10,7 +11,12 @@ source-length bucket (also drawn in W/eval/<split>_bleu_by_length.png), timings;
 the detokenised outputs go to W/eval/<split>.<tgt_lang>, one line per sentence.
 In a workdir trained with --num_seeds, --seed_index=k picks a model and the
 files are named <split>_seed<k>.*; with --average=N (the mean parameters of the
-N latest checkpoints up to --checkpoint) they end in _avg<N>.
+N latest checkpoints up to --checkpoint) they end in _avg<N>. With --ensemble=W2,...
+the M models of --workdir and the listed workdirs decode as one ensemble
+(attn_jax/ensemble.py) and the files, in --workdir, are named <split>_ens<M>.*.
+With --beam_sizes=5,10 [--length_penalties=0.6,1.0,1.5] every setting is first
+scored on --tune_split (val), and --split is decoded with the best of them only;
+the report then holds the whole sweep under "tuning".
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import time
 
 from absl import app, flags
 
-from attn_jax import bleu, evaluation, inference, inputs, plots, steps, translation
+from attn_jax import (bleu, config as config_lib, evaluation, inference, inputs, plots, steps,
+                      translation)
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -30,6 +37,13 @@ cli.define_decoding_flags()
 flags.DEFINE_string("data_dir", "",
                     "Directory of <split>.<lang>[.gz] files; default: the one trained on.")
 flags.DEFINE_string("split", "test_2016_flickr", "Split to score (never tune on a test split).")
+flags.DEFINE_list("beam_sizes", [],
+                  "If given: first decode --tune_split with every beam size of this list and "
+                  "length penalty of --length_penalties, then score --split with the setting "
+                  "of the best tok-lc BLEU there (instead of --beam_size/--length_penalty).")
+flags.DEFINE_list("length_penalties", ["0.6", "1.0", "1.5"],
+                  "Length penalties tried with --beam_sizes.")
+flags.DEFINE_string("tune_split", "val", "Split that --beam_sizes tunes on (not a test split).")
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -39,15 +53,15 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def evaluate(trained: inference.Trained, data_dir: str, split_name: str
-             ) -> tuple[dict, list[str]]:
+def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_size: int,
+             alpha: float) -> tuple[dict, list[str]]:
   """Decodes `split_name`: (the report (see the module docstring), the output lines)."""
   began = time.time()
   d = trained.config.data
   split = translation.load_split(data_dir, split_name, d.src_lang, d.tgt_lang, trained.vocabs,
                                  inputs.bucket_widths(d.max_len))
   ev = inputs.eval_data(split, FLAGS.batch_size)
-  search = steps.make_search(trained.config.model, FLAGS.beam_size, FLAGS.length_penalty)
+  search = steps.make_search(trained.search_config, beam_size, alpha)
   search_began = time.time()
   outputs = evaluation.decode(trained.params, ev, search)
   search_seconds = time.time() - search_began
@@ -56,17 +70,51 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str
   report = {
       "split": split_name, "data_dir": data_dir, "sentences": ev.size,
       "checkpoint_step": trained.step, "averaged_steps": list(trained.averaged_steps),
-      "beam_size": FLAGS.beam_size,
-      "length_penalty": FLAGS.length_penalty, **scores, "bleu_by_length": by_length,
+      "ensemble": [m._asdict() for m in trained.members],
+      "beam_size": beam_size, "length_penalty": alpha, **scores, "bleu_by_length": by_length,
       "search_seconds_incl_compile": round(search_seconds, 2),
       "program_seconds_after_load": round(time.time() - began, 2)}
   return report, [inference.detokenize(o, trained) for o in outputs]
+
+
+def _numbers(name: str, kind: type, lowest: float) -> list:
+  try:
+    values = [kind(v) for v in FLAGS[name].value]
+  except ValueError:
+    raise config_lib.ConfigError(f"{name}: expected {kind.__name__}s, got "
+                                 f"{','.join(FLAGS[name].value)}") from None
+  if any(v < lowest for v in values):
+    raise config_lib.ConfigError(f"{name}: every value must be at least {lowest}")
+  return values
+
+
+def tune(trained: inference.Trained, data_dir: str) -> dict:
+  """Every --beam_sizes x --length_penalties setting on --tune_split:
+  {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
+  if FLAGS.tune_split.startswith("test"):
+    raise config_lib.ConfigError(f"tune_split: {FLAGS.tune_split} is a test split; tune on val")
+  if FLAGS.tune_split == FLAGS.split:
+    raise config_lib.ConfigError("tune_split: the split tuned on must not be the one scored")
+  rows = []
+  for beam_size in _numbers("beam_sizes", int, 1):
+    for alpha in _numbers("length_penalties", float, 0.0):
+      report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha)
+      rows.append({"beam_size": beam_size, "length_penalty": alpha,
+                   "bleu_tok_lc": report["bleu_tok_lc"]})
+      print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "
+            f"tok-lc BLEU {report['bleu_tok_lc']:.2f}", flush=True)
+  best = max(rows, key=lambda r: r["bleu_tok_lc"])  # the first of equals: smaller beam
+  return {"split": FLAGS.tune_split, "settings": rows, "chosen": best}
 
 
 def print_report(report: dict) -> None:
   averaged = report["averaged_steps"]
   what = (f"checkpoint step {report['checkpoint_step']}" if len(averaged) <= 1
           else f"mean of the checkpoints at steps {', '.join(map(str, averaged))}")
+  if report["ensemble"]:
+    what = f"ensemble of {len(report['ensemble'])} models (" + ", ".join(
+        f"{m['workdir']}" + ("" if m["seed_index"] is None else f" seed {m['seed_index']}")
+        + f" step {m['step']}" for m in report["ensemble"]) + ")"
   print(f"{report['split']} ({report['sentences']} sentences), {what}, "
         f"beam {report['beam_size']}, length penalty {report['length_penalty']}:")
   for name in ("bleu_tok_lc", "bleu", "chrf"):
@@ -78,23 +126,31 @@ def print_report(report: dict) -> None:
 
 def main(argv):
   def body():
-    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index,
-                             average=FLAGS.average)
+    trained = cli.load_model()
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
-    report, hyps = evaluate(trained, data_dir, FLAGS.split)
+    tuning = None
+    beam_size, alpha = FLAGS.beam_size, FLAGS.length_penalty
+    if FLAGS.beam_sizes:
+      tuning = tune(trained, data_dir)
+      beam_size, alpha = tuning["chosen"]["beam_size"], tuning["chosen"]["length_penalty"]
+    report, hyps = evaluate(trained, data_dir, FLAGS.split, beam_size, alpha)
+    if tuning:
+      report["tuning"] = tuning
     print_report(report)
     out_dir = os.path.join(FLAGS.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     name = FLAGS.split
     if trained.seed_index is not None:
       name += f"_seed{trained.seed_index}"
+    if trained.members:
+      name += f"_ens{len(trained.members)}"
     if len(trained.averaged_steps) > 1:
       name += f"_avg{len(trained.averaged_steps)}"
     base = os.path.join(out_dir, name)
     _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
     _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
     plots.bleu_by_length(report["bleu_by_length"], f"{base}_bleu_by_length.png",
-                         title=f"{FLAGS.split}, beam {FLAGS.beam_size}")
+                         title=f"{FLAGS.split}, beam {beam_size}")
     print(f"wrote {base}.json")
   cli.run(body, argv, path=FLAGS.workdir)
 

@@ -2,11 +2,14 @@ r"""Translates raw text with a trained model: one output line per input line.
 
   python -m experiments.translate --workdir=runs/multi30k_en_de \
       --input=source.en --output=output.de [--checkpoint=best] [--beam_size=5] \
-      [--length_penalty=0.6] [--batch_size=64] [--attention_plots=DIR --num_plots=N]
+      [--length_penalty=0.6] [--batch_size=64] [--attention_plots=DIR --num_plots=N] \
+      [--ensemble=W2,W3]
 
 `-` reads stdin or writes stdout. Input is strict UTF-8 split on "\n"; a blank
 input line gives an empty output line. Sentences are batched by length and
-decoded by the jitted search, one compilation per length bucket.
+decoded by the jitted search, one compilation per length bucket. With --ensemble
+the models of --workdir and of the listed workdirs decode together, their
+next-token probabilities averaged (attention plots show the members' mean).
 """
 
 from __future__ import annotations
@@ -62,9 +65,8 @@ def plot_attention(trained: inference.Trained, outputs, directory: str, count: i
 def main(argv):
   def body():
     sentences = read_input(FLAGS.input)
-    trained = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.seed_index,
-                             average=FLAGS.average)
-    search = steps.make_search(trained.config.model, FLAGS.beam_size, FLAGS.length_penalty)
+    trained = cli.load_model()
+    search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size)
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
     has_weights = attention.VARIANTS[trained.config.model.attention].has_weights

@@ -107,3 +107,9 @@ def test_each_vmapped_seed_equals_its_stand_alone_run_through_a_resume(tmp_path)
   assert helpers.tree_equal(trained.params, seeds.member(stacked["params"], 1))
   with pytest.raises(inference.ModelLoadError, match="--seed_index"):
     inference.load(stacked_dir, "latest", seed_index=N, translation_only=False)
+  # ... or all together as one ensemble (evaluate/translate --ensemble_seeds).
+  ensemble = inference.load_ensemble([stacked_dir], "latest", translation_only=False)
+  assert [(m.seed_index, m.step) for m in ensemble.members] == [(k, 6) for k in range(N)]
+  assert ensemble.member_configs == tuple(seeds.member_config(config, k) for k in range(N))
+  for k in range(N):
+    assert helpers.tree_equal(ensemble.params[k], seeds.member(stacked["params"], k))

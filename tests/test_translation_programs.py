@@ -135,3 +135,88 @@ def test_evaluate_line_count_mismatch_is_one_line(trained, tmp_path):
                               f"--data_dir={data_dir}", "--split=val")
   assert conftest.error_line(proc) == (
       f"error: {tmp_path / 'val.en'} has 12 lines but {tmp_path / 'val.de'} has 13")
+
+
+def test_evaluate_ensemble_of_one_model_twice_equals_that_model(trained):
+  workdir = trained["workdir"]
+  for extra in ([], [f"--ensemble={workdir}"]):
+    proc = conftest.run_program("evaluate", f"--workdir={workdir}", "--split=test",
+                                "--beam_size=3", "--checkpoint=latest", *extra)
+    assert proc.returncode == 0, proc.stderr
+  read = lambda name: open(os.path.join(workdir, "eval", name), encoding="utf-8").read()
+  assert read("test_ens2.de") == read("test.de")
+  single, ens = json.loads(read("test.json")), json.loads(read("test_ens2.json"))
+  assert ens["bleu_tok_lc"] == single["bleu_tok_lc"] and single["ensemble"] == []
+  assert ens["ensemble"] == [{"workdir": workdir, "step": 4, "seed_index": None}] * 2
+  assert "ensemble of 2 models" in proc.stdout
+
+
+def test_translate_ensemble_matches_the_library(trained):
+  workdir = trained["workdir"]
+  sentences = ["the red cat", "a big dog sits on the bird"]
+  proc = conftest.run_program("translate", f"--workdir={workdir}", f"--ensemble={workdir}",
+                              "--checkpoint=2", "--beam_size=2",
+                              stdin="".join(s + "\n" for s in sentences).encode())
+  assert proc.returncode == 0, proc.stderr
+  ens = inference.load_ensemble([workdir, workdir], "2")
+  assert ens.search_config == (ens.config.model,) * 2 and ens.step == 2
+  expected = [inference.detokenize(o, ens) for o in inference.translate(
+      ens, sentences, steps.make_search(ens.search_config, 2, 0.6), batch_size=64)]
+  assert proc.stdout.split("\n")[:-1] == expected
+
+
+def test_ensemble_with_seed_index_is_one_line(trained):
+  proc = conftest.run_program("translate", f"--workdir={trained['workdir']}",
+                              f"--ensemble={trained['workdir']}", "--seed_index=0",
+                              stdin=b"the cat\n")
+  assert conftest.error_line(proc) == (
+      "error: --seed_index: not with --ensemble or --ensemble_seeds, which take every model "
+      "of each workdir")
+
+
+def test_ensemble_with_other_vocabularies_is_one_line(trained):
+  other = str(trained["root"] / "other_vocab")
+  config = helpers.tiny_config(
+      data_overrides=dict(task="translation", data_dir=trained["data_dir"], vocab_size=320,
+                          max_len=15),
+      train_overrides=dict(num_steps=1, eval_every=1, checkpoint_every=1, num_plots=0))
+  training.train_and_evaluate(config, other)
+  before = conftest.snapshot(trained["workdir"])
+  proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
+                              f"--ensemble={other}", "--split=test")
+  assert conftest.error_line(proc) == (
+      f"error: --ensemble: {other} was trained with other vocabularies than "
+      f"{trained['workdir']}")
+  assert conftest.snapshot(trained["workdir"]) == before
+
+
+def test_evaluate_tunes_beam_and_penalty_on_val_then_scores_test_once(trained):
+  workdir = trained["workdir"]
+  proc = conftest.run_program("evaluate", f"--workdir={workdir}", "--split=test",
+                              "--beam_sizes=1,2", "--length_penalties=0,1.5")
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, "eval", "test.json"), encoding="utf-8") as f:
+    report = json.load(f)
+  tuning = report["tuning"]
+  assert tuning["split"] == "val"
+  assert [(r["beam_size"], r["length_penalty"]) for r in tuning["settings"]] == [
+      (1, 0.0), (1, 1.5), (2, 0.0), (2, 1.5)]
+  best = max(r["bleu_tok_lc"] for r in tuning["settings"])
+  assert tuning["chosen"]["bleu_tok_lc"] == best
+  assert (report["beam_size"], report["length_penalty"]) == (
+      tuning["chosen"]["beam_size"], tuning["chosen"]["length_penalty"])
+  assert proc.stdout.count("val: beam") == 4
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beam_sizes=5", "--tune_split=test"],
+     "flag --tune_split: test is a test split; tune on val"),
+    (["--beam_sizes=5", "--tune_split=val", "--split=val"],
+     "flag --tune_split: the split tuned on must not be the one scored"),
+    (["--beam_sizes=5,x"], "flag --beam_sizes: expected ints, got 5,x"),
+    (["--beam_sizes=0"], "flag --beam_sizes: every value must be at least 1"),
+])
+def test_evaluate_bad_tuning_flags_are_one_line(trained, flags, message):
+  proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}", "--split=test",
+                              *flags)
+  assert conftest.error_line(proc) == f"error: {message}"

@@ -1,0 +1,75 @@
+"""Decoding with several trained models at once: an ensemble of their next-token distributions.
+
+At every search step each member m runs its own decoder step on the shared
+prefix and gives p_m(y_t | y_<t, x); the ensemble's distribution is their mean,
+    p(y_t | y_<t, x) = 1/M sum_m p_m(y_t | y_<t, x)
+(the probability averaging of Sutskever et al. 2014 sec. 3.4 and the WMT systems
+since), computed in log space as logsumexp_m log p_m - log M. Members may differ
+in every model option (width, cell, attention variant) but must share the source
+and target vocabularies; each encodes the source once and keeps its own decoder
+carry and attention keys. The attention weights returned with a hypothesis are
+the members' mean. Search is beam.search over that combined step, so beam size 1
+is greedy search with the ensemble, and an ensemble of one model is that model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax import beam, decoder, encoder
+from attn_jax.config import ModelConfig
+from attn_jax.search import Hypotheses, never_emit
+
+
+def mean_log_probs(log_ps: jax.Array) -> jax.Array:
+  """log of the mean distribution: log_ps [members, ..., vocab] -> [..., vocab]."""
+  return jax.nn.logsumexp(log_ps, axis=0) - math.log(log_ps.shape[0])
+
+
+def check_members(configs: Sequence[ModelConfig]) -> None:
+  """Raises ValueError unless the configs can decode together (same vocabularies)."""
+  if not configs:
+    raise ValueError("an ensemble needs at least one model")
+  sizes = {(c.src_vocab_size, c.tgt_vocab_size) for c in configs}
+  if len(sizes) > 1:
+    raise ValueError(f"ensemble members have different (source, target) vocabulary sizes: "
+                     f"{sorted(sizes)}")
+
+
+def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
+                configs: Sequence[ModelConfig], max_len: int, beam_size: int,
+                alpha: float = 0.0, limits: jax.Array | None = None) -> Hypotheses:
+  """The best hypothesis of each sentence under beam search with the ensemble.
+
+  Args:
+    params: one parameter tree per member.
+    src: int32 [batch, src_len]; src_len: int32 [batch].
+    configs: one model config per member (static).
+    max_len, beam_size, alpha, limits: as beam.beam_search.
+  Returns:
+    Hypotheses whose scores are the ensemble's log P of the returned tokens.
+  """
+  check_members(configs)
+  k = beam_size
+  tile = lambda tree: jax.tree.map(lambda x: beam.tile(x, k), tree)  # [batch*beam, ...]
+  mems, carries = [], []
+  for p, config in zip(params, configs):
+    enc = encoder.encode(p["encoder"], src, src_len, config)
+    mems.append(tile(decoder.memory(p["decoder"], enc, config)))
+    carries.append(tile(decoder.initial_carry(p["decoder"], enc, config)))
+  banned = never_emit(configs[0].tgt_vocab_size)  # [vocab]
+
+  def step_fn(last: jax.Array, decs: tuple):
+    """last int32 [batch*beam] -> (log P [batch*beam, vocab], carries, weights [batch*beam, src_len])."""
+    outs = [decoder.next_token_log_probs(p["decoder"], dec, last, mem, config)
+            for p, dec, mem, config in zip(params, decs, mems, configs)]
+    log_p = mean_log_probs(jnp.stack([o[1] for o in outs]))  # [batch*beam, vocab]
+    weights = jnp.mean(jnp.stack([o[2] for o in outs]), axis=0)  # [batch*beam, src_len]
+    return log_p + banned, tuple(o[0] for o in outs), weights
+
+  return beam.search(step_fn, tuple(carries), src.shape[0], src.shape[1], max_len, k, alpha,
+                     limits)

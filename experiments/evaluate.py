@@ -88,21 +88,27 @@ def _numbers(name: str, kind: type, lowest: float) -> list:
   return values
 
 
-def tune(trained: inference.Trained, data_dir: str) -> dict:
-  """Every --beam_sizes x --length_penalties setting on --tune_split:
-  {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
+def tuning_grid() -> list[tuple[int, float]]:
+  """The (beam size, length penalty) settings that --beam_sizes asks for; raises
+  ConfigError naming the flag before anything loads."""
   if FLAGS.tune_split.startswith("test"):
     raise config_lib.ConfigError(f"tune_split: {FLAGS.tune_split} is a test split; tune on val")
   if FLAGS.tune_split == FLAGS.split:
     raise config_lib.ConfigError("tune_split: the split tuned on must not be the one scored")
+  return [(beam_size, alpha) for beam_size in _numbers("beam_sizes", int, 1)
+          for alpha in _numbers("length_penalties", float, 0.0)]
+
+
+def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]]) -> dict:
+  """Every setting of `grid` on --tune_split:
+  {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
   rows = []
-  for beam_size in _numbers("beam_sizes", int, 1):
-    for alpha in _numbers("length_penalties", float, 0.0):
-      report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha)
-      rows.append({"beam_size": beam_size, "length_penalty": alpha,
-                   "bleu_tok_lc": report["bleu_tok_lc"]})
-      print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "
-            f"tok-lc BLEU {report['bleu_tok_lc']:.2f}", flush=True)
+  for beam_size, alpha in grid:
+    report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha)
+    rows.append({"beam_size": beam_size, "length_penalty": alpha,
+                 "bleu_tok_lc": report["bleu_tok_lc"]})
+    print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "
+          f"tok-lc BLEU {report['bleu_tok_lc']:.2f}", flush=True)
   best = max(rows, key=lambda r: r["bleu_tok_lc"])  # the first of equals: smaller beam
   return {"split": FLAGS.tune_split, "settings": rows, "chosen": best}
 
@@ -126,12 +132,13 @@ def print_report(report: dict) -> None:
 
 def main(argv):
   def body():
+    grid = tuning_grid() if FLAGS.beam_sizes else None
     trained = cli.load_model()
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
     tuning = None
     beam_size, alpha = FLAGS.beam_size, FLAGS.length_penalty
-    if FLAGS.beam_sizes:
-      tuning = tune(trained, data_dir)
+    if grid:
+      tuning = tune(trained, data_dir, grid)
       beam_size, alpha = tuning["chosen"]["beam_size"], tuning["chosen"]["length_penalty"]
     report, hyps = evaluate(trained, data_dir, FLAGS.split, beam_size, alpha)
     if tuning:

@@ -109,7 +109,7 @@ def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]
                  "bleu_tok_lc": report["bleu_tok_lc"]})
     print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "
           f"tok-lc BLEU {report['bleu_tok_lc']:.2f}", flush=True)
-  best = max(rows, key=lambda r: r["bleu_tok_lc"])  # the first of equals: smaller beam
+  best = max(rows, key=lambda r: r["bleu_tok_lc"])  # ties: the first in the flags' order
   return {"split": FLAGS.tune_split, "settings": rows, "chosen": best}
 
 

@@ -3,7 +3,7 @@
 At every search step each member m runs its own decoder step on the shared
 prefix and gives p_m(y_t | y_<t, x); the ensemble's distribution is their mean,
     p(y_t | y_<t, x) = 1/M sum_m p_m(y_t | y_<t, x)
-(the probability averaging of Sutskever et al. 2014 sec. 3.4 and the WMT systems
+(the probability averaging of the ensembles of Sutskever et al. 2014 and the WMT systems
 since), computed in log space as logsumexp_m log p_m - log M. Members may differ
 in every model option (width, cell, attention variant) but must share the source
 and target vocabularies; each encodes the source once and keeps its own decoder

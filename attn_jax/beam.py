@@ -49,9 +49,19 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def tile(x: jax.Array, beam: int) -> jax.Array:
+def _tile(x: jax.Array, beam: int) -> jax.Array:
   """[batch, ...] -> [batch*beam, ...], each row repeated beam times."""
   return jnp.repeat(x, beam, axis=0)
+
+
+def tiled_start(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
+                beam: int) -> tuple[decoder.Memory, decoder.DecoderCarry]:
+  """The encoder run once per sentence, its attention memory and the decoder's initial
+  carry tiled to the beam: leaves [batch*beam, ...]."""
+  enc = encoder.encode(params["encoder"], src, src_len, config)
+  tiled = lambda tree: jax.tree.map(lambda x: _tile(x, beam), tree)
+  return (tiled(decoder.memory(params["decoder"], enc, config)),
+          tiled(decoder.initial_carry(params["decoder"], enc, config)))
 
 
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any, jax.Array]]
@@ -76,9 +86,8 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     Hypotheses whose scores are log P of the returned tokens (not normalised).
   """
   k = beam_size
-  enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
-  mem = jax.tree.map(lambda x: tile(x, k), decoder.memory(dec_params, enc, config))
+  mem, dec0 = tiled_start(params, src, src_len, config, k)
   banned = never_emit(config.tgt_vocab_size)  # [vocab]
 
   def step_fn(last: jax.Array, dec: decoder.DecoderCarry):
@@ -86,7 +95,6 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     dec, log_p, weights = decoder.next_token_log_probs(dec_params, dec, last, mem, config)
     return log_p + banned, dec, weights
 
-  dec0 = jax.tree.map(lambda x: tile(x, k), decoder.initial_carry(dec_params, enc, config))
   return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits)
 
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from attn_jax import beam, decoder, encoder
+from attn_jax import beam, decoder
 from attn_jax.config import ModelConfig
 from attn_jax.search import Hypotheses, never_emit
 
@@ -55,12 +55,8 @@ def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
   """
   check_members(configs)
   k = beam_size
-  tile = lambda tree: jax.tree.map(lambda x: beam.tile(x, k), tree)  # [batch*beam, ...]
-  mems, carries = [], []
-  for p, config in zip(params, configs):
-    enc = encoder.encode(p["encoder"], src, src_len, config)
-    mems.append(tile(decoder.memory(p["decoder"], enc, config)))
-    carries.append(tile(decoder.initial_carry(p["decoder"], enc, config)))
+  mems, carries = zip(*(beam.tiled_start(p, src, src_len, config, k)
+                        for p, config in zip(params, configs)))  # leaves [batch*beam, ...]
   banned = never_emit(configs[0].tgt_vocab_size)  # [vocab]
 
   def step_fn(last: jax.Array, decs: tuple):
@@ -71,5 +67,5 @@ def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
     weights = jnp.mean(jnp.stack([o[2] for o in outs]), axis=0)  # [batch*beam, src_len]
     return log_p + banned, tuple(o[0] for o in outs), weights
 
-  return beam.search(step_fn, tuple(carries), src.shape[0], src.shape[1], max_len, k, alpha,
+  return beam.search(step_fn, carries, src.shape[0], src.shape[1], max_len, k, alpha,
                      limits)

@@ -79,11 +79,19 @@ def _averaging_steps(saved: list[int], step: int, average: int, directory: str) 
 
 def load(workdir: str, which: str = "best", seed_index: int = 0,
          translation_only: bool = True, average: int = 1) -> Trained:
-  """The translation model of `workdir` at checkpoint `which` (best, latest or a step);
+  """The translation model of `workdir` (see _restore); `seed_index` picks one of the
+  models of a num_seeds > 1 workdir."""
+  return _restore(workdir, which, seed_index, translation_only, average)[0]
+
+
+def _restore(workdir: str, which: str, seed_index: int | None, translation_only: bool,
+             average: int) -> list[Trained]:
+  """The translation model(s) of `workdir`, as a list, at checkpoint `which` (best, latest or a step);
   with translation_only False, a synthetic task's model too (its vocabs None).
 
   A workdir that trained num_seeds > 1 models holds them stacked; `seed_index` picks
-  one, whose config is then its stand-alone one (seeds.member_config). With
+  one, whose config is then its stand-alone one (seeds.member_config), and None takes
+  each of them from the one restore (in seed order). With
   average > 1 the parameters are the element-wise mean of those of the `average`
   latest checkpoints up to the chosen one (checkpoint averaging, as Vaswani et al.
   2017 sec. 6.1; the model config of each must be the same). Raises ModelLoadError
@@ -110,7 +118,7 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
     elif translation_only:
       raise ModelLoadError(f"{workdir}: trained on the {d.task} task, not translation")
     num_seeds = config.train.num_seeds
-    if not 0 <= seed_index < num_seeds:
+    if seed_index is not None and not 0 <= seed_index < num_seeds:
       raise ModelLoadError(f"--seed_index: {workdir} holds {num_seeds} model(s), "
                            f"so 0 to {num_seeds - 1}; got {seed_index}")
     optimizer = steps.make_optimizer(config.train)
@@ -130,9 +138,10 @@ def load(workdir: str, which: str = "best", seed_index: int = 0,
   mean = params[0] if len(params) == 1 else jax.tree.map(
       lambda *leaves: sum(leaves[1:], leaves[0]) / len(leaves), *params)
   if num_seeds == 1:
-    return Trained(config, mean, vocabs, step, averaged_steps=tuple(averaged))
-  return Trained(seeds.member_config(config, seed_index), seeds.member(mean, seed_index),
-                 vocabs, step, seed_index, num_seeds, tuple(averaged))
+    return [Trained(config, mean, vocabs, step, averaged_steps=tuple(averaged))]
+  return [Trained(seeds.member_config(config, k), seeds.member(mean, k), vocabs, step, k,
+                  num_seeds, tuple(averaged))
+          for k in (range(num_seeds) if seed_index is None else [seed_index])]
 
 
 def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
@@ -146,9 +155,7 @@ def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
   loaded: list[Trained] = []
   members: list[Member] = []
   for workdir in workdirs:
-    first = load(workdir, which, 0, translation_only, average)
-    models = [first] + [load(workdir, which, k, translation_only, average)
-                        for k in range(1, first.num_seeds)]
+    models = _restore(workdir, which, None, translation_only, average)  # every seed's
     loaded += models
     members += [Member(workdir, t.step, t.seed_index) for t in models]
   head = loaded[0]

@@ -53,14 +53,20 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_size: int,
-             alpha: float) -> tuple[dict, list[str]]:
-  """Decodes `split_name`: (the report (see the module docstring), the output lines)."""
-  began = time.time()
+def load_eval(trained: inference.Trained, data_dir: str, split_name: str) -> inputs.EvalData:
+  """`split_name` in the model's subwords and length buckets, batched for decoding."""
   d = trained.config.data
   split = translation.load_split(data_dir, split_name, d.src_lang, d.tgt_lang, trained.vocabs,
                                  inputs.bucket_widths(d.max_len))
-  ev = inputs.eval_data(split, FLAGS.batch_size)
+  return inputs.eval_data(split, FLAGS.batch_size)
+
+
+def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_size: int,
+             alpha: float, ev: inputs.EvalData | None = None) -> tuple[dict, list[str]]:
+  """Decodes `split_name` (already loaded: `ev`): (the report (see the module docstring),
+  the output lines)."""
+  began = time.time()
+  ev = load_eval(trained, data_dir, split_name) if ev is None else ev
   search = steps.make_search(trained.search_config, beam_size, alpha)
   search_began = time.time()
   outputs = evaluation.decode(trained.params, ev, search)
@@ -103,8 +109,9 @@ def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]
   """Every setting of `grid` on --tune_split:
   {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
   rows = []
+  ev = load_eval(trained, data_dir, FLAGS.tune_split)  # read and encoded once for the sweep
   for beam_size, alpha in grid:
-    report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha)
+    report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha, ev)
     rows.append({"beam_size": beam_size, "length_penalty": alpha,
                  "bleu_tok_lc": report["bleu_tok_lc"]})
     print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.argmax import argmax
+
 
 def target_mask(tgt_len: jax.Array, width: int) -> jax.Array:
   """bool [batch, width]: True at real target positions (EOS included)."""
@@ -38,7 +40,7 @@ def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array) -> dict
   Entropy is -sum_j a_tj log a_tj in nats.
   """
   has_gold = mask & (gold >= 0)
-  hits = (jnp.argmax(weights, axis=-1) == gold) & has_gold
+  hits = (argmax(weights) == gold) & has_gold
   entropy = -jnp.sum(jnp.where(weights > 0, weights * jnp.log(weights), 0.0), axis=-1)
   return {"align_hits": jnp.sum(hits), "align_count": jnp.sum(has_gold),
           "entropy_sum": jnp.sum(jnp.where(mask, entropy, 0.0))}

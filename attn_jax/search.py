@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import decoder, encoder
+from attn_jax.argmax import argmax
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
 
@@ -32,6 +33,7 @@ class Hypotheses(NamedTuple):
   lengths: jax.Array  # int32 [batch]: tokens up to and including EOS (the limit if none)
   scores: jax.Array  # float32 [batch]: sum of log p of the emitted tokens
   weights: jax.Array  # float32 [batch, max_len, src_len]: attention at each step, 0 after EOS
+  # (src_len 0 where the search was asked not to keep them)
 
 
 def output_limits(src_len: jax.Array, ratio: float, extra: int, max_len: int) -> jax.Array:
@@ -42,7 +44,8 @@ def output_limits(src_len: jax.Array, ratio: float, extra: int, max_len: int) ->
 
 
 def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
-           max_len: int, limits: jax.Array | None = None) -> Hypotheses:
+           max_len: int, limits: jax.Array | None = None,
+           with_weights: bool = True) -> Hypotheses:
   """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or the length limit.
 
   One `lax.while_loop` that ends as soon as every sentence of the batch has finished.
@@ -54,7 +57,10 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     max_len: most tokens to emit per sentence, EOS included (a static int).
     limits: int32 [batch], each <= max_len: per-sentence limits (output_limits);
       None means max_len for all.
+    with_weights: keep the attention weights (static); without them the returned
+      weights are empty, [batch, max_len, 0].
   """
+  width = src.shape[1] if with_weights else 0  # of the kept attention weights
   enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
   mem = decoder.memory(dec_params, enc, config)
@@ -67,11 +73,11 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     t = carry.t
     dec, log_p, weights = decoder.next_token_log_probs(dec_params, carry.dec, carry.token, mem,
                                                        config)  # log_p [batch, vocab]
-    token = jnp.argmax(log_p + banned, axis=-1).astype(jnp.int32)  # [batch]
+    token = argmax(log_p + banned)  # int32 [batch]
     live = ~carry.finished
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
     token = jnp.where(live, token, PAD_ID)
-    weights = jnp.where(live[:, None], weights, 0.0)  # [batch, src_len]
+    weights = jnp.where(live[:, None], weights[:, :width], 0.0)  # [batch, width]
     return GreedyCarry(
         t=t + 1, dec=dec, token=token,
         finished=carry.finished | (token == EOS_ID) | (t + 1 >= limits),
@@ -89,7 +95,7 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
                       tokens=jnp.full((batch, max_len), PAD_ID, jnp.int32),
                       scores=jnp.zeros((batch,), jnp.float32),
                       lengths=jnp.zeros((batch,), jnp.int32),
-                      weights=jnp.zeros((batch, max_len, src.shape[1]), jnp.float32))
+                      weights=jnp.zeros((batch, max_len, width), jnp.float32))
   end = jax.lax.while_loop(running, body, start)
   return Hypotheses(tokens=end.tokens, lengths=end.lengths, scores=end.scores,
                     weights=end.weights)

@@ -30,7 +30,7 @@ class BeamState(NamedTuple):
   step: jax.Array  # int32 []: tokens emitted so far by live hypotheses
   dec: Any  # decoder carry, leaves [batch*beam, ...] (h, c: [batch*beam, hidden])
   live_tokens: jax.Array  # int32 [batch, beam, max_len]
-  live_weights: jax.Array  # float32 [batch, beam, max_len, src_len]
+  live_weights: jax.Array  # float32 [batch, beam, max_len, src_len] (src_len 0: not kept)
   live_scores: jax.Array  # float32 [batch, beam]: log P of the prefix; _NEG for empty slots
   done_tokens: jax.Array  # int32 [batch, beam, max_len]: EOS-terminated, PAD after
   done_weights: jax.Array  # float32 [batch, beam, max_len, src_len]
@@ -69,7 +69,7 @@ StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any, jax.Array]]
 
 def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
                 max_len: int, beam_size: int, alpha: float = 0.0,
-                limits: jax.Array | None = None) -> Hypotheses:
+                limits: jax.Array | None = None, with_weights: bool = True) -> Hypotheses:
   """The best hypothesis of each sentence under beam search with the model.
 
   Args:
@@ -82,6 +82,7 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     alpha: length-penalty exponent; 0 ranks by log P alone.
     limits: int32 [batch], each <= max_len: per-sentence limits (search.output_limits);
       None means max_len for all.
+    with_weights: keep each hypothesis's attention weights (static); see `search`.
   Returns:
     Hypotheses whose scores are log P of the returned tokens (not normalised).
   """
@@ -95,11 +96,13 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
     dec, log_p, weights = decoder.next_token_log_probs(dec_params, dec, last, mem, config)
     return log_p + banned, dec, weights
 
-  return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits)
+  return search(step_fn, dec0, src.shape[0], src.shape[1], max_len, k, alpha, limits,
+                with_weights)
 
 
 def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: int,
-           beam_size: int, alpha: float = 0.0, limits: jax.Array | None = None) -> Hypotheses:
+           beam_size: int, alpha: float = 0.0, limits: jax.Array | None = None,
+           with_weights: bool = True) -> Hypotheses:
   """Beam search over any step function.
 
   Args:
@@ -108,10 +111,14 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
     carry0: the initial carry, leaves [batch*beam, ...] (rows tiled per beam).
     batch, src_width, max_len, beam_size: static sizes; alpha: length-penalty exponent.
     limits: int32 [batch] per-sentence length limits (<= max_len), or None.
+    with_weights: keep the attention history of every hypothesis (static). Without it
+      the returned weights are empty, [batch, max_len, 0], and no step gathers and copies
+      the [batch, 2k, max_len, src_width] history: the same tokens, lengths and scores.
   Returns:
     the best finished hypothesis of each sentence.
   """
   k = beam_size
+  width = src_width if with_weights else 0  # of the kept attention history
   limits = jnp.full((batch,), max_len, jnp.int32) if limits is None else limits
   max_lp = length_penalty(limits.astype(jnp.float32), alpha)  # [batch]
   in_top_k = jnp.arange(2 * k) < k  # [2k]
@@ -127,8 +134,8 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
     origin, token = top_index // vocab, top_index % vocab  # [batch, 2k]
     tokens = _gather(state.live_tokens, origin)  # [batch, 2k, max_len]
     tokens = jax.lax.dynamic_update_index_in_dim(tokens, token, t, 2)
-    hist = _gather(state.live_weights, origin)  # [batch, 2k, max_len, src_len]
-    step_weights = _gather(weights.reshape(batch, k, src_width), origin)  # [batch, 2k, src_len]
+    hist = _gather(state.live_weights, origin)  # [batch, 2k, max_len, width]
+    step_weights = _gather(weights[:, :width].reshape(batch, k, width), origin)  # [batch, 2k, width]
     hist = jax.lax.dynamic_update_index_in_dim(hist, step_weights, t, 2)
     ends = (token == EOS_ID) | (t + 1 >= limits)[:, None]  # [batch, 2k]
 
@@ -163,10 +170,10 @@ def search(step_fn: StepFn, carry0: Any, batch: int, src_width: int, max_len: in
   start = BeamState(
       step=jnp.zeros((), jnp.int32), dec=carry0,
       live_tokens=jnp.full((batch, k, max_len), PAD_ID, jnp.int32),
-      live_weights=jnp.zeros((batch, k, max_len, src_width), jnp.float32),
+      live_weights=jnp.zeros((batch, k, max_len, width), jnp.float32),
       live_scores=jnp.tile(jnp.array([0.0] + [_NEG] * (k - 1), jnp.float32), (batch, 1)),
       done_tokens=jnp.full((batch, k, max_len), PAD_ID, jnp.int32),
-      done_weights=jnp.zeros((batch, k, max_len, src_width), jnp.float32),
+      done_weights=jnp.zeros((batch, k, max_len, width), jnp.float32),
       done_scores=jnp.full((batch, k), _NEG, jnp.float32),
       done_logp=jnp.full((batch, k), _NEG, jnp.float32),
       done_lengths=jnp.zeros((batch, k), jnp.int32))

@@ -162,7 +162,7 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
   Returns (report: compile summary, sentences, search seconds, sentences/s, mean output
   length in tokens (EOS included); the outputs).
   """
-  search = steps.make_search(config, beam_size, alpha)
+  search = steps.make_search(config, beam_size, alpha, with_weights=False)  # as translate
   by_width = {b.src.shape[1]: b for _, b in ev.batches}
   compiled = compile_per_width(search, {w: (params, b.src, b.src_len) for w, b in
                                         by_width.items()})

@@ -42,14 +42,15 @@ def check_members(configs: Sequence[ModelConfig]) -> None:
 
 def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
                 configs: Sequence[ModelConfig], max_len: int, beam_size: int,
-                alpha: float = 0.0, limits: jax.Array | None = None) -> Hypotheses:
+                alpha: float = 0.0, limits: jax.Array | None = None,
+                with_weights: bool = True) -> Hypotheses:
   """The best hypothesis of each sentence under beam search with the ensemble.
 
   Args:
     params: one parameter tree per member.
     src: int32 [batch, src_len]; src_len: int32 [batch].
     configs: one model config per member (static).
-    max_len, beam_size, alpha, limits: as beam.beam_search.
+    max_len, beam_size, alpha, limits, with_weights: as beam.beam_search.
   Returns:
     Hypotheses whose scores are the ensemble's log P of the returned tokens.
   """
@@ -68,4 +69,4 @@ def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
     return log_p + banned, tuple(o[0] for o in outs), weights
 
   return beam.search(step_fn, carries, src.shape[0], src.shape[1], max_len, k, alpha,
-                     limits)
+                     limits, with_weights)

@@ -143,7 +143,8 @@ def max_output_len(src_width: int, ratio: float, extra: int) -> int:
 
 
 def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,
-                alpha: float = 0.0, ratio: float = 1.5, extra: int = 10):
+                alpha: float = 0.0, ratio: float = 1.5, extra: int = 10,
+                with_weights: bool = True):
   """(params, src, src_len) -> search.Hypotheses, jitted once per source width.
 
   A tuple of configs decodes with the ensemble of those models (ensemble.py; any
@@ -152,7 +153,8 @@ def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 
   Each sentence may emit at most ceil(ratio * n) + extra tokens and EOS, n its
   source length (search.output_limits). beam_size 1 is greedy search (which beam
   search reproduces, at more cost); larger sizes run beam.beam_search with the
-  GNMT length penalty exponent `alpha`.
+  GNMT length penalty exponent `alpha`. with_weights=False returns no attention weights
+  (Hypotheses.weights [batch, max_len, 0]) and spares beam search copying their history.
   """
 
   @jax.jit
@@ -161,9 +163,10 @@ def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 
     limits = search.output_limits(src_len, ratio, extra, max_len)  # [batch]
     if isinstance(config, tuple):
       return ensemble.beam_search(params, src, src_len, config, max_len, beam_size, alpha,
-                                  limits)
+                                  limits, with_weights)
     if beam_size == 1:
-      return search.greedy(params, src, src_len, config, max_len, limits)
-    return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits)
+      return search.greedy(params, src, src_len, config, max_len, limits, with_weights)
+    return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits,
+                            with_weights)
 
   return run

@@ -66,11 +66,13 @@ def main(argv):
   def body():
     sentences = read_input(FLAGS.input)
     trained = cli.load_model()
-    search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty)
+    has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
+    plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
+    search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
+                               with_weights=plotting)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size)
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
-    has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
-    if FLAGS.attention_plots and FLAGS.num_plots and has_weights:
+    if plotting:
       plot_attention(trained, outputs, FLAGS.attention_plots, FLAGS.num_plots)
   cli.run(body, argv, path=FLAGS.output)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax import attention, beam, model, search
+from attn_jax import attention, beam, model, search, steps
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 
 MAX_LEN = 7
@@ -173,3 +173,21 @@ def test_per_sentence_limits_bound_greedy_and_beam_alike(name):
       assert (hyp.tokens[i, n:] == PAD_ID).all()
   np.testing.assert_array_equal(b1.tokens, g.tokens)
   np.testing.assert_allclose(b1.scores, g.scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_without_weights_the_same_hypotheses_and_no_weights(beam_size):
+  """make_search(with_weights=False), single model and ensemble: the same tokens, lengths
+  and scores as with the weights kept, and weights [batch, max_len, 0]."""
+  config = CONFIGS["gru-additive-current"]
+  params = _params(config, 1.0)
+  src, src_len = helpers.random_src(np.random.default_rng(5), SRC_LENGTHS, SRC_WIDTH)
+  for cfg, p in ((config, params), ((config, config), (params, _params(config, 0.0)))):
+    kept, dropped = jax.device_get(tuple(
+        steps.make_search(cfg, beam_size, 1.0, with_weights=w)(p, src, src_len)
+        for w in (True, False)))
+    np.testing.assert_array_equal(dropped.tokens, kept.tokens)
+    np.testing.assert_array_equal(dropped.lengths, kept.lengths)
+    np.testing.assert_allclose(dropped.scores, kept.scores, rtol=1e-6, atol=1e-6)
+    assert kept.weights.shape == kept.tokens.shape + (SRC_WIDTH,)
+    assert dropped.weights.shape == kept.tokens.shape + (0,)

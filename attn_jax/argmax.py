@@ -1,9 +1,10 @@
 """argmax along the last axis, written so that XLA's CPU backend runs it fast.
 
 `jnp.argmax` lowers to one variadic reduction over (value, index) pairs, which the
-XLA CPU backend does not vectorise: over [64, 8,000] float32 logits it took 2.5 ms on
-a 2-core AVX-512 CPU, against 0.44 ms for a max reduction followed by a min reduction
-over the indices that attain that max (each a plain, vectorised reduction). Greedy
+XLA CPU backend does not vectorise: over [64, 8,000] float32 logits it took 2.2-2.5 ms
+on a 2-core AVX-512 CPU (busy with another program), against 0.23-0.44 ms for a max
+reduction followed by a min reduction over the indices that attain that max (each a
+plain, vectorised reduction). Greedy
 decoding takes an argmax of the logits at every step, and the training and eval
 steps count argmax hits over every target position, so the difference shows in
 both. The result is that of `jnp.argmax`: the first index of the maximum, and the

@@ -62,12 +62,12 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
 
 
 class Compiled(NamedTuple):
-  by_width: dict[int, Any]  # batch width -> compiled executable
-  seconds: dict[int, float]  # batch width -> compile time
+  by_width: dict[Any, Any]  # batch width (a decode call's (rows, width)) -> compiled executable
+  seconds: dict[Any, float]  # the same keys -> compile time
 
 
-def compile_per_width(fn: Callable, args_by_width: dict[int, tuple]) -> Compiled:
-  """Lowers and compiles the jitted `fn` once per batch width, timing each."""
+def compile_per_width(fn: Callable, args_by_width: dict[Any, tuple]) -> Compiled:
+  """Lowers and compiles the jitted `fn` once per batch width (or shape), timing each."""
   by_width, seconds = {}, {}
   for width, args in sorted(args_by_width.items()):
     began = time.perf_counter()
@@ -79,7 +79,8 @@ def compile_per_width(fn: Callable, args_by_width: dict[int, tuple]) -> Compiled
 
 def _compile_summary(compiled: Compiled) -> dict:
   return {"count": len(compiled.seconds), "seconds": round(sum(compiled.seconds.values()), 2),
-          "per_width": {str(w): round(s, 2) for w, s in compiled.seconds.items()}}
+          "per_width": {"x".join(map(str, w)) if isinstance(w, tuple) else str(w): round(s, 2)
+                        for w, s in compiled.seconds.items()}}
 
 
 def _first_batch_per_width(train: inputs.TrainData) -> dict[int, data.Batch]:
@@ -157,17 +158,19 @@ def compile_eval_step(config: ModelConfig, params: dict, ev: inputs.EvalData) ->
 
 def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_size: int,
                   alpha: float) -> tuple[dict, list[evaluation.Example]]:
-  """Compiles the search for every width of `ev`, then decodes all of it once, timed.
+  """Compiles the search for every call shape of `ev`, then decodes all of it once, timed.
 
   Returns (report: compile summary, sentences, search seconds, sentences/s, mean output
   length in tokens (EOS included); the outputs).
   """
-  search = steps.make_search(config, beam_size, alpha, with_weights=False)  # as translate
-  by_width = {b.src.shape[1]: b for _, b in ev.batches}
-  compiled = compile_per_width(search, {w: (params, b.src, b.src_len) for w, b in
-                                        by_width.items()})
+  search = steps.make_search(config, beam_size, alpha, with_weights=False,
+                             slots=ev.batch_size)  # as translate and evaluate
+  by_shape = {c.src.shape: c for c in evaluation.decode_calls(ev)}
+  compiled = compile_per_width(search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
+                                        for shape, c in by_shape.items()})
   began = time.perf_counter()
-  outputs = evaluation.decode(params, ev, lambda p, s, n: compiled.by_width[s.shape[1]](p, s, n))
+  outputs = evaluation.decode(params, ev,
+                              lambda p, s, n, c: compiled.by_width[s.shape](p, s, n, c))
   seconds = time.perf_counter() - began
   report = {"compile": _compile_summary(compiled), "sentences": ev.size,
             "search_seconds": seconds, "sentences_per_sec": ev.size / seconds,

@@ -188,7 +188,8 @@ def score_run(workdir: str, settings: dict, plan: Plan) -> dict:
   """
   first = inference.load(workdir, "best", 0, translation_only=False)
   ev = _eval_data(first, plan.split, plan.batch_size, workdir)
-  search = steps.make_search(first.config.model, plan.beam_size, plan.length_penalty)
+  search = steps.make_search(first.config.model, plan.beam_size, plan.length_penalty,
+                             slots=ev.batch_size)
   eval_step = steps.make_eval_step(first.config.model)
   line = _example_line(ev)
   record = {"settings": settings, "step": first.step, "params": model.count_params(first.params),
@@ -284,7 +285,7 @@ def beam_sweep(workdir: str, plan: Plan) -> str:
   for size in plan.beam_sizes:
     cells = []
     for alpha in plan.length_penalties:
-      search = steps.make_search(trained.config.model, size, alpha)
+      search = steps.make_search(trained.config.model, size, alpha, slots=ev.batch_size)
       cells.append(f"{score(trained, ev, search, None)[0].scores[metric]:.4g}")
     lines.append(f"| {size} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

@@ -43,30 +43,30 @@ def check_members(configs: Sequence[ModelConfig]) -> None:
 def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
                 configs: Sequence[ModelConfig], max_len: int, beam_size: int,
                 alpha: float = 0.0, limits: jax.Array | None = None,
-                with_weights: bool = True) -> Hypotheses:
+                with_weights: bool = True, slots: int | None = None,
+                count: jax.Array | None = None) -> Hypotheses:
   """The best hypothesis of each sentence under beam search with the ensemble.
 
   Args:
     params: one parameter tree per member.
-    src: int32 [batch, src_len]; src_len: int32 [batch].
+    src: int32 [rows, src_len]; src_len: int32 [rows].
     configs: one model config per member (static).
-    max_len, beam_size, alpha, limits, with_weights: as beam.beam_search.
+    max_len, beam_size, alpha, limits, with_weights, slots, count: as beam.beam_search.
   Returns:
     Hypotheses whose scores are the ensemble's log P of the returned tokens.
   """
   check_members(configs)
-  k = beam_size
-  mems, carries = zip(*(beam.tiled_start(p, src, src_len, config, k)
-                        for p, config in zip(params, configs)))  # leaves [batch*beam, ...]
+  carries, mems = zip(*(beam.start(p, src, src_len, config)
+                        for p, config in zip(params, configs)))  # leaves [rows, ...]
   banned = never_emit(configs[0].tgt_vocab_size)  # [vocab]
 
-  def step_fn(last: jax.Array, decs: tuple):
-    """last int32 [batch*beam] -> (log P [batch*beam, vocab], carries, weights [batch*beam, src_len])."""
+  def step_fn(last: jax.Array, decs: tuple, mems: tuple):
+    """last int32 [slots*beam] -> (log P [slots*beam, vocab], carries, weights [slots*beam, src_len])."""
     outs = [decoder.next_token_log_probs(p["decoder"], dec, last, mem, config)
             for p, dec, mem, config in zip(params, decs, mems, configs)]
-    log_p = mean_log_probs(jnp.stack([o[1] for o in outs]))  # [batch*beam, vocab]
-    weights = jnp.mean(jnp.stack([o[2] for o in outs]), axis=0)  # [batch*beam, src_len]
+    log_p = mean_log_probs(jnp.stack([o[1] for o in outs]))  # [slots*beam, vocab]
+    weights = jnp.mean(jnp.stack([o[2] for o in outs]), axis=0)  # [slots*beam, src_len]
     return log_p + banned, tuple(o[0] for o in outs), weights
 
-  return beam.search(step_fn, carries, src.shape[0], src.shape[1], max_len, k, alpha,
-                     limits, with_weights)
+  return beam.search(step_fn, carries, mems, src.shape[1], max_len, beam_size, alpha,
+                     limits, with_weights, slots, count)

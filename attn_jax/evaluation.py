@@ -73,14 +73,46 @@ def loss_rates(params: dict, ev: EvalData, eval_step: Callable) -> dict[str, flo
   return rates
 
 
-def decode(params: dict, ev: EvalData, search: Callable) -> list[Example]:
-  """Every sentence of `ev` decoded by search(params, src, src_len), in line order."""
-  outputs: list[Example | None] = [None] * ev.size
+class DecodeCall(NamedTuple):
+  """One call of a search: consecutive batches of one width, real rows first."""
+  lines: np.ndarray  # int [count]: the line of each real row
+  src: np.ndarray  # int32 [batches*batch_size, width]; filler rows (copies of row 0) after count
+  src_len: np.ndarray  # int32 [batches*batch_size]
+
+
+def decode_calls(ev: EvalData, max_batches: int = 8) -> list[DecodeCall]:
+  """The batches of `ev` gathered into calls of at most `max_batches` batches of one
+  width, so a streaming search (beam.search) refills its slots across batch borders.
+  A call's row count is a multiple of the batch size: few shapes to compile."""
+  groups: list[list[tuple[np.ndarray, data.Batch]]] = []
   for lines, batch in ev.batches:
-    hyp: Hypotheses = jax.device_get(search(params, batch.src, batch.src_len))
-    for row, line in enumerate(lines):
-      n, m = int(batch.src_len[row]), int(hyp.lengths[row])
-      outputs[line] = Example(batch.src[row, :n], hyp.tokens[row, :m], hyp.weights[row, :m, :n])
+    last = groups[-1] if groups else []
+    if last and last[0][1].src.shape[1] == batch.src.shape[1] and len(last) < max_batches:
+      last.append((lines, batch))
+    else:
+      groups.append([(lines, batch)])
+  return [_call(group) for group in groups]
+
+
+def _call(group: list[tuple[np.ndarray, data.Batch]]) -> DecodeCall:
+  lines = np.concatenate([lines for lines, _ in group])  # [count]
+  src = np.concatenate([b.src[:len(l)] for l, b in group])  # [count, width]
+  src_len = np.concatenate([b.src_len[:len(l)] for l, b in group])  # [count]
+  filler = np.zeros(len(group) * len(group[0][1].src) - len(lines), np.int64)  # row 0 copies
+  return DecodeCall(lines, np.concatenate([src, src[filler]]),
+                    np.concatenate([src_len, src_len[filler]]))
+
+
+def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8) -> list[Example]:
+  """Every sentence of `ev` decoded by search(params, src, src_len, count) (steps.make_search)
+  over decode_calls(ev, max_batches), in line order."""
+  outputs: list[Example | None] = [None] * ev.size
+  for call in decode_calls(ev, max_batches):
+    hyp: Hypotheses = jax.device_get(search(params, call.src, call.src_len,
+                                            np.int32(len(call.lines))))
+    for row, line in enumerate(call.lines):
+      n, m = int(call.src_len[row]), int(hyp.lengths[row])
+      outputs[line] = Example(call.src[row, :n], hyp.tokens[row, :m], hyp.weights[row, :m, :n])
   return outputs
 
 

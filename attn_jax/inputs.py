@@ -36,6 +36,11 @@ class EvalData(NamedTuple):
   size: int  # sentences
   text: corpus.ParallelText | None  # raw sentences in line order (translation)
 
+  @property
+  def batch_size(self) -> int:
+    """Rows per batch (0 when there are no batches)."""
+    return len(self.batches[0][1].src) if self.batches else 0
+
 
 class RunData(NamedTuple):
   train: TrainData

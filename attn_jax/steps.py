@@ -144,29 +144,32 @@ def max_output_len(src_width: int, ratio: float, extra: int) -> int:
 
 def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,
                 alpha: float = 0.0, ratio: float = 1.5, extra: int = 10,
-                with_weights: bool = True):
-  """(params, src, src_len) -> search.Hypotheses, jitted once per source width.
+                with_weights: bool = True, slots: int | None = None):
+  """(params, src, src_len[, count]) -> search.Hypotheses, jitted once per source shape.
 
   A tuple of configs decodes with the ensemble of those models (ensemble.py; any
   beam size, 1 included): params is then a tuple of parameter trees, one per config.
 
   Each sentence may emit at most ceil(ratio * n) + extra tokens and EOS, n its
-  source length (search.output_limits). beam_size 1 is greedy search (which beam
-  search reproduces, at more cost); larger sizes run beam.beam_search with the
-  GNMT length penalty exponent `alpha`. with_weights=False returns no attention weights
-  (Hypotheses.weights [batch, max_len, 0]) and spares beam search copying their history.
+  source length (search.output_limits). The rows stream through `slots` beams
+  (beam.search; None: all rows at once): a sentence that is done gives its slot to
+  the next row; rows from `count` on are not decoded. beam_size 1 is greedy search
+  (a beam of one with no length penalty finds greedy's hypotheses, search.greedy;
+  tested); larger sizes rank by the GNMT length penalty with exponent `alpha`.
+  with_weights=False returns no attention weights (Hypotheses.weights [rows, max_len, 0])
+  and spares beam search copying their history.
   """
+  alpha = alpha if beam_size > 1 else 0.0
 
   @jax.jit
-  def run(params: dict, src: jax.Array, src_len: jax.Array) -> search.Hypotheses:
+  def run(params: dict, src: jax.Array, src_len: jax.Array,
+          count: jax.Array | None = None) -> search.Hypotheses:
     max_len = max_output_len(src.shape[1], ratio, extra)
-    limits = search.output_limits(src_len, ratio, extra, max_len)  # [batch]
+    limits = search.output_limits(src_len, ratio, extra, max_len)  # [rows]
     if isinstance(config, tuple):
       return ensemble.beam_search(params, src, src_len, config, max_len, beam_size, alpha,
-                                  limits, with_weights)
-    if beam_size == 1:
-      return search.greedy(params, src, src_len, config, max_len, limits, with_weights)
+                                  limits, with_weights, slots, count)
     return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits,
-                            with_weights)
+                            with_weights, slots, count)
 
   return run

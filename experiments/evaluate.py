@@ -67,7 +67,8 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_si
   the output lines)."""
   began = time.time()
   ev = load_eval(trained, data_dir, split_name) if ev is None else ev
-  search = steps.make_search(trained.search_config, beam_size, alpha, with_weights=False)
+  search = steps.make_search(trained.search_config, beam_size, alpha, with_weights=False,
+                             slots=ev.batch_size)
   search_began = time.time()
   outputs = evaluation.decode(trained.params, ev, search)
   search_seconds = time.time() - search_began

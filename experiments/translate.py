@@ -69,7 +69,7 @@ def main(argv):
     has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
     plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
     search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
-                               with_weights=plotting)
+                               with_weights=plotting, slots=FLAGS.batch_size)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size)
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
     if plotting:

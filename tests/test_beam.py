@@ -107,6 +107,41 @@ def test_padded_batch_equals_one_at_a_time():
     np.testing.assert_allclose(one.weights[0], batched.weights[i, :, :n], atol=1e-6)
 
 
+@pytest.mark.parametrize("name, beam_size", [("gru-additive-current", 3),
+                                             ("lstm-dot-previous", 2),
+                                             ("gru-local_p_general-current", 1)])
+def test_streaming_through_fewer_slots_gives_the_same_hypotheses(name, beam_size):
+  """With fewer slots than sentences, each slot takes the next sentence when its own
+  is done: every sentence gets the hypothesis it gets with all of them at once."""
+  config = CONFIGS[name]
+  params = _params(config, 1.0)
+  src, src_len = helpers.random_src(np.random.default_rng(6), SRC_LENGTHS, SRC_WIDTH)
+  limits = jnp.asarray(search.output_limits(jnp.asarray(src_len), 1.0, 1, MAX_LEN))
+  run = lambda slots: jax.device_get(jax.jit(lambda p, s, n: beam.beam_search(
+      p, s, n, config, MAX_LEN, beam_size, 0.6, limits, slots=slots))(params, src, src_len))
+  together = run(None)
+  assert len(set(together.lengths.tolist())) > 1  # sentences finish at different steps
+  for slots in (1, 3):
+    streamed = run(slots)
+    np.testing.assert_array_equal(streamed.tokens, together.tokens)
+    np.testing.assert_array_equal(streamed.lengths, together.lengths)
+    np.testing.assert_allclose(streamed.scores, together.scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(streamed.weights, together.weights, atol=1e-6)
+
+
+def test_rows_from_count_on_are_not_decoded():
+  config = CONFIGS["gru-additive-current"]
+  params = _params(config, 1.0)
+  src, src_len = helpers.random_src(np.random.default_rng(7), SRC_LENGTHS, SRC_WIDTH)
+  full = jax.device_get(_fns(config, 2)[1](params, src, src_len))
+  part = jax.device_get(jax.jit(lambda p, s, n, c: beam.beam_search(
+      p, s, n, config, MAX_LEN, 2, slots=3, count=c))(params, src, src_len, jnp.int32(5)))
+  np.testing.assert_array_equal(part.tokens[:5], full.tokens[:5])
+  np.testing.assert_allclose(part.scores[:5], full.scores[:5], rtol=1e-5, atol=1e-5)
+  assert (part.lengths[5:] == 0).all() and (part.tokens[5:] == PAD_ID).all()
+  assert (part.scores[5:] == 0).all() and (part.weights[5:] == 0).all()
+
+
 # A hand-checkable toy: vocabulary {PAD, BOS, EOS, a, b}; the carry is the last token.
 #   after BOS: a 0.6, b 0.4;  after a: a 0.5, b 0.5 (never EOS);  after b: EOS 1.0.
 # Greedy: a, then a or b at 0.5 ... best it can do is a b EOS = 0.6*0.5*1 = 0.30.
@@ -118,8 +153,8 @@ _TABLE[A, [A, B]] = [0.5 + 1e-6, 0.5]  # greedy prefers a, never ends on its own
 _TABLE[B, EOS_ID] = 1.0
 
 
-def _toy_step(last, carry):
-  del carry
+def _toy_step(last, carry, context):
+  del carry, context
   log_p = jnp.log(jnp.asarray(_TABLE / _TABLE.sum(1, keepdims=True), jnp.float32))[last]
   log_p = log_p.at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
   return log_p, last, jnp.ones((last.shape[0], 1), jnp.float32)
@@ -128,7 +163,7 @@ def _toy_step(last, carry):
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_toy_model_beam_finds_the_sequence_greedy_misses(alpha):
   def run(k):
-    return jax.device_get(beam.search(_toy_step, jnp.zeros((k,), jnp.int32), 1, 1, 6, k, alpha))
+    return jax.device_get(beam.search(_toy_step, jnp.zeros((1,), jnp.int32), (), 1, 6, k, alpha))
   greedy_like, wide = run(1), run(2)
   assert greedy_like.tokens[0, 0] == A  # greedy takes the 0.6 branch
   assert list(wide.tokens[0, :2]) == [B, EOS_ID] and wide.lengths[0] == 2
@@ -141,13 +176,13 @@ def test_search_continues_after_the_top_hypothesis_ends():
   table = np.full((5, 5), 1e-9)
   table[BOS_ID, [EOS_ID, A]] = [0.55, 0.45]  # ending now: 0.55
   table[A, EOS_ID] = 1.0  # a EOS: 0.45 - worse; but see alpha below
-  def step(last, carry):
+  def step(last, carry, context):
     log_p = jnp.log(jnp.asarray(table / table.sum(1, keepdims=True), jnp.float32))[last]
     return log_p.at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf), carry, jnp.ones((last.shape[0], 1))
   # With a strong length penalty the longer hypothesis wins: log 0.45 / lp(2) > log 0.55 / lp(1).
   alpha = 3.0
   assert np.log(0.45) / beam.length_penalty(2.0, alpha) > np.log(0.55) / beam.length_penalty(1.0, alpha)
-  hyp = jax.device_get(beam.search(step, jnp.zeros((2,), jnp.int32), 1, 1, 5, 2, alpha))
+  hyp = jax.device_get(beam.search(step, jnp.zeros((1,), jnp.int32), (), 1, 5, 2, alpha))
   assert list(hyp.tokens[0, :2]) == [A, EOS_ID]
 
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import helpers
-from attn_jax import data, evaluation, steps, tasks
+from attn_jax import batching, data, evaluation, inputs, steps, tasks, translation
 
 CONFIG = helpers.tiny_config(data_overrides=dict(task="copy", eval_size=12))
 
@@ -76,3 +76,26 @@ def test_examples_never_come_from_filler_rows():
   small = data.take(eval_ds, np.arange(3))  # 3 real rows, 5 filler rows in a batch of 8
   _, examples = evaluation.evaluate(params, data.eval_batches(small, 8), eval_step, greedy, num_examples=5)
   assert len(examples) == 3
+
+
+def test_decode_calls_group_batches_of_one_width_real_rows_first():
+  """decode_calls: consecutive batches of a width, at most max_batches a call, every line
+  once, real rows first and filler rows (copies of row 0) after."""
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 12, 70)
+  pairs = [rng.integers(3, 20, n).astype(np.int32) for n in lengths]
+  buckets = batching.bucket_pairs(pairs, pairs, (4, 8, 13))
+  ev = inputs.eval_data(translation.Split(buckets, None), 4)
+  calls = evaluation.decode_calls(ev, max_batches=3)
+  assert sorted(np.concatenate([c.lines for c in calls]).tolist()) == list(range(70))
+  by_line = {int(line): (b.src[r], b.src_len[r]) for lines, b in ev.batches
+             for r, line in enumerate(lines)}
+  for call in calls:
+    rows = len(call.src)
+    assert rows % 4 == 0 and rows <= 12 and rows - len(call.lines) < 4
+    for r, line in enumerate(call.lines):
+      np.testing.assert_array_equal(call.src[r], by_line[int(line)][0])
+      assert call.src_len[r] == by_line[int(line)][1]
+    assert (call.src[len(call.lines):] == call.src[0]).all()
+  widths = [c.src.shape[1] for c in calls]
+  assert widths == sorted(widths) and len(set(widths)) == 3 < len(calls)  # a width split

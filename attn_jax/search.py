@@ -44,8 +44,7 @@ def output_limits(src_len: jax.Array, ratio: float, extra: int, max_len: int) ->
 
 
 def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
-           max_len: int, limits: jax.Array | None = None,
-           with_weights: bool = True) -> Hypotheses:
+           max_len: int, limits: jax.Array | None = None) -> Hypotheses:
   """Greedy decoding: y_t = argmax p(y | y_<t, x) until EOS or the length limit.
 
   One `lax.while_loop` that ends as soon as every sentence of the batch has finished.
@@ -57,10 +56,7 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     max_len: most tokens to emit per sentence, EOS included (a static int).
     limits: int32 [batch], each <= max_len: per-sentence limits (output_limits);
       None means max_len for all.
-    with_weights: keep the attention weights (static); without them the returned
-      weights are empty, [batch, max_len, 0].
   """
-  width = src.shape[1] if with_weights else 0  # of the kept attention weights
   enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
   mem = decoder.memory(dec_params, enc, config)
@@ -77,7 +73,7 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     live = ~carry.finished
     score = jnp.where(live, jnp.take_along_axis(log_p, token[:, None], axis=-1)[:, 0], 0.0)
     token = jnp.where(live, token, PAD_ID)
-    weights = jnp.where(live[:, None], weights[:, :width], 0.0)  # [batch, width]
+    weights = jnp.where(live[:, None], weights, 0.0)  # [batch, src_len]
     return GreedyCarry(
         t=t + 1, dec=dec, token=token,
         finished=carry.finished | (token == EOS_ID) | (t + 1 >= limits),
@@ -95,7 +91,7 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
                       tokens=jnp.full((batch, max_len), PAD_ID, jnp.int32),
                       scores=jnp.zeros((batch,), jnp.float32),
                       lengths=jnp.zeros((batch,), jnp.int32),
-                      weights=jnp.zeros((batch, max_len, width), jnp.float32))
+                      weights=jnp.zeros((batch, max_len, src.shape[1]), jnp.float32))
   end = jax.lax.while_loop(running, body, start)
   return Hypotheses(tokens=end.tokens, lengths=end.lengths, scores=end.scores,
                     weights=end.weights)

@@ -7,9 +7,9 @@ hypotheses, ranked by the GNMT length-normalised score
 the best k of the others stay live. As in fairseq, only EOS candidates among
 the top k finish, so beam size 1 is greedy search. The search does not stop when
 the top hypothesis ends: it stops at max_len, or when no live hypothesis can
-still beat the worst finished one. A finished hypothesis is kept once: each comes
-from a distinct (live hypothesis, EOS) pair. The encoder runs once per sentence
-and its memory is tiled to the beam.
+still beat the best finished one, the hypothesis it returns (a finished hypothesis
+comes from one (live hypothesis, EOS) pair, so none is counted twice). The encoder
+runs once per sentence and its memory is tiled to the beam.
 
 The search holds `slots` sentences at once. A sentence leaves its slot as soon as
 it cannot improve, and the next one takes it, so the step's work goes to sentences
@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import decoder, encoder
+from attn_jax.argmax import argmax
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 from attn_jax.search import Hypotheses, never_emit
+from attn_jax.top_k import top_k
 
 _NEG = -1.0e9  # score of an empty or impossible slot (finite: keeps arithmetic NaN-free)
 
@@ -41,11 +43,8 @@ class BeamState(NamedTuple):
   live_tokens: jax.Array  # int32 [slots, beam, max_len]
   live_weights: jax.Array  # float32 [slots, beam, max_len, src_len] (src_len 0: not kept)
   live_scores: jax.Array  # float32 [slots, beam]: log P of the prefix; _NEG for empty slots
-  done_tokens: jax.Array  # int32 [slots, beam, max_len]: EOS-terminated, PAD after
-  done_weights: jax.Array  # float32 [slots, beam, max_len, src_len]
-  done_scores: jax.Array  # float32 [slots, beam]: length-normalised; _NEG for empty slots
-  done_logp: jax.Array  # float32 [slots, beam]: log P, unnormalised
-  done_lengths: jax.Array  # int32 [slots, beam]: tokens incl. EOS
+  best: Hypotheses  # leaves [slots, ...]: each slot's best finished hypothesis so far
+  best_scores: jax.Array  # float32 [slots]: its length-normalised score; _NEG for none
   out: Hypotheses  # leaves [rows + 1, ...]: each row's best hypothesis, written when its
   # slot finishes; the extra last row takes the writes of slots with nothing to write
 
@@ -155,7 +154,7 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
     """bool [slots]: whether a slot's sentence can still gain a better finished hypothesis;
     a live one can at best keep its log P and reach the largest penalty."""
     best_live = state.live_scores[:, 0]  # [slots]
-    return ((best_live / max_lp[state.sentence] > state.done_scores[:, -1])
+    return ((best_live / max_lp[state.sentence] > state.best_scores)
             & (best_live > _NEG / 2) & (state.step < limits[state.sentence]))
 
   def refill(state: BeamState) -> BeamState:
@@ -163,10 +162,7 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
     occupied = state.sentence < count  # [slots]
     finished = occupied & ~improvable(state)  # [slots]
     dest = jnp.where(finished, state.sentence, rows)  # [slots]: row rows is the spare
-    out = Hypotheses(tokens=state.out.tokens.at[dest].set(state.done_tokens[:, 0]),
-                     lengths=state.out.lengths.at[dest].set(state.done_lengths[:, 0]),
-                     scores=state.out.scores.at[dest].set(state.done_logp[:, 0]),
-                     weights=state.out.weights.at[dest].set(state.done_weights[:, 0]))
+    out = jax.tree.map(lambda o, b: o.at[dest].set(b), state.out, state.best)
     free = finished | ~occupied  # [slots]
     wanted = state.loaded + jnp.cumsum(free) - 1  # [slots]: the row each free slot would take
     loading = free & (wanted < count)  # [slots]
@@ -186,10 +182,8 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
         step=fresh(0, state.step), sentence=sentence, loaded=state.loaded + jnp.sum(loading),
         carry=carry, context=context,
         live_tokens=fresh(PAD_ID, state.live_tokens), live_weights=fresh(0.0, state.live_weights),
-        live_scores=fresh(first_scores, state.live_scores),
-        done_tokens=state.done_tokens, done_weights=state.done_weights,
-        done_scores=fresh(_NEG, state.done_scores), done_logp=state.done_logp,
-        done_lengths=state.done_lengths, out=out)
+        live_scores=fresh(first_scores, state.live_scores), best=state.best,
+        best_scores=fresh(_NEG, state.best_scores), out=out)
 
   def body(state: BeamState) -> BeamState:
     t = state.step  # [slots]
@@ -200,7 +194,7 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
     log_p, carry, weights = step_fn(last.reshape(-1), state.carry, state.context)
     vocab = log_p.shape[-1]
     cand = state.live_scores[..., None] + log_p.reshape(slots, k, vocab)  # [slots, beam, vocab]
-    top_scores, top_index = jax.lax.top_k(cand.reshape(slots, k * vocab), 2 * k)  # [slots, 2k]
+    top_scores, top_index = top_k(cand.reshape(slots, k * vocab), 2 * k)  # [slots, 2k]
     origin, token = top_index // vocab, top_index % vocab  # [slots, 2k]
     now = (jnp.arange(max_len) == t[:, None])[:, None, :]  # [slots, 1, max_len]: position t
     tokens = jnp.where(now, token[..., None], _gather(state.live_tokens, origin))  # [slots, 2k, max_len]
@@ -209,14 +203,19 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
                      _gather(state.live_weights, origin))  # [slots, 2k, max_len, width]
     ends = (token == EOS_ID) | (t + 1 >= limit)[:, None]  # [slots, 2k]
 
-    # Finished: the old ones and the candidates ending now among the top k (as in
-    # fairseq, so beam 1 is greedy), best k by normalised score.
+    # Finished: the candidates ending now among the top k (as in fairseq, so beam 1 is
+    # greedy); the best of them by normalised score replaces the best so far if higher.
     finishing = ends & in_top_k & (top_scores > _NEG / 2)
     length = t + 1  # [slots]
     new_done = jnp.where(finishing, top_scores / length_penalty(length, alpha)[:, None], _NEG)
-    done_scores, pick = jax.lax.top_k(
-        jnp.concatenate([state.done_scores, new_done], axis=1), k)  # [slots, k] of 3k
-    cat = lambda old, new: _gather(jnp.concatenate([old, new], axis=1), pick)
+    pick = argmax(new_done)[:, None]  # [slots, 1]: the first of equals, as lax.top_k
+    pick_scores = _gather(new_done, pick)[:, 0]  # [slots]
+    better = pick_scores > state.best_scores  # [slots]; on a tie the earlier one stays
+    found = Hypotheses(tokens=_gather(tokens, pick)[:, 0], lengths=length,
+                       scores=_gather(top_scores, pick)[:, 0], weights=_gather(hist, pick)[:, 0])
+    best = jax.tree.map(
+        lambda new, old: jnp.where(better.reshape((slots,) + (1,) * (old.ndim - 1)), new, old),
+        found, state.best)
 
     # Live: the best k candidates that did not end.
     live_scores, keep = jax.lax.top_k(jnp.where(ends, _NEG, top_scores), k)  # [slots, k]
@@ -225,28 +224,21 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
     return refill(state._replace(
         step=t + 1, carry=jax.tree.map(lambda x: x[flat], carry),
         live_tokens=_gather(tokens, keep), live_weights=_gather(hist, keep),
-        live_scores=live_scores, done_scores=done_scores,
-        done_tokens=cat(state.done_tokens, tokens), done_weights=cat(state.done_weights, hist),
-        done_logp=cat(state.done_logp, top_scores),
-        done_lengths=cat(state.done_lengths,
-                         jnp.broadcast_to(length[:, None], (slots, 2 * k)))))
+        live_scores=live_scores, best=best,
+        best_scores=jnp.where(better, pick_scores, state.best_scores)))
 
   empty_rows = lambda tree: jax.tree.map(
       lambda x: jnp.zeros((slots * k,) + x.shape[1:], x.dtype), tree)
+  no_hypotheses = lambda n: Hypotheses(  # leaves [n, ...]: length 0, PAD, score 0
+      tokens=jnp.full((n, max_len), PAD_ID, jnp.int32), lengths=jnp.zeros((n,), jnp.int32),
+      scores=jnp.zeros((n,), jnp.float32), weights=jnp.zeros((n, max_len, width), jnp.float32))
   first = refill(BeamState(
       step=jnp.zeros((slots,), jnp.int32), sentence=jnp.full((slots,), count),
       loaded=jnp.zeros((), jnp.int32), carry=empty_rows(carry0), context=empty_rows(context0),
       live_tokens=jnp.full((slots, k, max_len), PAD_ID, jnp.int32),
       live_weights=jnp.zeros((slots, k, max_len, width), jnp.float32),
       live_scores=jnp.full((slots, k), _NEG, jnp.float32),
-      done_tokens=jnp.full((slots, k, max_len), PAD_ID, jnp.int32),
-      done_weights=jnp.zeros((slots, k, max_len, width), jnp.float32),
-      done_scores=jnp.full((slots, k), _NEG, jnp.float32),
-      done_logp=jnp.full((slots, k), _NEG, jnp.float32),
-      done_lengths=jnp.zeros((slots, k), jnp.int32),
-      out=Hypotheses(tokens=jnp.full((rows + 1, max_len), PAD_ID, jnp.int32),
-                     lengths=jnp.zeros((rows + 1,), jnp.int32),
-                     scores=jnp.zeros((rows + 1,), jnp.float32),
-                     weights=jnp.zeros((rows + 1, max_len, width), jnp.float32))))
+      best=no_hypotheses(slots), best_scores=jnp.full((slots,), _NEG, jnp.float32),
+      out=no_hypotheses(rows + 1)))
   final = jax.lax.while_loop(lambda state: jnp.any(state.sentence < count), body, first)
   return jax.tree.map(lambda x: x[:rows], final.out)

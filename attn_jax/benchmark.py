@@ -157,23 +157,30 @@ def compile_eval_step(config: ModelConfig, params: dict, ev: inputs.EvalData) ->
 
 
 def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_size: int,
-                  alpha: float) -> tuple[dict, list[evaluation.Example]]:
-  """Compiles the search for every call shape of `ev`, then decodes all of it once, timed.
+                  alpha: float, passes: int = 1, with_weights: bool = False
+                  ) -> tuple[dict, list[evaluation.Example]]:
+  """Compiles the search for every call shape of `ev`, then decodes all of it `passes`
+  times, each timed.
 
-  Returns (report: compile summary, sentences, search seconds, sentences/s, mean output
-  length in tokens (EOS included); the outputs).
+  Returns (report: compile summary, sentences, search seconds and sentences/s of the first
+  pass, the spread of sentences/s over all passes, mean output length in tokens (EOS
+  included); the outputs). with_weights keeps the attention weights, as translate does
+  for --attention_plots.
   """
-  search = steps.make_search(config, beam_size, alpha, with_weights=False,
+  search = steps.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
   by_shape = {c.src.shape: c for c in evaluation.decode_calls(ev)}
   compiled = compile_per_width(search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
                                         for shape, c in by_shape.items()})
-  began = time.perf_counter()
-  outputs = evaluation.decode(params, ev,
-                              lambda p, s, n, c: compiled.by_width[s.shape](p, s, n, c))
-  seconds = time.perf_counter() - began
+  run = lambda p, s, n, c: compiled.by_width[s.shape](p, s, n, c)
+  seconds = []
+  for _ in range(passes):
+    began = time.perf_counter()
+    outputs = evaluation.decode(params, ev, run)
+    seconds.append(time.perf_counter() - began)
   report = {"compile": _compile_summary(compiled), "sentences": ev.size,
-            "search_seconds": seconds, "sentences_per_sec": ev.size / seconds,
+            "search_seconds": seconds[0], "sentences_per_sec": ev.size / seconds[0],
+            "passes": spread([ev.size / s for s in seconds]),
             "mean_output_len": float(np.mean([len(o.output) for o in outputs]))}
   return report, outputs
 

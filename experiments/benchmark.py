@@ -41,8 +41,15 @@ flags.DEFINE_integer("window_steps", 40, "Training steps per timed window.", low
 flags.DEFINE_integer("warmup", 20, "Untimed training steps after compilation.", lower_bound=0)
 flags.DEFINE_boolean("decode", True, "Also time decoding (--nodecode: training only).")
 flags.DEFINE_string("decode_workdir", "", "A trained translation workdir to time decoding with.")
-flags.DEFINE_integer("decode_batch_size", 0,
-                     "Sentences decoded together; 0: the training batch size.", lower_bound=0)
+flags.DEFINE_integer("decode_batch_size", evaluation.DECODE_BATCH_SIZE,
+                     "Sentences decoded at once (translate's and evaluate's default); 0: the "
+                     "training batch size.", lower_bound=0)
+flags.DEFINE_integer("decode_passes", 1,
+                     "Timed passes over each decoding set; the report gives the first and the "
+                     "spread of all.", lower_bound=1)
+flags.DEFINE_boolean("decode_weights", False,
+                     "Keep the attention weights while decoding, as translate does for "
+                     "--attention_plots.")
 flags.DEFINE_integer("beam_size", 5, "Beam size of the beam-search figures.", lower_bound=2)
 flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty of beam search.", lower_bound=0.0)
 flags.DEFINE_float("mean_len", 14.0, "Synthetic data: mean source length in tokens.",
@@ -119,7 +126,8 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
   for split, ev in sets.items():
     for name, beam_size in (("greedy", 1), (f"beam{FLAGS.beam_size}", FLAGS.beam_size)):
       row, outputs = benchmark.time_decoding(config.model, params, ev, beam_size,
-                                             FLAGS.length_penalty)
+                                             FLAGS.length_penalty, FLAGS.decode_passes,
+                                             FLAGS.decode_weights)
       if ev.text is not None:
         scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
         row["bleu_tok_lc"] = scores["bleu_tok_lc"]
@@ -187,6 +195,7 @@ def measure() -> dict:
       model = inference.load(FLAGS.decode_workdir, "best")
       params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
     results["decode_batch_size"] = FLAGS.decode_batch_size or config.train.batch_size
+    results["decode_passes"], results["decode_weights"] = FLAGS.decode_passes, FLAGS.decode_weights
     sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
     results["eval_step_compile"] = benchmark.compile_eval_step(
         decode_config.model, params, next(iter(sets.values())))
@@ -232,12 +241,17 @@ def print_report(r: dict) -> None:
     return
   print(f"compilation: eval step {r['eval_step_compile']['count']} x, "
         f"{r['eval_step_compile']['seconds']:.1f} s")
-  print(f"decoding with {r['decoding_model']}, batches of {r['decode_batch_size']}:")
+  print(f"decoding with {r['decoding_model']}, batches of {r['decode_batch_size']}"
+        f"{', attention weights kept' if r['decode_weights'] else ''}:")
   for name, row in r["decoding"].items():
     line = (f"  {name:28s} {row['sentences']:5d} sentences, search {_fmt(row['sentences_per_sec'])}"
             f" sent/s ({row['search_seconds']:.1f} s, {row['mean_output_len']:.1f} tokens per "
             f"output; compile {row['compile']['count']} x "
             f"{row['compile']['seconds']:.1f} s)")
+    if r["decode_passes"] > 1:
+      passes = row["passes"]
+      line += (f", {r['decode_passes']} passes: median {_fmt(passes['median'])} "
+               f"({_fmt(passes['min'])}-{_fmt(passes['max'])})")
     if "program_sentences_per_sec" in row:
       line += (f", whole program {_fmt(row['program_sentences_per_sec'])} sent/s "
                f"({row['program_seconds']:.1f} s, peak RSS {row['program_peak_rss_gib']:.2f} GiB)")

@@ -2,7 +2,7 @@ r"""Translates raw text with a trained model: one output line per input line.
 
   python -m experiments.translate --workdir=runs/multi30k_en_de \
       --input=source.en --output=output.de [--checkpoint=best] [--beam_size=5] \
-      [--length_penalty=0.6] [--batch_size=64] [--attention_plots=DIR --num_plots=N] \
+      [--length_penalty=0.6] [--batch_size=16] [--attention_plots=DIR --num_plots=N] \
       [--ensemble=W2,W3]
 
 `-` reads stdin or writes stdout. Input is strict UTF-8 split on "\n"; a blank

@@ -229,14 +229,16 @@ def test_benchmark_times_the_search_and_the_whole_program_of_a_trained_workdir(t
       "benchmark", "--quick", f"--data_dir={trained['data_dir']}", "--vocab_size=300",
       "--max_len=15", "--embed_size=8", "--hidden_size=8", "--attention_size=8",
       "--batch_size=8", f"--decode_workdir={trained['workdir']}", "--decode_batch_size=4",
-      f"--json={out}")
+      "--decode_passes=2", "--decode_weights", f"--json={out}")
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "attention weights kept" in proc.stdout and "2 passes: median" in proc.stdout
   r = json.loads(out.read_text())
-  assert r["decode_batch_size"] == 4
+  assert r["decode_batch_size"] == 4 and r["decode_passes"] == 2 and r["decode_weights"]
   assert r["decoding_model"].startswith(trained["workdir"])
   assert set(r["decoding"]) == {"val/greedy", "val/beam5"}
   for row in r["decoding"].values():
     assert row["sentences"] == 12 and row["sentences_per_sec"] > 0
+    assert 0 < row["passes"]["min"] <= row["passes"]["median"] <= row["passes"]["max"]
     assert row["program_seconds"] > 0 and row["program_peak_rss_gib"] > 0
     np.testing.assert_allclose(row["program_sentences_per_sec"], 12 / row["program_seconds"])
     assert 0 <= row["bleu_tok_lc"] <= 100

@@ -228,7 +228,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   if run_data.vocabs is None:
     search = steps.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
   else:
-    search = steps.make_search(config.model, slots=run_data.eval.batch_size)
+    search = steps.make_search(config.model, slots=evaluation.DECODE_BATCH_SIZE)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
                  placement.on_batches(steps.make_eval_step(config.model, tc.loss_chunk_rows), 1),

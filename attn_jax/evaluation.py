@@ -6,6 +6,7 @@ detokenised outputs with sacreBLEU (`translation_scores`) after `decode`.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, NamedTuple
 
 import jax
@@ -87,22 +88,27 @@ class DecodeCall(NamedTuple):
 def decode_calls(ev: EvalData, max_batches: int = 8) -> list[DecodeCall]:
   """The batches of `ev` gathered into calls of at most `max_batches` batches of one
   width, so a streaming search (beam.search) refills its slots across batch borders.
-  A call's row count is a multiple of the batch size: few shapes to compile."""
-  groups: list[list[tuple[np.ndarray, data.Batch]]] = []
+  The batches of a width are shared evenly among its calls, and every call of a width
+  has the same rows (the last padded with filler rows): one shape to compile per width."""
+  widths: list[list[tuple[np.ndarray, data.Batch]]] = []
   for lines, batch in ev.batches:
-    last = groups[-1] if groups else []
-    if last and last[0][1].src.shape[1] == batch.src.shape[1] and len(last) < max_batches:
-      last.append((lines, batch))
+    if widths and widths[-1][0][1].src.shape[1] == batch.src.shape[1]:
+      widths[-1].append((lines, batch))
     else:
-      groups.append([(lines, batch)])
-  return [_call(group) for group in groups]
+      widths.append([(lines, batch)])
+  calls = []
+  for group in widths:
+    count = math.ceil(len(group) / max_batches)  # calls for this width
+    per_call = math.ceil(len(group) / count)  # batches per call
+    calls += [_call(group[i:i + per_call], per_call) for i in range(0, len(group), per_call)]
+  return calls
 
 
-def _call(group: list[tuple[np.ndarray, data.Batch]]) -> DecodeCall:
+def _call(group: list[tuple[np.ndarray, data.Batch]], batches: int) -> DecodeCall:
   lines = np.concatenate([lines for lines, _ in group])  # [count]
   src = np.concatenate([b.src[:len(l)] for l, b in group])  # [count, width]
   src_len = np.concatenate([b.src_len[:len(l)] for l, b in group])  # [count]
-  filler = np.zeros(len(group) * len(group[0][1].src) - len(lines), np.int64)  # row 0 copies
+  filler = np.zeros(batches * len(group[0][1].src) - len(lines), np.int64)  # row 0 copies
   return DecodeCall(lines, np.concatenate([src, src[filler]]),
                     np.concatenate([src_len, src_len[filler]]))
 

@@ -59,6 +59,13 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+def _where_rows(mask: jax.Array, new: Any, old: Any) -> Any:
+  """Per slot, `new` where mask [slots] holds, else `old`: leaves [slots, ...] (`new` may be
+  a scalar or broadcast over the slot axis)."""
+  return jax.tree.map(
+      lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (o.ndim - 1)), n, o), new, old)
+
+
 def start(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
           ) -> tuple[decoder.DecoderCarry, decoder.Memory]:
   """The encoder run once per sentence: (the decoder's initial carry, its attention
@@ -176,8 +183,7 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
                           trees, new)
 
     carry, context = jax.lax.fori_loop(0, jnp.sum(loading), load, (state.carry, state.context))
-    fresh = lambda new, old: jnp.where(loading.reshape((slots,) + (1,) * (old.ndim - 1)),
-                                       new, old)
+    fresh = lambda new, old: _where_rows(loading, new, old)
     return BeamState(
         step=fresh(0, state.step), sentence=sentence, loaded=state.loaded + jnp.sum(loading),
         carry=carry, context=context,
@@ -213,9 +219,7 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
     better = pick_scores > state.best_scores  # [slots]; on a tie the earlier one stays
     found = Hypotheses(tokens=_gather(tokens, pick)[:, 0], lengths=length,
                        scores=_gather(top_scores, pick)[:, 0], weights=_gather(hist, pick)[:, 0])
-    best = jax.tree.map(
-        lambda new, old: jnp.where(better.reshape((slots,) + (1,) * (old.ndim - 1)), new, old),
-        found, state.best)
+    best = _where_rows(better, found, state.best)
 
     # Live: the best k candidates that did not end.
     live_scores, keep = jax.lax.top_k(jnp.where(ends, _NEG, top_scores), k)  # [slots, k]

@@ -98,8 +98,8 @@ def decode_calls(ev: EvalData, max_batches: int = 8) -> list[DecodeCall]:
       widths.append([(lines, batch)])
   calls = []
   for group in widths:
-    count = math.ceil(len(group) / max_batches)  # calls for this width
-    per_call = math.ceil(len(group) / count)  # batches per call
+    width_calls = math.ceil(len(group) / max_batches)  # calls for this width
+    per_call = math.ceil(len(group) / width_calls)  # batches per call
     calls += [_call(group[i:i + per_call], per_call) for i in range(0, len(group), per_call)]
   return calls
 

@@ -113,8 +113,9 @@ def define_decoding_flags() -> None:
   flags.DEFINE_float("length_penalty", 0.6,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
                      lower_bound=0.0)
-  flags.DEFINE_integer("batch_size", evaluation.DECODE_BATCH_SIZE, "Sentences decoded at once (the beams in flight; a "
-                       "finished sentence's beam takes the next sentence).", lower_bound=1)
+  flags.DEFINE_integer("batch_size", evaluation.DECODE_BATCH_SIZE,
+                       "Sentences decoded at once (the beams in flight; a finished sentence's "
+                       "beam takes the next sentence).", lower_bound=1)
   flags.mark_flag_as_required("workdir")
 
 

@@ -177,10 +177,20 @@ def _additive_prepare(params, states, summary):
   return layers.dense(params["key"], states)  # U k_j + b  [S, attention]
 
 
+@jax.checkpoint
+def _tanh_scores(v_params, keys, query_proj):
+  """v^T tanh(U k_j + b + W q) [S] from keys [S, attention] and W q [attention].
+
+  Rematerialised: the backward pass recomputes the tanh instead of keeping it, so a
+  teacher-forced scan stores W q [attention] per step, not [S, attention].
+  """
+  hidden = jnp.tanh(keys + query_proj)  # [S, attention]
+  return layers.dense(v_params, hidden)[:, 0]  # [S]
+
+
 def additive_score(params, query, keys):
   """score(q, k_j) = v^T tanh(W q + U k_j + b)  (Bahdanau eq. 6)."""
-  hidden = jnp.tanh(keys + layers.dense(params["query"], query))  # [S, attention]
-  return layers.dense(params["v"], hidden)[:, 0]  # [S]
+  return _tanh_scores(params["v"], keys, layers.dense(params["query"], query))  # [S]
 
 
 def _additive_flops(sizes):

@@ -128,6 +128,28 @@ def test_general_and_additive_parameter_shapes():
   assert a["v"]["kernel"].shape == (ATT, 1) and "bias" not in a["v"]
 
 
+def test_additive_score_gradient_matches_numpy_derivative():
+  """The rematerialised tanh gives the derivative of v^T tanh(W q + U k_j + b) (eq. 6)."""
+  params, q, states, summary, _ = _setup("additive", 2 * H)
+  v = attention.VARIANTS["additive"]
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))  # [S, ATT]
+  g = np.random.default_rng(5).normal(size=S)  # d loss / d score_j
+
+  def loss(params, q, keys):
+    return jnp.dot(attention.additive_score(params, q, keys), jnp.asarray(g, jnp.float32))
+
+  d_params, d_q, d_keys = jax.grad(loss, argnums=(0, 1, 2))(params, jnp.asarray(q), keys)
+  w_q = np.asarray(params["query"]["kernel"], np.float64)  # [H, ATT]
+  vec = np.asarray(params["v"]["kernel"], np.float64)[:, 0]  # [ATT]
+  hidden = np.tanh(np.asarray(keys, np.float64) + q.astype(np.float64) @ w_q)  # [S, ATT]
+  d_pre = g[:, None] * vec * (1.0 - hidden**2)  # [S, ATT]: d loss / d (W q + U k_j + b)
+  np.testing.assert_allclose(d_keys, d_pre, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_q, w_q @ d_pre.sum(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_params["query"]["kernel"], np.outer(q, d_pre.sum(0)),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_params["v"]["kernel"][:, 0], g @ hidden, rtol=1e-5, atol=1e-6)
+
+
 def test_masked_softmax_direct():
   scores = jnp.array([3.0, -1e9, 1e9, 0.5, 2.0])
   mask = jnp.array([True, False, False, True, True])

@@ -110,12 +110,15 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   compiled = compile_per_width(train_step, {w: (state, b, seeds.step_key(key, 0))
                                             for w, b in _first_batch_per_width(train).items()})
   step = 0
+  one_in_flight = jax.default_backend() == "cpu"
 
   def run(count: int) -> dict[str, float]:
     nonlocal state, step
     totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
     for _ in range(count):
       batch = train.batch(step)
+      if one_in_flight:  # as training.py runs them
+        jax.block_until_ready(state)
       state, _ = compiled.by_width[batch.src.shape[-1]](
           state, batch, seeds.step_key(key, step))
       real = batch.tgt_len > 0

@@ -258,11 +258,17 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
   leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
   window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
+  # On CPU one step in flight: a step's buffers are allocated when it is dispatched,
+  # so a step queued behind the running one doubles the temporaries resident (matched
+  # model: peak RSS 1.45 -> 1.13 GiB), and running them one by one measured no slower.
+  # An accelerator keeps the next step queued while it runs the last.
+  one_in_flight = jax.default_backend() == "cpu"
   for step in range(start, tc.num_steps):
     batch = ctx.data.train.batch(step)
     width = batch.src.shape[-1]
-    if width not in compiled:  # a new batch shape compiles: keep it out of tokens/s
+    if one_in_flight or width not in compiled:
       jax.block_until_ready(state)
+    if width not in compiled:  # a new batch shape compiles: keep it out of tokens/s
       timer.pause()
       began = time.time()
     state, sums = ctx.train_step(state, ctx.placement.batch(batch, leading),

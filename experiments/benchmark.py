@@ -268,7 +268,8 @@ def main(argv):
       with open(FLAGS.json, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
-  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.json)
+  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.json,
+          keep_freed_pages=FLAGS.keep_freed_pages)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from typing import Callable
 from absl import flags, logging
 import jax
 
-from attn_jax import config as config_lib, corpus, evaluation, inference, resume, training
+from attn_jax import (config as config_lib, corpus, evaluation, host_memory, inference, resume,
+                      training)
 
 FLAGS = flags.FLAGS
 
@@ -65,14 +66,17 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(body: Callable[[], None], argv: list[str], flag_names: dict[str, str] | None = None,
-        path: str = "") -> None:
+        path: str = "", keep_freed_pages: bool = False) -> None:
   """Runs `body` with the expected errors turned into one line each.
 
   flag_names: config field -> flag name where they differ (ConfigError names fields).
   path: what an OSError without a file name is about.
+  keep_freed_pages: host_memory.keep_freed_pages() first (programs that train).
   """
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if keep_freed_pages:
+    host_memory.keep_freed_pages()
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
   jax.config.update("jax_compilation_cache_dir",

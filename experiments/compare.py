@@ -76,7 +76,8 @@ def main(argv):
       print(f"stopped by {stopped}: run the same command to continue", flush=True)
       return
     print(f"wrote {FLAGS.workdir}/report.md ({time.time() - began:.0f}s)", flush=True)
-  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir)
+  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
+          keep_freed_pages=FLAGS.keep_freed_pages)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)
 
+# Process (not part of the Config).
+flags.DEFINE_boolean(
+    "keep_freed_pages", True,
+    "glibc: allocate from one heap and keep freed memory mapped, so each training step "
+    "reuses the pages of the last instead of faulting in fresh ones (on the matched model "
+    "about 16 % faster on CPU, compilation slower, and the resident set keeps its "
+    "high-water mark).")
+
 # Config field -> flag name, where they differ.
 FLAG_NAMES = {"data.seed": "data_seed"}
 # ConfigError names a field without its section: the flag to name instead.

@@ -56,7 +56,8 @@ def main(argv):
     training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
                                 flagfile=config_flags.flagfile_text("workdir"),
                                 stop_requested=cli.StopSignals())
-  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir)
+  cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
+          keep_freed_pages=FLAGS.keep_freed_pages)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""host_memory.release_freed: freed heap pages leave the resident set."""
+"""host_memory: freed heap pages leave the resident set on request (release_freed), and
+large buffers are reused without page faults (keep_freed_pages)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -23,3 +26,38 @@ def test_freed_heap_is_returned_to_the_os():
   assert _rss_mib() < before - 50
   del blocks
   host_memory.release_freed()  # harmless when there is nothing to return
+
+
+_REUSE = r"""
+import resource, sys, threading
+from attn_jax import host_memory
+if sys.argv[1] == "keep":
+  assert host_memory.keep_freed_pages()
+faults = []
+
+def allocate_twice():  # on another thread, as XLA's runtime allocates
+  for _ in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = bytearray(64 << 20)  # 64 MiB: above glibc's largest mmap threshold
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del block
+
+thread = threading.Thread(target=allocate_twice)
+thread.start()
+thread.join()
+print(faults[1])
+"""
+
+
+def _second_allocation_faults(mode: str) -> int:
+  out = subprocess.run([sys.executable, "-c", _REUSE, mode], capture_output=True, text=True,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_pages_reuses_a_large_buffer_without_page_faults():
+  """A thread's second 64 MiB buffer reuses the first's pages; by default it is mapped
+  afresh and every page faults again."""
+  assert _second_allocation_faults("default") > 10_000  # 16,384 pages of 4 KiB
+  assert _second_allocation_faults("keep") < 1_000

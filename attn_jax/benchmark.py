@@ -62,24 +62,25 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
 
 
 class Compiled(NamedTuple):
-  by_width: dict[Any, Any]  # batch width (a decode call's (rows, width)) -> compiled executable
+  by_shape: dict[Any, Any]  # training batch width, or a decode call's (rows, width) -> executable
   seconds: dict[Any, float]  # the same keys -> compile time
 
 
-def compile_per_width(fn: Callable, args_by_width: dict[Any, tuple]) -> Compiled:
-  """Lowers and compiles the jitted `fn` once per batch width (or shape), timing each."""
-  by_width, seconds = {}, {}
-  for width, args in sorted(args_by_width.items()):
+def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple]) -> Compiled:
+  """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
+  shape), timing each."""
+  by_shape, seconds = {}, {}
+  for shape, args in sorted(args_by_shape.items()):
     began = time.perf_counter()
-    by_width[width] = fn.lower(*args).compile()
-    seconds[width] = time.perf_counter() - began
+    by_shape[shape] = fn.lower(*args).compile()
+    seconds[shape] = time.perf_counter() - began
     host_memory.release_freed()
-  return Compiled(by_width, seconds)
+  return Compiled(by_shape, seconds)
 
 
 def _compile_summary(compiled: Compiled) -> dict:
   return {"count": len(compiled.seconds), "seconds": round(sum(compiled.seconds.values()), 2),
-          "per_width": {"x".join(map(str, w)) if isinstance(w, tuple) else str(w): round(s, 2)
+          "per_shape": {"x".join(map(str, w)) if isinstance(w, tuple) else str(w): round(s, 2)
                         for w, s in compiled.seconds.items()}}
 
 
@@ -107,7 +108,7 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   k_init, key = seeds.run_keys(config.train)
   state = steps.init_state(k_init, config.model, optimizer)
   train_step = steps.make_train_step(config.model, config.train, optimizer)
-  compiled = compile_per_width(train_step, {w: (state, b, seeds.step_key(key, 0))
+  compiled = compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
                                             for w, b in _first_batch_per_width(train).items()})
   step = 0
   one_in_flight = jax.default_backend() == "cpu"
@@ -119,7 +120,7 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
       batch = train.batch(step)
       if one_in_flight:  # as training.py runs them
         jax.block_until_ready(state)
-      state, _ = compiled.by_width[batch.src.shape[-1]](
+      state, _ = compiled.by_shape[batch.src.shape[-1]](
           state, batch, seeds.step_key(key, step))
       real = batch.tgt_len > 0
       totals["tgt"] += float(batch.tgt_len.sum())
@@ -155,7 +156,7 @@ def compile_eval_step(config: ModelConfig, params: dict, ev: inputs.EvalData) ->
   """Compile summary of the teacher-forced eval step over the widths of `ev`."""
   eval_step = steps.make_eval_step(config)
   by_width = {b.src.shape[1]: b for _, b in ev.batches}
-  return _compile_summary(compile_per_width(eval_step, {w: (params, b) for w, b in
+  return _compile_summary(compile_per_shape(eval_step, {w: (params, b) for w, b in
                                                         by_width.items()}))
 
 
@@ -173,9 +174,9 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
   search = steps.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
   by_shape = {c.src.shape: c for c in evaluation.decode_calls(ev)}
-  compiled = compile_per_width(search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
+  compiled = compile_per_shape(search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
                                         for shape, c in by_shape.items()})
-  run = lambda p, s, n, c: compiled.by_width[s.shape](p, s, n, c)
+  run = lambda p, s, n, c: compiled.by_shape[s.shape](p, s, n, c)
   seconds = []
   for _ in range(passes):
     began = time.perf_counter()

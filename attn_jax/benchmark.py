@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import (batching, config as config_lib, data, evaluation, flops, host_memory, inputs,
-                      seeds, steps, translation)
+                      seeds, steps, training, translation)
 from attn_jax.config import Config, ModelConfig
 
 
@@ -111,14 +111,14 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   compiled = compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
                                             for w, b in _first_batch_per_width(train).items()})
   step = 0
-  one_in_flight = jax.default_backend() == "cpu"
+  one_in_flight = training.one_step_in_flight()  # as training runs its steps
 
   def run(count: int) -> dict[str, float]:
     nonlocal state, step
     totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
     for _ in range(count):
       batch = train.batch(step)
-      if one_in_flight:  # as training.py runs them
+      if one_in_flight:
         jax.block_until_ready(state)
       state, _ = compiled.by_shape[batch.src.shape[-1]](
           state, batch, seeds.step_key(key, step))

@@ -17,19 +17,19 @@ import sys
 
 
 @functools.cache
-def _malloc_trim():
-  """glibc's malloc_trim, or None where there is none (macOS, musl, Windows)."""
+def _glibc(name: str):
+  """glibc's function `name`, or None where there is none (macOS, musl, Windows)."""
   if not sys.platform.startswith("linux"):
     return None
   try:
-    return ctypes.CDLL("libc.so.6").malloc_trim
+    return getattr(ctypes.CDLL("libc.so.6"), name)
   except (OSError, AttributeError):
     return None
 
 
 def release_freed() -> None:
   """Returns the freed pages of the heap to the OS (a no-op without glibc)."""
-  trim = _malloc_trim()
+  trim = _glibc("malloc_trim")
   if trim is not None:
     trim(0)
 
@@ -52,11 +52,8 @@ def keep_freed_pages() -> bool:
   last. Call it before JAX starts its threads (before the first computation).
   Returns False where there is no glibc (a no-op there).
   """
-  if not sys.platform.startswith("linux"):
-    return False
-  try:
-    mallopt = ctypes.CDLL("libc.so.6").mallopt
-  except (OSError, AttributeError):
+  mallopt = _glibc("mallopt")
+  if mallopt is None:
     return False
   return all(mallopt(param, value) == 1 for param, value in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))

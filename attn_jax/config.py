@@ -129,6 +129,10 @@ class DataConfig:
   src_lang: str = "en"
   tgt_lang: str = "de"
   joint_vocab: bool = True
+  # Translation: BPE-dropout of the training pairs (Provilkov et al. 2020), each step's
+  # sentences segmented afresh with every merge skipped at this rate; 0: the one fixed
+  # segmentation. Validation and test text are always segmented deterministically.
+  subword_dropout: float = 0.0
 
   def __post_init__(self):
     _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
@@ -139,6 +143,10 @@ class DataConfig:
     _check(self.vocab_size > NUM_SPECIAL, "vocab_size",
            f"must exceed {NUM_SPECIAL} (the special tokens), got {self.vocab_size}")
     _positive(self, "min_len", "max_len", "train_size", "eval_size")
+    _check(0.0 <= self.subword_dropout < 1.0, "subword_dropout",
+           f"must be in [0, 1), got {self.subword_dropout}")
+    _check(self.subword_dropout == 0.0 or self.task == "translation", "subword_dropout",
+           f"applies to task 'translation' only, not {self.task!r}")
     _check(self.min_len <= self.max_len, "min_len",
            f"must be <= max_len ({self.max_len}), got {self.min_len}")
 

@@ -92,6 +92,14 @@ def pad_rows(batch: Batch, batch_size: int) -> Batch:
   return Batch(*(np.concatenate([a, b]) for a, b in zip(batch, filler)))
 
 
+def widen(batch: Batch, width: int) -> Batch:
+  """A batch [rows, w] padded to [rows, width] (width >= w): PAD tokens, alignments -1."""
+  def pad(x, value):
+    return np.pad(x, [(0, 0), (0, width - x.shape[1])], constant_values=value)
+  return batch._replace(src=pad(batch.src, PAD_ID), tgt_in=pad(batch.tgt_in, PAD_ID),
+                        tgt_out=pad(batch.tgt_out, PAD_ID), align=pad(batch.align, -1))
+
+
 def eval_batches(ds: Dataset, batch_size: int) -> Iterator[Batch]:
   """Fixed-shape batches in order; the last is filled with rows of tgt_len 0."""
   for start in range(0, size(ds), batch_size):

@@ -42,6 +42,13 @@ class EvalData(NamedTuple):
     return len(self.batches[0][1].src) if self.batches else 0
 
 
+class Resegment(NamedTuple):
+  """What BPE-dropout of the training pairs needs (DataConfig.subword_dropout)."""
+  text: corpus.ParallelText  # the training text the buckets index
+  vocabs: translation.Vocabs
+  dropout: float  # the merge-dropout rate, > 0
+
+
 class RunData(NamedTuple):
   train: TrainData
   eval: EvalData
@@ -80,7 +87,12 @@ def stacked(make: Callable[[int | None], TrainData], config: DataConfig,
   runs = [make(seeds.shuffle_seed(config, k)) for k in range(num_seeds)]
   if num_seeds == 1:
     return runs[0]
-  return runs[0]._replace(batch=lambda step: seeds.stack_batches([r.batch(step) for r in runs]))
+
+  def batch(step):
+    batches = [r.batch(step) for r in runs]
+    width = max(b.src.shape[1] for b in batches)  # differ only with subword_dropout
+    return seeds.stack_batches([data.widen(b, width) for b in batches])
+  return runs[0]._replace(batch=batch)
 
 
 def _synthetic(config: DataConfig, batch_size: int, num_seeds: int) -> RunData:
@@ -108,14 +120,21 @@ def eval_data(split: translation.Split, batch_size: int) -> EvalData:
 
 
 def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int,
-                   shuffle_seed: int | None = None) -> TrainData:
-  """The training stream of length-bucketed pairs (batching.train_batch)."""
+                   shuffle_seed: int | None = None, resegment: Resegment | None = None
+                   ) -> TrainData:
+  """The training stream of length-bucketed pairs (batching.train_batch), or with
+  `resegment` the pairs segmented afresh each epoch (translation.Resegmented)."""
+  widths = tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s))
+  batch = functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed,
+                            shuffle_seed=shuffle_seed)
+  if resegment is not None:
+    batch = translation.Resegmented(buckets, resegment.text, resegment.vocabs, resegment.dropout,
+                                    batch_size, seed, shuffle_seed).batch
+    widths = buckets.widths  # a resampled epoch may fill any bucket
   return TrainData(
-      batch=functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed,
-                              shuffle_seed=shuffle_seed),
+      batch=batch,
       position=functools.partial(batching.data_position, buckets, batch_size=batch_size),
-      size=sum(data.size(s) for s in buckets.sets),
-      widths=tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s)))
+      size=sum(data.size(s) for s in buckets.sets), widths=widths)
 
 
 def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: int) -> RunData:
@@ -137,11 +156,14 @@ def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: i
   buckets = train_split.buckets
   if batching.batches_per_epoch(buckets, batch_size) == 0:
     raise ConfigError(f"max_len: no training pair of {config.data_dir} fits {config.max_len} subwords")
-  train = stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed), config,
-                   num_seeds)
+  resegment = (Resegment(text, vocabs, config.subword_dropout) if config.subword_dropout
+               else None)
+  train = stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed,
+                                    resegment=resegment), config, num_seeds)
   summary = (f"train {train.size} pairs "
              f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
              f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "
              f"{len(val.text.src)} sentences / vocabulary {vocabs.src.size}"
-             f"{' joint' if config.joint_vocab else f' + {vocabs.tgt.size}'}")
+             f"{' joint' if config.joint_vocab else f' + {vocabs.tgt.size}'}"
+             f"{f' / BPE-dropout {config.subword_dropout}' if resegment else ''}")
   return RunData(train, eval_data(val, batch_size), vocabs, summary)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from attn_jax import batching, corpus, vocab
+from attn_jax import batching, corpus, data, vocab
 
 DEFAULT_WIDTHS = (12, 16, 20, 24, 32, 48, 64)  # subwords + EOS; Multi30k fills them ~86 %
 
@@ -60,6 +60,59 @@ def encode(text: corpus.ParallelText, vocabs: Vocabs) -> tuple[list[np.ndarray],
   src = [np.asarray(vocabs.src.encode(s), np.int32) for s in text.src]
   tgt = [np.asarray(vocabs.tgt.encode(t), np.int32) for t in text.tgt]
   return src, tgt
+
+
+class Resegmented:
+  """A training stream whose pairs are segmented afresh each epoch by BPE-dropout.
+
+  Subword regularisation (Provilkov et al. 2020): every epoch splits each training
+  sentence into subwords anew, every BPE merge skipped with probability `dropout`,
+  so the model learns from many segmentations of one text. The epoch's pairs are
+  bucketed by their sampled lengths (the same bucket widths, so the same batch
+  shapes) and batched as batching.train_batch does. An epoch keeps the step count of
+  the deterministic segmentation, so the step -> epoch map stays fixed: when a
+  sampled epoch has more batches (a bucket's last short batch more or less), its
+  last ones in the shuffled order are left out; when fewer, its first ones repeat.
+  The draws are seeded by (seed or shuffle_seed, epoch), so the batch of a step is
+  a pure function of the step and a resumed run reads what an uninterrupted one
+  would. A pair whose sample no bucket holds keeps its deterministic segmentation.
+  """
+
+  def __init__(self, buckets: batching.Buckets, text: corpus.ParallelText, vocabs: Vocabs,
+               dropout: float, batch_size: int, seed: int, shuffle_seed: int | None = None):
+    """buckets: batching.bucket_pairs of encode(text) (training pairs only); dropout in (0, 1)."""
+    self.buckets, self.text, self.vocabs, self.dropout = buckets, text, vocabs, dropout
+    self.batch_size, self.seed, self.shuffle_seed = batch_size, seed, shuffle_seed
+    self.per_epoch = batching.batches_per_epoch(buckets, batch_size)
+    self._cached: tuple[int, batching.Buckets] | None = None  # the last epoch sampled
+
+  def epoch_buckets(self, epoch: int) -> batching.Buckets:
+    """Every training pair of the buckets, segmented by the draws of `epoch`, bucketed."""
+    if self._cached is None or self._cached[0] != epoch:
+      pairs = np.concatenate(self.buckets.index)  # positions in text
+      seed = self.seed if self.shuffle_seed is None else self.shuffle_seed
+      draw_seed = int(np.random.default_rng([seed, epoch]).integers(2 ** 31))
+      src, tgt = vocab.sampled([(self.vocabs.src, [self.text.src[i] for i in pairs]),
+                                (self.vocabs.tgt, [self.text.tgt[i] for i in pairs])],
+                               self.dropout, draw_seed)
+      fixed = [(ds.src[r, :ds.src_len[r] - 1], ds.tgt_out[r, :ds.tgt_len[r] - 1])
+               for ds in self.buckets.sets for r in range(data.size(ds))]
+      widest = self.buckets.widths[-1]
+      for k, (s, t) in enumerate(zip(src, tgt)):
+        if max(len(s), len(t)) + 1 > widest:
+          src[k], tgt[k] = fixed[k]
+      self._cached = (epoch, batching.bucket_pairs(
+          [np.asarray(s, np.int32) for s in src], [np.asarray(t, np.int32) for t in tgt],
+          self.buckets.widths))
+    return self._cached[1]
+
+  def batch(self, step: int) -> data.Batch:
+    """The batch of training step `step`: Batch [batch_size, width]."""
+    epoch, index = divmod(step, self.per_epoch)
+    buckets = self.epoch_buckets(epoch)
+    sampled_per_epoch = batching.batches_per_epoch(buckets, self.batch_size)
+    return batching.train_batch(buckets, epoch * sampled_per_epoch + index % sampled_per_epoch,
+                                self.batch_size, self.seed, self.shuffle_seed)
 
 
 def load_split(data_dir: str, split: str, src_lang: str, tgt_lang: str, vocabs: Vocabs,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 
 import sentencepiece as spm
 
@@ -38,6 +39,13 @@ class Vocab:
     """Subword ids of one sentence, without BOS/EOS."""
     return self.processor.encode(text)
 
+  def sample(self, texts: list[str], dropout: float) -> list[list[int]]:
+    """Subword ids of each text segmented by BPE-dropout (Provilkov et al. 2020): every
+    merge is skipped with probability `dropout`. Draws from SentencePiece's generator;
+    seed it first (sampled)."""
+    return self.processor.encode(texts, enable_sampling=True, alpha=dropout, nbest_size=-1,
+                                 num_threads=1)
+
   def decode(self, ids) -> str:
     """Text of ids; PAD, BOS and EOS are dropped."""
     return self.processor.decode([int(i) for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])
@@ -45,6 +53,19 @@ class Vocab:
   def pieces(self, ids) -> list[str]:
     """Readable piece of each id (for plots)."""
     return [self.processor.id_to_piece(int(i)) for i in ids]
+
+
+# SentencePiece draws its samples from one generator per thread, seeded from a
+# process-wide seed; the lock keeps a seed and the draws that follow it together.
+_SAMPLING = threading.Lock()
+
+
+def sampled(jobs: list[tuple[Vocab, list[str]]], dropout: float, seed: int) -> list[list[list[int]]]:
+  """Vocab.sample of each (vocabulary, texts) in order, the draws seeded by `seed`: the same
+  seed gives the same segmentations, whichever thread asks. seed in [0, 2**31)."""
+  with _SAMPLING:
+    spm.set_random_generator_seed(seed)
+    return [v.sample(texts, dropout) for v, texts in jobs]
 
 
 def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> bytes:

@@ -55,6 +55,10 @@ flags.DEFINE_string("data_dir", "", "Translation: directory of <split>.<lang>[.g
 flags.DEFINE_string("src_lang", "en", "Translation: source language code.")
 flags.DEFINE_string("tgt_lang", "de", "Translation: target language code.")
 flags.DEFINE_boolean("joint_vocab", True, "Translation: one vocabulary for both languages.")
+flags.DEFINE_float("subword_dropout", 0.0,
+                   "Translation: BPE-dropout rate of the training pairs, each step's sentences "
+                   "segmented afresh (Provilkov et al. 2020 use 0.1); 0: one fixed segmentation.",
+                   lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
 flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and of the training order.")

@@ -82,6 +82,7 @@ def test_bad_data_keeps_an_existing_run(tmp_path):
     ("--hidden_size=0", "hidden_size"),
     ("--batch_size=-8", "batch_size"),
     ("--dropout=1.5", "dropout"),
+    ("--subword_dropout=0.1", "subword_dropout"),
 ])
 def test_invalid_flags(tmp_path, flag, named):
   proc = conftest.run_program("train", f"--workdir={tmp_path / 'run'}", flag)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax import checkpoint, inference, inputs, resume, seeds, steps, training
+from attn_jax import checkpoint, data, inference, inputs, resume, seeds, steps, training
 from attn_jax.config import Config
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,24 @@ def test_reshuffled_runs_have_batches_of_one_shape_and_stack(tmp_path):
     widths.add(stacked.src.shape[-1])
     assert not np.array_equal(alone[0].src, alone[1].src)  # reshuffled rows
   assert len(widths) == 2  # both buckets, yet one shape per step
+
+
+def test_resegmented_runs_stack_at_the_widest_of_their_widths(tmp_path):
+  config = helpers.tiny_config(data_overrides=dict(
+      task="translation", data_dir=helpers.write_corpus(tmp_path), vocab_size=300, max_len=15,
+      subword_dropout=0.5))
+  run_data = inputs.load(config.data, 8, str(tmp_path), num_seeds=2)
+  runs = [inputs.load(seeds.member_config(config, k).data, 8, str(tmp_path)) for k in range(2)]
+  widened = 0
+  for step in range(24):
+    alone = [r.train.batch(step) for r in runs]
+    stacked = run_data.train.batch(step)
+    width = max(b.src.shape[-1] for b in alone)
+    assert stacked.src.shape[-1] == width
+    for k in range(2):
+      assert helpers.tree_equal(seeds.member(stacked, k), data.widen(alone[k], width))
+      widened += alone[k].src.shape[-1] < width
+  assert widened  # the runs' own widths differed at some steps
 
 
 def test_member_config_offsets_both_seeds():

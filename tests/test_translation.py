@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
-from attn_jax import corpus, data, translation
+from attn_jax import batching, corpus, data, translation
 
 EN = ["a cat sits on the mat", "two dogs run", "", "the bird sings a very long song " * 6,
       "a red car", "the old man reads"]
@@ -49,3 +50,47 @@ def test_evaluation_split_keeps_every_line(corpus_dir, tmp_path):
   assert max(split.buckets.widths) > 32  # widened to the longest line
   assert sum(data.size(ds) for ds in split.buckets.sets) == len(EN)
   assert os.path.exists(translation.vocab_paths(str(tmp_path / "vocab"), "en", "de", True)[0])
+
+
+def _spaced(text: str) -> str:
+  """The text as SentencePiece gives it back: whitespace runs as one space, none at the ends."""
+  return " ".join(text.split())
+
+
+def test_resegmented_epochs_keep_every_pair_text_and_step_count(corpus_dir, tmp_path):
+  train_text = corpus.read_parallel(corpus_dir, "train", "en", "de", drop_empty=True)
+  vocabs = translation.build_vocabs(train_text, str(tmp_path / "vocab"), "en", "de", 400, True)
+  split = translation.load_split(corpus_dir, "train", "en", "de", vocabs, widths=(8, 16, 64),
+                                 training=True, text=train_text)
+  stream = translation.Resegmented(split.buckets, train_text, vocabs, 0.5, batch_size=2, seed=3)
+  fixed = batching.batches_per_epoch(split.buckets, 2)
+  assert stream.per_epoch == fixed
+  for epoch in range(3):
+    buckets = stream.epoch_buckets(epoch)
+    assert buckets.widths == split.buckets.widths and buckets.filtered == 0
+    order = np.concatenate(split.buckets.index)  # epoch_buckets' index points into this
+    assert sorted(int(order[k]) for ix in buckets.index for k in ix) == sorted(order)  # all, once
+    for ds, index in zip(buckets.sets, buckets.index):
+      for row, k in enumerate(index):
+        i = order[k]
+        assert vocabs.src.decode(ds.src[row, :ds.src_len[row]]) == _spaced(train_text.src[i])
+        assert vocabs.tgt.decode(ds.tgt_out[row, :ds.tgt_len[row]]) == _spaced(train_text.tgt[i])
+  segmentations = {tuple(stream.epoch_buckets(e).sets[-1].src_len) for e in range(6)}
+  assert len(segmentations) > 1  # epochs differ
+  batches = [stream.batch(s) for s in range(3 * fixed)]
+  assert all(b.src.shape[0] == 2 and b.src.shape[1] in split.buckets.widths for b in batches)
+  fresh = translation.Resegmented(split.buckets, train_text, vocabs, 0.5, batch_size=2, seed=3)
+  for s in (2 * fixed + 1, 0, fixed):  # a step's batch does not depend on what came before
+    assert all((a == b).all() for a, b in zip(fresh.batch(s), batches[s]))
+
+
+def test_resegmented_pairs_no_bucket_holds_keep_their_segmentation(corpus_dir, tmp_path):
+  train_text = corpus.read_parallel(corpus_dir, "train", "en", "de", drop_empty=True)
+  vocabs = translation.build_vocabs(train_text, str(tmp_path / "vocab"), "en", "de", 400, True)
+  split = translation.load_split(corpus_dir, "train", "en", "de", vocabs, widths=(16,),
+                                 training=True, text=train_text)
+  stream = translation.Resegmented(split.buckets, train_text, vocabs, 0.99, batch_size=2, seed=0)
+  [ds] = stream.epoch_buckets(0).sets
+  [fixed] = split.buckets.sets
+  longest = int(np.argmax(fixed.src_len))  # 0.99 of its merges skipped: too long for 16
+  assert (ds.src[longest] == fixed.src[longest]).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -45,6 +46,21 @@ def test_unseen_characters_fall_back_to_bytes(model_bytes):
 def test_training_is_deterministic(model_bytes):
   assert vocab.train(SENTENCES, vocab_size=300) == model_bytes
   assert vocab.Vocab(model_bytes).sha256 == vocab.Vocab(model_bytes).sha256
+
+
+def test_bpe_dropout_samples_are_seeded_and_keep_the_text(model_bytes):
+  v = vocab.Vocab(model_bytes)
+  texts = SENTENCES[:12]
+  first = vocab.sampled([(v, texts)], 0.3, seed=5)[0]
+  assert vocab.sampled([(v, texts)], 0.3, seed=5)[0] == first
+  in_a_thread = []
+  worker = threading.Thread(target=lambda: in_a_thread.append(vocab.sampled([(v, texts)], 0.3, 5)))
+  worker.start()
+  worker.join()
+  assert in_a_thread[0][0] == first
+  assert vocab.sampled([(v, texts)], 0.3, seed=6)[0] != first
+  assert [v.decode(ids) for ids in first] == texts  # another segmentation of the same text
+  assert sum(map(len, first)) > sum(len(v.encode(t)) for t in texts)  # merges were skipped
 
 
 def test_load_or_train_trains_once(tmp_path):

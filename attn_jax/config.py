@@ -129,9 +129,9 @@ class DataConfig:
   src_lang: str = "en"
   tgt_lang: str = "de"
   joint_vocab: bool = True
-  # Translation: BPE-dropout of the training pairs (Provilkov et al. 2020), each step's
-  # sentences segmented afresh with every merge skipped at this rate; 0: the one fixed
-  # segmentation. Validation and test text are always segmented deterministically.
+  # Translation: BPE-dropout of the training pairs (Provilkov et al. 2020), every epoch's
+  # sentences segmented afresh with each merge skipped at this rate (translation.Resegmented);
+  # 0: the one fixed segmentation. Validation and test text are always segmented as usual.
   subword_dropout: float = 0.0
 
   def __post_init__(self):

@@ -56,7 +56,7 @@ flags.DEFINE_string("src_lang", "en", "Translation: source language code.")
 flags.DEFINE_string("tgt_lang", "de", "Translation: target language code.")
 flags.DEFINE_boolean("joint_vocab", True, "Translation: one vocabulary for both languages.")
 flags.DEFINE_float("subword_dropout", 0.0,
-                   "Translation: BPE-dropout rate of the training pairs, each step's sentences "
+                   "Translation: BPE-dropout rate of the training pairs, each epoch's sentences "
                    "segmented afresh (Provilkov et al. 2020 use 0.1); 0: one fixed segmentation.",
                    lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)

@@ -94,6 +94,9 @@ def pad_rows(batch: Batch, batch_size: int) -> Batch:
 
 def widen(batch: Batch, width: int) -> Batch:
   """A batch [rows, w] padded to [rows, width] (width >= w): PAD tokens, alignments -1."""
+  if width == batch.src.shape[1]:
+    return batch
+
   def pad(x, value):
     return np.pad(x, [(0, 0), (0, width - x.shape[1])], constant_values=value)
   return batch._replace(src=pad(batch.src, PAD_ID), tgt_in=pad(batch.tgt_in, PAD_ID),

@@ -124,10 +124,11 @@ def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int,
                    ) -> TrainData:
   """The training stream of length-bucketed pairs (batching.train_batch), or with
   `resegment` the pairs segmented afresh each epoch (translation.Resegmented)."""
-  widths = tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s))
-  batch = functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed,
-                            shuffle_seed=shuffle_seed)
-  if resegment is not None:
+  if resegment is None:
+    batch = functools.partial(batching.train_batch, buckets, batch_size=batch_size, seed=seed,
+                              shuffle_seed=shuffle_seed)
+    widths = tuple(w for w, s in zip(buckets.widths, buckets.sets) if data.size(s))
+  else:
     batch = translation.Resegmented(buckets, resegment.text, resegment.vocabs, resegment.dropout,
                                     batch_size, seed, shuffle_seed).batch
     widths = buckets.widths  # a resampled epoch may fill any bucket

@@ -84,23 +84,30 @@ class Resegmented:
     self.buckets, self.text, self.vocabs, self.dropout = buckets, text, vocabs, dropout
     self.batch_size, self.seed, self.shuffle_seed = batch_size, seed, shuffle_seed
     self.per_epoch = batching.batches_per_epoch(buckets, batch_size)
+    pairs = np.concatenate(buckets.index)  # positions in text, in the buckets' row order
+    self._src_text = [text.src[i] for i in pairs]
+    self._tgt_text = [text.tgt[i] for i in pairs]
     self._cached: tuple[int, batching.Buckets] | None = None  # the last epoch sampled
+
+  def _fixed(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic (source, target) ids of pair k (in the buckets' row order)."""
+    for ds in self.buckets.sets:
+      if k < data.size(ds):
+        return ds.src[k, :ds.src_len[k] - 1], ds.tgt_out[k, :ds.tgt_len[k] - 1]
+      k -= data.size(ds)
+    raise IndexError(k)
 
   def epoch_buckets(self, epoch: int) -> batching.Buckets:
     """Every training pair of the buckets, segmented by the draws of `epoch`, bucketed."""
     if self._cached is None or self._cached[0] != epoch:
-      pairs = np.concatenate(self.buckets.index)  # positions in text
       seed = self.seed if self.shuffle_seed is None else self.shuffle_seed
       draw_seed = int(np.random.default_rng([seed, epoch]).integers(2 ** 31))
-      src, tgt = vocab.sampled([(self.vocabs.src, [self.text.src[i] for i in pairs]),
-                                (self.vocabs.tgt, [self.text.tgt[i] for i in pairs])],
-                               self.dropout, draw_seed)
-      fixed = [(ds.src[r, :ds.src_len[r] - 1], ds.tgt_out[r, :ds.tgt_len[r] - 1])
-               for ds in self.buckets.sets for r in range(data.size(ds))]
+      src, tgt = vocab.sampled([(self.vocabs.src, self._src_text),
+                                (self.vocabs.tgt, self._tgt_text)], self.dropout, draw_seed)
       widest = self.buckets.widths[-1]
       for k, (s, t) in enumerate(zip(src, tgt)):
         if max(len(s), len(t)) + 1 > widest:
-          src[k], tgt[k] = fixed[k]
+          src[k], tgt[k] = self._fixed(k)
       self._cached = (epoch, batching.bucket_pairs(
           [np.asarray(s, np.int32) for s in src], [np.asarray(t, np.int32) for t in tgt],
           self.buckets.widths))
@@ -111,6 +118,7 @@ class Resegmented:
     epoch, index = divmod(step, self.per_epoch)
     buckets = self.epoch_buckets(epoch)
     sampled_per_epoch = batching.batches_per_epoch(buckets, self.batch_size)
+    # train_batch's step for batch `index` (wrapped) of `epoch` in the sampled epoch's plan
     return batching.train_batch(buckets, epoch * sampled_per_epoch + index % sampled_per_epoch,
                                 self.batch_size, self.seed, self.shuffle_seed)
 

@@ -73,9 +73,12 @@ class Resegmented:
   the deterministic segmentation, so the step -> epoch map stays fixed: when a
   sampled epoch has more batches (a bucket's last short batch more or less), its
   last ones in the shuffled order are left out; when fewer, its first ones repeat.
-  The draws are seeded by (seed or shuffle_seed, epoch), so the batch of a step is
-  a pure function of the step and a resumed run reads what an uninterrupted one
-  would. A pair whose sample no bucket holds keeps its deterministic segmentation.
+  The draws are seeded by (seed or shuffle_seed, epoch), so within one process the
+  batch of a step is a pure function of the step. Across processes it is not:
+  SentencePiece's sampling gives other segmentations for the same seed in a new
+  process (measured), so a run resumed with subword_dropout does not read exactly
+  what an uninterrupted one would. A pair whose sample no bucket holds keeps its
+  deterministic segmentation.
   """
 
   def __init__(self, buckets: batching.Buckets, text: corpus.ParallelText, vocabs: Vocabs,

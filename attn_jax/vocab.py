@@ -62,7 +62,8 @@ _SAMPLING = threading.Lock()
 
 def sampled(jobs: list[tuple[Vocab, list[str]]], dropout: float, seed: int) -> list[list[list[int]]]:
   """Vocab.sample of each (vocabulary, texts) in order, the draws seeded by `seed`: the same
-  seed gives the same segmentations, whichever thread asks. seed in [0, 2**31)."""
+  seed gives the same segmentations in this process, whichever thread asks (not in another
+  process: SentencePiece's sampling is not fixed by the seed alone). seed in [0, 2**31)."""
   with _SAMPLING:
     spm.set_random_generator_seed(seed)
     return [v.sample(texts, dropout) for v, texts in jobs]

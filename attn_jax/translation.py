@@ -73,12 +73,10 @@ class Resegmented:
   the deterministic segmentation, so the step -> epoch map stays fixed: when a
   sampled epoch has more batches (a bucket's last short batch more or less), its
   last ones in the shuffled order are left out; when fewer, its first ones repeat.
-  The draws are seeded by (seed or shuffle_seed, epoch), so within one process the
-  batch of a step is a pure function of the step. Across processes it is not:
-  SentencePiece's sampling gives other segmentations for the same seed in a new
-  process (measured), so a run resumed with subword_dropout does not read exactly
-  what an uninterrupted one would. A pair whose sample no bucket holds keeps its
-  deterministic segmentation.
+  The draws (bpe_dropout.py) are seeded by (seed or shuffle_seed, epoch), so the batch
+  of a step is a pure function of the step, in any process: a resumed run reads
+  exactly what an uninterrupted one would. A pair whose sample no bucket holds keeps
+  its deterministic segmentation.
   """
 
   def __init__(self, buckets: batching.Buckets, text: corpus.ParallelText, vocabs: Vocabs,
@@ -104,9 +102,12 @@ class Resegmented:
     """Every training pair of the buckets, segmented by the draws of `epoch`, bucketed."""
     if self._cached is None or self._cached[0] != epoch:
       seed = self.seed if self.shuffle_seed is None else self.shuffle_seed
-      draw_seed = int(np.random.default_rng([seed, epoch]).integers(2 ** 31))
-      src, tgt = vocab.sampled([(self.vocabs.src, self._src_text),
-                                (self.vocabs.tgt, self._tgt_text)], self.dropout, draw_seed)
+      # one stream per side: entropy (seed, epoch, side) -> a 128-bit int seed
+      src_seed, tgt_seed = (
+          int.from_bytes(np.random.SeedSequence([seed, epoch, side]).generate_state(4).tobytes(),
+                         "little") for side in (0, 1))
+      src = self.vocabs.src.sample(self._src_text, self.dropout, src_seed)
+      tgt = self.vocabs.tgt.sample(self._tgt_text, self.dropout, tgt_seed)
       widest = self.buckets.widths[-1]
       for k, (s, t) in enumerate(zip(src, tgt)):
         if max(len(s), len(t)) + 1 > widest:

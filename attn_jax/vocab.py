@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import threading
+import random
 
 import sentencepiece as spm
 
+from attn_jax import bpe_dropout
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ConfigError
 
 UNK_ID = 3
@@ -30,6 +31,7 @@ class Vocab:
     self.processor = spm.SentencePieceProcessor(model_proto=model)
     self.sha256 = hashlib.sha256(model).hexdigest()
     self.path = path
+    self._merges: bpe_dropout.Merges | None = None  # built on the first sample()
 
   @property
   def size(self) -> int:
@@ -39,12 +41,14 @@ class Vocab:
     """Subword ids of one sentence, without BOS/EOS."""
     return self.processor.encode(text)
 
-  def sample(self, texts: list[str], dropout: float) -> list[list[int]]:
+  def sample(self, texts: list[str], dropout: float, seed: int) -> list[list[int]]:
     """Subword ids of each text segmented by BPE-dropout (Provilkov et al. 2020): every
-    merge is skipped with probability `dropout`. Draws from SentencePiece's generator;
-    seed it first (sampled)."""
-    return self.processor.encode(texts, enable_sampling=True, alpha=dropout, nbest_size=-1,
-                                 num_threads=1)
+    merge is skipped with probability `dropout` (bpe_dropout.py). The same seed gives the
+    same segmentations in any process and thread; seed >= 0."""
+    if self._merges is None:
+      self._merges = bpe_dropout.Merges(self.processor)
+    rng = random.Random(seed)
+    return [self._merges.segment(text, dropout, rng) for text in texts]
 
   def decode(self, ids) -> str:
     """Text of ids; PAD, BOS and EOS are dropped."""
@@ -53,20 +57,6 @@ class Vocab:
   def pieces(self, ids) -> list[str]:
     """Readable piece of each id (for plots)."""
     return [self.processor.id_to_piece(int(i)) for i in ids]
-
-
-# SentencePiece draws its samples from one generator per thread, seeded from a
-# process-wide seed; the lock keeps a seed and the draws that follow it together.
-_SAMPLING = threading.Lock()
-
-
-def sampled(jobs: list[tuple[Vocab, list[str]]], dropout: float, seed: int) -> list[list[list[int]]]:
-  """Vocab.sample of each (vocabulary, texts) in order, the draws seeded by `seed`: the same
-  seed gives the same segmentations in this process, whichever thread asks (not in another
-  process: SentencePiece's sampling is not fixed by the seed alone). seed in [0, 2**31)."""
-  with _SAMPLING:
-    spm.set_random_generator_seed(seed)
-    return [v.sample(texts, dropout) for v, texts in jobs]
 
 
 def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> bytes:

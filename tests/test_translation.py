@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +97,23 @@ def test_resegmented_pairs_no_bucket_holds_keep_their_segmentation(corpus_dir, t
   [fixed] = split.buckets.sets
   longest = int(np.argmax(fixed.src_len))  # 0.99 of its merges skipped: too long for 16
   assert (ds.src[longest] == fixed.src[longest]).all()
+
+
+def test_resegmented_batches_are_the_same_in_another_process(corpus_dir, tmp_path):
+  """What exact resume needs: a new process reads the same step's batch."""
+  script = f"""
+import json
+from attn_jax import corpus, translation
+text = corpus.read_parallel({corpus_dir!r}, "train", "en", "de", drop_empty=True)
+vocabs = translation.build_vocabs(text, {str(tmp_path / "vocab")!r}, "en", "de", 400, True)
+split = translation.load_split({corpus_dir!r}, "train", "en", "de", vocabs, widths=(8, 16, 64),
+                               training=True, text=text)
+stream = translation.Resegmented(split.buckets, text, vocabs, 0.5, batch_size=2, seed=3)
+print(json.dumps([[field.tolist() for field in stream.batch(s)] for s in (0, 5, 9)]))
+"""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = lambda: json.loads(subprocess.run(
+      [sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=root), check=True,
+      capture_output=True, text=True).stdout)
+  first = run()  # trains the vocabulary; the second process loads it
+  assert run() == first

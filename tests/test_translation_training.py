@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 import conftest
@@ -48,3 +50,21 @@ def test_unknown_language_is_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       f"error: flag --tgt_lang: no train.xx[.gz] in {data_dir} (languages there: de, en)"]
+
+
+def test_a_subword_dropout_run_resumed_in_a_new_process_equals_an_uninterrupted_one(tmp_path):
+  """BPE-dropout's samples are a function of (seed, epoch) in any process, so a run stopped
+  in its second epoch (64 pairs in batches of 8: at most 11 batches an epoch) and rerun
+  ends bitwise equal to one that was not stopped."""
+  data_dir = helpers.write_corpus(tmp_path)
+  flags = [f"--data_dir={data_dir}", "--task=translation", "--vocab_size=300", "--max_len=15",
+           "--subword_dropout=0.3", "--embed_size=8", "--hidden_size=8", "--attention_size=8",
+           "--batch_size=8", "--warmup_steps=2", "--cooldown_steps=0", "--log_every=1",
+           "--eval_every=100", "--checkpoint_every=12", "--num_plots=0"]
+  whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+  for workdir, num_steps in ((whole, 20), (stopped, 12), (stopped, 20)):
+    proc = conftest.run_program("train", f"--workdir={workdir}", f"--num_steps={num_steps}",
+                                *flags)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  jax.tree.map(np.testing.assert_array_equal, helpers.saved_params(stopped, 20),
+               helpers.saved_params(whole, 20))

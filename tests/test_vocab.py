@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -51,16 +54,29 @@ def test_training_is_deterministic(model_bytes):
 def test_bpe_dropout_samples_are_seeded_and_keep_the_text(model_bytes):
   v = vocab.Vocab(model_bytes)
   texts = SENTENCES[:12]
-  first = vocab.sampled([(v, texts)], 0.3, seed=5)[0]
-  assert vocab.sampled([(v, texts)], 0.3, seed=5)[0] == first
+  first = v.sample(texts, 0.3, seed=5)
+  assert vocab.Vocab(model_bytes).sample(texts, 0.3, seed=5) == first
   in_a_thread = []
-  worker = threading.Thread(target=lambda: in_a_thread.append(vocab.sampled([(v, texts)], 0.3, 5)))
+  worker = threading.Thread(target=lambda: in_a_thread.append(v.sample(texts, 0.3, 5)))
   worker.start()
   worker.join()
-  assert in_a_thread[0][0] == first
-  assert vocab.sampled([(v, texts)], 0.3, seed=6)[0] != first
+  assert in_a_thread[0] == first
+  assert v.sample(texts, 0.3, seed=6) != first
   assert [v.decode(ids) for ids in first] == texts  # another segmentation of the same text
   assert sum(map(len, first)) > sum(len(v.encode(t)) for t in texts)  # merges were skipped
+
+
+def test_bpe_dropout_samples_are_the_same_in_another_process(model_bytes, tmp_path):
+  path = tmp_path / "spm.model"
+  path.write_bytes(model_bytes)
+  texts = SENTENCES[:12]
+  script = ("import json, sys; from attn_jax import vocab; "
+            f"print(json.dumps(vocab.load(sys.argv[1]).sample({texts!r}, 0.3, seed=5)))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, PYTHONHASHSEED="random")
+  other = subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+  assert json.loads(other) == vocab.Vocab(model_bytes).sample(texts, 0.3, seed=5)
 
 
 def test_load_or_train_trains_once(tmp_path):

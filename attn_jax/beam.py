@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax import decoder, encoder
+from attn_jax import decoder, encoder, model
 from attn_jax.argmax import argmax
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 from attn_jax.search import Hypotheses, never_emit
@@ -70,6 +70,7 @@ def start(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
           ) -> tuple[decoder.DecoderCarry, decoder.Memory]:
   """The encoder run once per sentence: (the decoder's initial carry, its attention
   memory), leaves [rows, ...]; the search tiles a sentence's to the beam when it loads it."""
+  params = model.in_precision(params, config, rounded=True)
   enc = encoder.encode(params["encoder"], src, src_len, config)
   return (decoder.initial_carry(params["decoder"], enc, config),
           decoder.memory(params["decoder"], enc, config))
@@ -98,6 +99,7 @@ def beam_search(params: dict, src: jax.Array, src_len: jax.Array, config: ModelC
   Returns:
     Hypotheses whose scores are log P of the returned tokens (not normalised).
   """
+  params = model.in_precision(params, config, rounded=True)
   dec_params = params["decoder"]
   carry0, mem0 = start(params, src, src_len, config)
   banned = never_emit(config.tgt_vocab_size)  # [vocab]

@@ -76,7 +76,7 @@ def project_input_rows(params: dict, x: jax.Array, start: int) -> jax.Array:
   the attention part (known only inside the loop) at each step; no bias.
   """
   kernel = params["input"]["kernel"][start:start + x.shape[-1]]  # [part, gates*hidden]
-  return x @ kernel
+  return layers.matmul(x, kernel)
 
 
 def _normalised(params: dict, x_proj: jax.Array, h_proj: jax.Array

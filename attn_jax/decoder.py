@@ -143,9 +143,10 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
   return DecoderCarry(state=state, feed=feed, t=carry.t + 1), out, weights
 
 
-def output_layer(params: dict) -> tuple[jax.Array, jax.Array]:
+def output_layer(params: dict) -> tuple[jax.Array | layers.LowPrecision, jax.Array]:
   """(W_o [hidden, tgt_vocab], b_o [tgt_vocab]); with tied embeddings (an output layer
-  holding only a bias) W_o is the target embedding's transpose E^T."""
+  holding only a bias) W_o is the target embedding's transpose E^T (model.in_precision
+  gives it a kernel)."""
   if "kernel" in params["output"]:
     return params["output"]["kernel"], params["output"]["bias"]
   return params["embed"]["embedding"].T, params["output"]["bias"]
@@ -154,7 +155,7 @@ def output_layer(params: dict) -> tuple[jax.Array, jax.Array]:
 def logits(params: dict, out: jax.Array) -> jax.Array:
   """v [..., hidden] -> logits W_o v + b_o [..., tgt_vocab]."""
   kernel, bias = output_layer(params)
-  return out @ kernel + bias
+  return layers.matmul(out, kernel) + bias
 
 
 def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, mem: Memory,

@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from attn_jax import beam, decoder
+from attn_jax import beam, decoder, model
 from attn_jax.config import ModelConfig
 from attn_jax.search import Hypotheses, never_emit
 
@@ -56,6 +56,7 @@ def beam_search(params: Sequence[dict], src: jax.Array, src_len: jax.Array,
     Hypotheses whose scores are the ensemble's log P of the returned tokens.
   """
   check_members(configs)
+  params = [model.in_precision(p, config, rounded=True) for p, config in zip(params, configs)]
   carries, mems = zip(*(beam.start(p, src, src_len, config)
                         for p, config in zip(params, configs)))  # leaves [rows, ...]
   banned = never_emit(configs[0].tgt_vocab_size)  # [vocab]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from attn_jax import decoder, encoder
+from attn_jax import decoder, encoder, layers
 from attn_jax.config import ModelConfig
 from attn_jax.data import Batch
 
@@ -23,6 +23,24 @@ def dropout_keys(dropout_key: jax.Array | None) -> tuple[jax.Array | None, jax.A
   return k_enc, k_dec
 
 
+def in_precision(params: dict, config: ModelConfig, rounded: bool = False) -> dict:
+  """params whose kernels multiply with config.matmul_dtype operands (layers.in_precision;
+  unchanged for float32), the tied output layer E^T included. Attention keeps float32: its
+  products are per example under vmap, small and memory-bound. Idempotent. rounded: the
+  kernels stored rounded (for searches, which take no gradients)."""
+  if config.matmul_dtype == "float32":
+    return params
+  dtype = config.matmul_dtype
+  params = layers.in_precision(params, dtype, skip=("attention",), rounded=rounded)
+  dec = params["decoder"]
+  if "kernel" not in dec["output"]:  # tied: W_o = E^T, the embedding itself stays float32
+    kernel = dec["embed"]["embedding"].T  # [hidden, tgt_vocab]
+    output = {**dec["output"],
+              "kernel": layers.LowPrecision(kernel.astype(dtype) if rounded else kernel, dtype)}
+    params = {**params, "decoder": {**dec, "output": output}}
+  return params
+
+
 def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
                     dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Teacher-forced pass up to the output layer (whose loss output_loss.sums computes).
@@ -30,6 +48,7 @@ def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
   Returns:
     output vectors v_t [batch, tgt_len, hidden] and attention weights [batch, tgt_len, src_len].
   """
+  params = in_precision(params, config)
   k_enc, k_dec = dropout_keys(dropout_key)
   enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
   return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec)
@@ -42,6 +61,7 @@ def forward(params: dict, batch: Batch, config: ModelConfig,
   Returns:
     logits [batch, tgt_len, tgt_vocab] and attention weights [batch, tgt_len, src_len].
   """
+  params = in_precision(params, config)
   outs, weights = forward_outputs(params, batch, config, dropout_key)
   return decoder.logits(params["decoder"], outs), weights
 

@@ -50,9 +50,18 @@ def _chunked_inputs(v, targets, mask, steps):
   return _chunked(v, steps), _chunked(targets, steps), _chunked(mask, steps)
 
 
-def _chunk_sums(kernel, bias, v, targets, mask, label_smoothing):
+def _product(a: jax.Array, b: jax.Array, dtype: str, spec: str | None = None) -> jax.Array:
+  """a @ b (or einsum(spec, a, b)) in float32, the operands rounded to dtype first."""
+  if dtype != "float32":
+    a, b = a.astype(dtype), b.astype(dtype)
+  if spec is None:
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _chunk_sums(kernel, bias, v, targets, mask, label_smoothing, dtype):
   """Logits z [batch, steps, V], log-sum-exp [batch, steps], summed loss and hits."""
-  z = v @ kernel + bias  # [batch, steps, V]
+  z = _product(v, kernel, dtype) + bias  # [batch, steps, V]
   lse = jax.nn.logsumexp(z, axis=-1)  # [batch, steps]
   z_target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # [batch, steps]
   # -log p(y) = lse - z_y; the cross-entropy with the uniform distribution = lse - mean(z).
@@ -64,10 +73,11 @@ def _chunk_sums(kernel, bias, v, targets, mask, label_smoothing):
   return z, lse, loss, hits
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
          mask: jax.Array, label_smoothing: float = 0.0,
-         chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+         chunk_rows: int = DEFAULT_CHUNK_ROWS, matmul_dtype: str = "float32"
+         ) -> tuple[jax.Array, jax.Array]:
   """Summed (label-smoothed) cross-entropy and argmax hits of softmax(v W + b).
 
   Args:
@@ -78,6 +88,8 @@ def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
     mask: bool [batch, tgt_len], True at the real positions.
     label_smoothing: eps; the target distribution is (1 - eps) onehot + eps / V.
     chunk_rows: batch x time positions per chunk (chunk_steps); 0: one chunk.
+    matmul_dtype: the operands of the three products (v W, v^T dz, dz W^T) are rounded to
+      it; they accumulate in float32 (layers.matmul).
   Returns:
     (loss sum over the real positions, float32 []; hits, int32 []): the values of
     metrics.cross_entropy_sum and sum(argmax == target) on the whole logits.
@@ -85,7 +97,7 @@ def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
   steps = chunk_steps(v.shape[0], chunk_rows, v.shape[1])
 
   def body(acc, xs):
-    _, _, loss, hits = _chunk_sums(kernel, bias, *xs, label_smoothing)
+    _, _, loss, hits = _chunk_sums(kernel, bias, *xs, label_smoothing, matmul_dtype)
     return (acc[0] + loss, acc[1] + hits), None
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
@@ -93,21 +105,24 @@ def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
   return loss, hits
 
 
-def _sums_fwd(kernel, bias, v, targets, mask, label_smoothing, chunk_rows):
+def _sums_fwd(kernel, bias, v, targets, mask, label_smoothing, chunk_rows, matmul_dtype):
   batch, length, _ = v.shape
   vocab = kernel.shape[1]
   steps = chunk_steps(batch, chunk_rows, length)
+  kernel_in = kernel if matmul_dtype == "float32" else kernel.astype(matmul_dtype)  # once
 
   def body(acc, xs):
     loss_sum, hits_sum, d_kernel, d_bias = acc
     v_c, targets_c, mask_c = xs  # [batch, steps, hidden], [batch, steps], [batch, steps]
-    z, lse, loss, hits = _chunk_sums(kernel, bias, v_c, targets_c, mask_c, label_smoothing)
+    z, lse, loss, hits = _chunk_sums(kernel_in, bias, v_c, targets_c, mask_c, label_smoothing,
+                                     matmul_dtype)
     dz = (jnp.exp(z - lse[..., None]) - label_smoothing / vocab
           - (1.0 - label_smoothing) * jax.nn.one_hot(targets_c, vocab, dtype=z.dtype))
     dz = jnp.where(mask_c[..., None], dz, 0.0)  # [batch, steps, V]
-    d_kernel = d_kernel + jnp.einsum("bsh,bsv->hv", v_c, dz)
+    d_kernel = d_kernel + _product(v_c, dz, matmul_dtype, "bsh,bsv->hv")
     d_bias = d_bias + jnp.sum(dz, axis=(0, 1))
-    return (loss_sum + loss, hits_sum + hits, d_kernel, d_bias), dz @ kernel.T
+    return (loss_sum + loss, hits_sum + hits, d_kernel, d_bias), _product(dz, kernel_in.T,
+                                                                          matmul_dtype)
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros_like(kernel),
           jnp.zeros_like(bias))
@@ -117,8 +132,8 @@ def _sums_fwd(kernel, bias, v, targets, mask, label_smoothing, chunk_rows):
   return (loss, hits), (d_kernel, d_bias, d_v)
 
 
-def _sums_bwd(label_smoothing, chunk_rows, saved, cotangents):
-  del label_smoothing, chunk_rows
+def _sums_bwd(label_smoothing, chunk_rows, matmul_dtype, saved, cotangents):
+  del label_smoothing, chunk_rows, matmul_dtype
   d_kernel, d_bias, d_v = saved
   g = cotangents[0]  # of the loss sum; hits are integers
   return g * d_kernel, g * d_bias, g * d_v, None, None

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax import decoder, encoder
+from attn_jax import decoder, encoder, model
 from attn_jax.argmax import argmax
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
@@ -57,6 +57,7 @@ def greedy(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     limits: int32 [batch], each <= max_len: per-sentence limits (output_limits);
       None means max_len for all.
   """
+  params = model.in_precision(params, config, rounded=True)  # rounded once, not every step
   enc = encoder.encode(params["encoder"], src, src_len, config)
   dec_params = params["decoder"]
   mem = decoder.memory(dec_params, enc, config)

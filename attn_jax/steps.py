@@ -72,9 +72,9 @@ def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: floa
           dropout_key: jax.Array | None, chunk_rows: int):
   outs, weights = model.forward_outputs(params, batch, config, dropout_key)
   mask = metrics.target_mask(batch.tgt_len, batch.tgt_out.shape[1])  # [batch, tgt_len]
-  kernel, bias = decoder.output_layer(params["decoder"])
+  kernel, bias = decoder.output_layer(params["decoder"])  # float32: sums rounds the operands
   loss_sum, hits = output_loss.sums(kernel, bias, outs, batch.tgt_out, mask, label_smoothing,
-                                    chunk_rows)
+                                    chunk_rows, config.matmul_dtype)
   count = jnp.sum(mask)
   return loss_sum / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
 

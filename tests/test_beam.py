@@ -23,6 +23,9 @@ CONFIGS = {
                                             input_feeding=False),
     "gru-none-current": helpers.tiny_model(attention="none"),
     "gru-local_p_general-current": helpers.tiny_model(attention="local_p_general", window=2),
+    "gru-additive-bfloat16": helpers.tiny_model(attention="additive", matmul_dtype="bfloat16",
+                                                tie_embeddings=True, embed_size=16,
+                                                hidden_size=16),
 }
 
 

@@ -13,6 +13,7 @@ MODEL_BAD = [
     ("cell", "rnn"), ("query", "next"), ("attention", "multihead"), ("embed_size", 0),
     ("hidden_size", 0), ("hidden_size", -3), ("encoder_layers", 0), ("attention_size", 0),
     ("src_vocab_size", 3), ("tgt_vocab_size", 2), ("dropout", 1.0), ("dropout", -0.1),
+    ("matmul_dtype", "float16"),
 ]
 DATA_BAD = [
     ("task", "translate"), ("vocab_size", 3), ("min_len", 0), ("max_len", 0),

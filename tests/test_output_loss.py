@@ -94,3 +94,23 @@ def test_chunk_steps():
   assert output_loss.chunk_steps(512, 256, 30) == 1  # at least one position
   assert output_loss.chunk_steps(64, 0, 30) == 30  # 0: everything at once
   assert output_loss.chunk_steps(2, 256, 30) == 30  # never more than the length
+
+
+def _bf16(x) -> np.ndarray:
+  """x rounded to bfloat16, back to float32."""
+  return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32))
+
+
+@pytest.mark.parametrize("chunk_rows", [0, 3])
+def test_bfloat16_products_round_the_operands(chunk_rows):
+  kernel, bias, v, targets, mask = _inputs(2)
+  loss, _ = output_loss.sums(*map(jnp.asarray, (kernel, bias, v, targets, mask)), 0.1,
+                             chunk_rows, "bfloat16")
+  np.testing.assert_allclose(float(loss), _numpy_loss(_bf16(kernel), bias, _bf16(v), targets,
+                                                      mask, 0.1), rtol=1e-5)
+  grad = lambda dtype: jax.grad(
+      lambda k, x: output_loss.sums(k, jnp.asarray(bias), x, targets, mask, 0.1, chunk_rows,
+                                    dtype)[0], argnums=(0, 1))(jnp.asarray(kernel), jnp.asarray(v))
+  for low, full in zip(grad("bfloat16"), grad("float32")):
+    assert low.dtype == jnp.float32
+    np.testing.assert_allclose(low, full, rtol=0.05, atol=0.02)  # bfloat16 keeps 8 bits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax import data, metrics, search, steps, tasks
+from attn_jax import data, metrics, model, search, steps, tasks
 from attn_jax.config import TrainConfig
 
 CONFIG = helpers.tiny_config(data_overrides=dict(task="copy"))
@@ -109,8 +110,10 @@ def test_make_greedy_is_search_greedy(datasets):
   assert helpers.tree_equal(got, ref)
 
 
-def test_training_reduces_the_loss(datasets):
+@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+def test_training_reduces_the_loss(datasets, matmul_dtype):
   config = helpers.tiny_config(data_overrides=dict(task="copy"),
+                               model_overrides=dict(matmul_dtype=matmul_dtype),
                                train_overrides=dict(num_steps=60, cooldown_steps=10))
   _, losses, _ = _train(60, datasets, config=config)
   assert np.isfinite(losses).all()
@@ -141,3 +144,20 @@ def test_learning_rate_schedule():
   np.testing.assert_allclose(at(399), 0.5, rtol=1e-6)  # sqrt(100 / 400)
   np.testing.assert_allclose(at(900), np.sqrt(100 / 901) * 0.5, rtol=1e-6)  # half-way down
   assert at(1000) == 0.0
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(tie_embeddings=True, embed_size=16, hidden_size=16, layer_norm=True),
+    dict(cell="lstm", attention="general", input_feeding=False)])
+def test_bfloat16_matmuls_give_float32_gradients_close_to_float32s(overrides):
+  full = helpers.tiny_model(**overrides)
+  low = dataclasses.replace(full, matmul_dtype="bfloat16")
+  params = model.init(jax.random.key(0), full)
+  batch = helpers.random_batch(np.random.default_rng(0), [3, 5, 2], [4, 2, 6], 6, 7)
+  loss = lambda p, config: steps._loss(p, batch, config, 0.1, None, 4)[0]  # pylint: disable=protected-access
+  (loss_full, grad_full), (loss_low, grad_low) = (
+      jax.value_and_grad(loss)(params, config) for config in (full, low))
+  np.testing.assert_allclose(loss_low, loss_full, rtol=2e-3)
+  for g_low, g_full in zip(jax.tree.leaves(grad_low), jax.tree.leaves(grad_full)):
+    assert g_low.dtype == np.float32
+    assert np.linalg.norm(g_low - g_full) <= 0.05 * np.linalg.norm(g_full) + 1e-6

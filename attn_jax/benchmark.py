@@ -46,12 +46,13 @@ def device_memory_gib() -> float | None:
   return None if peak is None else peak / 2**30
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-  """Float32 matmul FLOP/s of a jitted size^3 product: the best of `repeats` runs."""
+def matmul_peak(size: int = 1024, repeats: int = 20, dtype: str = "float32") -> float:
+  """Matmul FLOP/s of a jitted size^3 product, the best of `repeats` runs: float32, or
+  operands in `dtype` accumulated in float32 (as layers.matmul)."""
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (size, size), jnp.float32)
-  b = jax.random.normal(kb, (size, size), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
+  a = jax.random.normal(ka, (size, size), jnp.float32).astype(dtype)
+  b = jax.random.normal(kb, (size, size), jnp.float32).astype(dtype)
+  matmul = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
   matmul(a, b).block_until_ready()
   best = float("inf")
   for _ in range(repeats):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import decoder, encoder, inputs, metrics, model, output_loss, steps
+from attn_jax import decoder, encoder, inputs, layers, metrics, model, output_loss, steps
 from attn_jax.config import Config
 from attn_jax.data import Batch
 
@@ -48,16 +48,19 @@ def _part_functions(config: Config, optimizer: optax.GradientTransformation
   """name -> jitted fn(params, opt_state, batch, key, enc, outs); each returns arrays to sync."""
   model_config, smoothing = config.model, config.train.label_smoothing
   chunk_rows = config.train.loss_chunk_rows
+  # the kernels as model.in_precision wraps them (the tied output layer: output_loss rounds it)
+  lowered = lambda p: layers.in_precision(p, model_config.matmul_dtype, skip=("attention",))
 
   def encoder_part(params, opt_state, batch, key, enc, outs):
     k_enc, _ = model.dropout_keys(key)
-    fn = lambda p: encoder.encode(p, batch.src, batch.src_len, model_config, k_enc)
+    fn = lambda p: encoder.encode(lowered(p), batch.src, batch.src_len, model_config, k_enc)
     out, vjp = jax.vjp(fn, params["encoder"])
     return vjp(jax.tree.map(jnp.ones_like, out))
 
   def decoder_part(params, opt_state, batch, key, enc, outs):
     _, k_dec = model.dropout_keys(key)
-    fn = lambda p, e: decoder.teacher_forced_outputs(p, e, batch.tgt_in, model_config, k_dec)
+    fn = lambda p, e: decoder.teacher_forced_outputs(lowered(p), e, batch.tgt_in, model_config,
+                                                     k_dec)
     out, vjp = jax.vjp(fn, params["decoder"], enc)
     return vjp(jax.tree.map(jnp.ones_like, out))
 
@@ -66,7 +69,8 @@ def _part_functions(config: Config, optimizer: optax.GradientTransformation
 
     def loss(p, v):
       kernel, bias = decoder.output_layer(p)
-      return output_loss.sums(kernel, bias, v, batch.tgt_out, mask, smoothing, chunk_rows)[0]
+      return output_loss.sums(kernel, bias, v, batch.tgt_out, mask, smoothing, chunk_rows,
+                              model_config.matmul_dtype)[0]
     return jax.grad(loss, argnums=(0, 1))(params["decoder"], outs)
 
   def update_part(params, opt_state, batch, key, enc, outs):

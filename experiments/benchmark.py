@@ -169,6 +169,10 @@ def measure() -> dict:
       "compilation_cache": FLAGS.compilation_cache}
   results["matmul_peak_flops_per_sec"] = benchmark.matmul_peak(FLAGS.matmul_size)
   results["matmul_size"] = FLAGS.matmul_size
+  low = config.model.matmul_dtype != "float32"
+  if low:  # the peak with the training's operand type too
+    results["matmul_peak_low_flops_per_sec"] = benchmark.matmul_peak(
+        FLAGS.matmul_size, dtype=config.model.matmul_dtype)
   with tempfile.TemporaryDirectory() as tmp:
     train, vocabs, description = _training_data(config, tmp)
     results["data"] = description
@@ -180,6 +184,9 @@ def measure() -> dict:
     training["device_peak_gib"] = benchmark.device_memory_gib()
     training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
                                       / results["matmul_peak_flops_per_sec"])
+    if low:
+      training["matmul_utilisation_low"] = (training["flops_per_sec"]["median"]
+                                            / results["matmul_peak_low_flops_per_sec"])
     results["training"] = training
     if FLAGS.profile:
       batches = step_profile.common_width_batches(train, FLAGS.window_steps)
@@ -214,8 +221,11 @@ def print_report(r: dict) -> None:
   t = r["training"]
   print(f"backend {r['backend']} ({r['machine']}), JAX {r['jax']}; data: {r['data']}; "
         f"compilation cache: {r['compilation_cache']}")
+  dtype = r["config"]["model"].get("matmul_dtype", "float32")
   print(f"matmul peak ({r['matmul_size']}^3 float32): "
-        f"{r['matmul_peak_flops_per_sec'] / 1e9:,.0f} GFLOP/s")
+        f"{r['matmul_peak_flops_per_sec'] / 1e9:,.0f} GFLOP/s"
+        + (f"; {dtype} operands: {r['matmul_peak_low_flops_per_sec'] / 1e9:,.0f} GFLOP/s"
+           if dtype != "float32" else ""))
   num_seeds = r["config"]["train"]["num_seeds"]
   together = f", {num_seeds} seeds as one program (all counted)" if num_seeds > 1 else ""
   print(f"training, {len(t['windows'])} windows of {t['window_steps']} steps after "
@@ -226,7 +236,9 @@ def print_report(r: dict) -> None:
           f"max {_fmt(s['max'])})")
   print(f"  matmul FLOPs per target token {t['flops_per_target_token'] / 1e6:.1f} M; "
         f"{t['flops_per_sec']['median'] / 1e9:.1f} GFLOP/s = "
-        f"{100 * t['matmul_utilisation']:.1f} % of the matmul peak")
+        f"{100 * t['matmul_utilisation']:.1f} % of the float32 matmul peak"
+        + (f", {100 * t['matmul_utilisation_low']:.1f} % of the {dtype} one"
+           if dtype != "float32" else ""))
   device = t["device_peak_gib"]
   print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
         + (f", device peak {device:.2f} GiB" if device is not None else ""))

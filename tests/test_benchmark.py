@@ -47,9 +47,23 @@ def test_quick_run_reports_every_figure(tmp_path):
   assert p["steps"] == 3 and set(p["ms_per_step"]) == {"encoder", "decoder", "output", "update",
                                                        "sum of parts", "step"}
   assert all(ms > 0 for ms in p["ms_per_step"].values())
-  for line in ("target_tokens_per_sec", "% of the matmul peak", "compilation: train step 1 x",
+  for line in ("target_tokens_per_sec", "% of the float32 matmul peak",
+               "compilation: train step 1 x",
                "synthetic/beam5", "the train step in parts"):
     assert line in proc.stdout
+
+
+@pytest.mark.slow
+def test_bfloat16_matmuls_report_their_peak_too(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = conftest.run_program("benchmark", "--quick", "--nodecode", "--profile",
+                              "--matmul_dtype=bfloat16", f"--json={out}", *TINY)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert r["config"]["model"]["matmul_dtype"] == "bfloat16"
+  assert r["matmul_peak_low_flops_per_sec"] > 0
+  assert 0 < r["training"]["matmul_utilisation_low"] < 1
+  assert "bfloat16 operands" in proc.stdout and "% of the bfloat16 one" in proc.stdout
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def device_memory_gib() -> float | None:
 
 def matmul_peak(size: int = 1024, repeats: int = 20, dtype: str = "float32") -> float:
   """Matmul FLOP/s of a jitted size^3 product, the best of `repeats` runs: float32, or
-  operands in `dtype` accumulated in float32 (as layers.matmul)."""
+  operands in `dtype` accumulated in float32 (as precision.matmul)."""
   ka, kb = jax.random.split(jax.random.key(0))
   a = jax.random.normal(ka, (size, size), jnp.float32).astype(dtype)
   b = jax.random.normal(kb, (size, size), jnp.float32).astype(dtype)

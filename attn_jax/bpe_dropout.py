@@ -14,6 +14,9 @@ A skipped pair is dropped from the queue, as in SentencePiece: it comes back onl
 if one of its two symbols changes through another merge. Merges never cross a
 word boundary (pieces begin with the word marker "▁" or hold none), so each word is
 merged on its own, starting from a cached queue of its adjacent pairs.
+
+It covers the models vocab.train builds: BPE with byte fallback and no user-defined
+pieces (which SentencePiece would keep whole); Merges refuses any other.
 """
 
 from __future__ import annotations
@@ -22,14 +25,26 @@ import heapq
 import random
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 WORD_MARK = "\u2581"  # "▁", SentencePiece's escaped space
+CACHED_WORDS = 1_000_000  # words whose starting queue is kept; later ones are built each time
 
 
 class Merges:
   """The merge table of one SentencePiece BPE model."""
 
   def __init__(self, processor: spm.SentencePieceProcessor):
+    """Raises ValueError for a model that is not BPE with byte fallback, or that has
+    user-defined pieces."""
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(processor.serialized_model_proto())
+    piece_type = sentencepiece_model_pb2.ModelProto.SentencePiece.Type
+    if (proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE
+        or not proto.trainer_spec.byte_fallback
+        or any(p.type == piece_type.USER_DEFINED for p in proto.pieces)):
+      raise ValueError("BPE-dropout needs a BPE model with byte fallback and no user-defined "
+                       "pieces (as vocab.train builds)")
     # piece -> (-score, id): the heap pops the smallest, i.e. the highest score
     self.pieces: dict[str, tuple[float, int]] = {}
     for i in range(processor.get_piece_size()):
@@ -50,7 +65,7 @@ class Merges:
       queue = [(self.pieces[word[i:i + 2]][0], i, i + 1, 2) for i in range(len(word) - 1)
                if word[i:i + 2] in self.pieces]
       heapq.heapify(queue)
-      if self.per_word:
+      if self.per_word and len(self._queues) < CACHED_WORDS:
         self._queues[word] = queue
     return queue
 

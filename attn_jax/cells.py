@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from attn_jax import layers
+from attn_jax import layers, precision
 
 
 class CellState(NamedTuple):
@@ -76,7 +76,7 @@ def project_input_rows(params: dict, x: jax.Array, start: int) -> jax.Array:
   the attention part (known only inside the loop) at each step; no bias.
   """
   kernel = params["input"]["kernel"][start:start + x.shape[-1]]  # [part, gates*hidden]
-  return layers.matmul(x, kernel)
+  return precision.matmul(x, kernel)
 
 
 def _normalised(params: dict, x_proj: jax.Array, h_proj: jax.Array

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from attn_jax import attention, cells, layers, output_loss
+from attn_jax import attention, cells, output_loss, precision
 
 QUERIES = ("previous", "current")
 SYNTHETIC_TASKS = ("copy", "reverse", "sort")
@@ -66,7 +66,7 @@ class ModelConfig:
   layer_norm: bool = False  # layer-normalised GRU/LSTM projections (Ba et al. 2016)
   window: int = 10  # local attention's half-width D (Luong et al. 2015 use 10)
   location_positions: int = 128  # source positions location attention scores; later ones get 0
-  matmul_dtype: str = "float32"  # operands of the kernels' products (layers.matmul): "bfloat16"
+  matmul_dtype: str = "float32"  # operands of the kernels' products (precision.matmul): "bfloat16"
 
   def __post_init__(self):
     _check(self.cell in cells.CELLS, "cell",
@@ -75,8 +75,8 @@ class ModelConfig:
            f"must be one of {QUERIES}, got {self.query!r}")
     _check(self.attention in attention.VARIANTS, "attention",
            f"must be one of {tuple(attention.VARIANTS)}, got {self.attention!r}")
-    _check(self.matmul_dtype in layers.MATMUL_DTYPES, "matmul_dtype",
-           f"must be one of {layers.MATMUL_DTYPES}, got {self.matmul_dtype!r}")
+    _check(self.matmul_dtype in precision.MATMUL_DTYPES, "matmul_dtype",
+           f"must be one of {precision.MATMUL_DTYPES}, got {self.matmul_dtype!r}")
     _positive(self, "embed_size", "hidden_size", "encoder_layers", "attention_size", "window",
               "location_positions")
     _check(self.src_vocab_size > NUM_SPECIAL, "src_vocab_size",

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax import attention, cells, layers
+from attn_jax import attention, cells, layers, precision
 from attn_jax.config import ModelConfig
 from attn_jax.encoder import EncoderOutput
 
@@ -143,7 +143,7 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
   return DecoderCarry(state=state, feed=feed, t=carry.t + 1), out, weights
 
 
-def output_layer(params: dict) -> tuple[jax.Array | layers.LowPrecision, jax.Array]:
+def output_layer(params: dict) -> tuple[jax.Array | precision.LowPrecision, jax.Array]:
   """(W_o [hidden, tgt_vocab], b_o [tgt_vocab]); with tied embeddings (an output layer
   holding only a bias) W_o is the target embedding's transpose E^T (model.in_precision
   gives it a kernel)."""
@@ -155,7 +155,7 @@ def output_layer(params: dict) -> tuple[jax.Array | layers.LowPrecision, jax.Arr
 def logits(params: dict, out: jax.Array) -> jax.Array:
   """v [..., hidden] -> logits W_o v + b_o [..., tgt_vocab]."""
   kernel, bias = output_layer(params)
-  return layers.matmul(out, kernel) + bias
+  return precision.matmul(out, kernel) + bias
 
 
 def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, mem: Memory,

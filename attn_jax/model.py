@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from attn_jax import decoder, encoder, layers
+from attn_jax import decoder, encoder, precision
 from attn_jax.config import ModelConfig
 from attn_jax.data import Batch
 
@@ -23,20 +23,25 @@ def dropout_keys(dropout_key: jax.Array | None) -> tuple[jax.Array | None, jax.A
   return k_enc, k_dec
 
 
+# Subtrees whose kernels stay float32: attention runs per example under vmap, where a
+# custom-VJP product with a shared kernel would form one kernel gradient per example.
+FLOAT32_SUBTREES = ("attention",)
+
+
 def in_precision(params: dict, config: ModelConfig, rounded: bool = False) -> dict:
-  """params whose kernels multiply with config.matmul_dtype operands (layers.in_precision;
-  unchanged for float32), the tied output layer E^T included. Attention keeps float32: its
-  products are per example under vmap, small and memory-bound. Idempotent. rounded: the
-  kernels stored rounded (for searches, which take no gradients)."""
+  """params whose kernels multiply with config.matmul_dtype operands (precision.in_precision;
+  unchanged for float32), the tied output layer E^T included, FLOAT32_SUBTREES excepted.
+  Idempotent. rounded: the kernels stored rounded (for searches, which take no gradients)."""
   if config.matmul_dtype == "float32":
     return params
   dtype = config.matmul_dtype
-  params = layers.in_precision(params, dtype, skip=("attention",), rounded=rounded)
+  params = precision.in_precision(params, dtype, skip=FLOAT32_SUBTREES, rounded=rounded)
   dec = params["decoder"]
   if "kernel" not in dec["output"]:  # tied: W_o = E^T, the embedding itself stays float32
     kernel = dec["embed"]["embedding"].T  # [hidden, tgt_vocab]
     output = {**dec["output"],
-              "kernel": layers.LowPrecision(kernel.astype(dtype) if rounded else kernel, dtype)}
+              "kernel": precision.LowPrecision(kernel.astype(dtype) if rounded else kernel,
+                                                dtype)}
     params = {**params, "decoder": {**dec, "output": output}}
   return params
 

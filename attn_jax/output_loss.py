@@ -89,7 +89,7 @@ def sums(kernel: jax.Array, bias: jax.Array, v: jax.Array, targets: jax.Array,
     label_smoothing: eps; the target distribution is (1 - eps) onehot + eps / V.
     chunk_rows: batch x time positions per chunk (chunk_steps); 0: one chunk.
     matmul_dtype: the operands of the three products (v W, v^T dz, dz W^T) are rounded to
-      it; they accumulate in float32 (layers.matmul).
+      it; they accumulate in float32 (precision.matmul).
   Returns:
     (loss sum over the real positions, float32 []; hits, int32 []): the values of
     metrics.cross_entropy_sum and sum(argmax == target) on the whole logits.

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax import decoder, encoder, inputs, layers, metrics, model, output_loss, steps
+from attn_jax import decoder, encoder, inputs, metrics, model, output_loss, precision, steps
 from attn_jax.config import Config
 from attn_jax.data import Batch
 
@@ -49,7 +49,8 @@ def _part_functions(config: Config, optimizer: optax.GradientTransformation
   model_config, smoothing = config.model, config.train.label_smoothing
   chunk_rows = config.train.loss_chunk_rows
   # the kernels as model.in_precision wraps them (the tied output layer: output_loss rounds it)
-  lowered = lambda p: layers.in_precision(p, model_config.matmul_dtype, skip=("attention",))
+  lowered = lambda p: precision.in_precision(p, model_config.matmul_dtype,
+                                             skip=model.FLOAT32_SUBTREES)
 
   def encoder_part(params, opt_state, batch, key, enc, outs):
     k_enc, _ = model.dropout_keys(key)

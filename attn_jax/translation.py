@@ -102,10 +102,10 @@ class Resegmented:
     """Every training pair of the buckets, segmented by the draws of `epoch`, bucketed."""
     if self._cached is None or self._cached[0] != epoch:
       seed = self.seed if self.shuffle_seed is None else self.shuffle_seed
-      # one stream per side: entropy (seed, epoch, side) -> a 128-bit int seed
+      # one stream per side: entropy (seed, epoch, side) -> a 64-bit int seed
       src_seed, tgt_seed = (
-          int.from_bytes(np.random.SeedSequence([seed, epoch, side]).generate_state(4).tobytes(),
-                         "little") for side in (0, 1))
+          int(np.random.SeedSequence([seed, epoch, side]).generate_state(1, np.uint64)[0])
+          for side in (0, 1))
       src = self.vocabs.src.sample(self._src_text, self.dropout, src_seed)
       tgt = self.vocabs.tgt.sample(self._tgt_text, self.dropout, tgt_seed)
       widest = self.buckets.widths[-1]

@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from attn_jax import attention, cells, config as config_lib, layers, output_loss
+from attn_jax import attention, cells, config as config_lib, output_loss, precision
 
 FLAGS = flags.FLAGS
 
@@ -38,10 +38,10 @@ flags.DEFINE_enum("query", "current", list(config_lib.QUERIES),
                   "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
 flags.DEFINE_boolean("input_feeding", True, "Feed the last attentional vector/context to the cell.")
 flags.DEFINE_boolean("layer_norm", False, "Layer-normalise the RNN cells' projections.")
-flags.DEFINE_enum("matmul_dtype", "float32", list(layers.MATMUL_DTYPES),
-                  "Operands of the kernels' matrix products (float32 accumulation; parameters, "
-                  "gradients and everything else stay float32): bfloat16 for GPUs, TPUs and "
-                  "CPUs with bfloat16 instructions.")
+flags.DEFINE_enum("matmul_dtype", "float32", list(precision.MATMUL_DTYPES),
+                  "Operands of the products with the kernels, attention's excepted (float32 "
+                  "accumulation; parameters, gradients and everything else stay float32): "
+                  "bfloat16 for GPUs, TPUs and CPUs with bfloat16 instructions.")
 flags.DEFINE_float("dropout", 0.0, "Dropout rate.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_boolean("tie_embeddings", False,
                      "Output layer shares the target embedding (needs embed_size == hidden_size).")

@@ -44,3 +44,9 @@ def test_dropout_lengthens_by_rate_and_keeps_the_text(model):
     assert [model.decode(ids) for ids in samples] == SENTENCES
     lengths.append(sum(map(len, samples)))
   assert lengths[0] < lengths[1] < lengths[2]
+
+
+def test_a_model_other_than_bpe_with_byte_fallback_is_refused():
+  unigram = vocab.Vocab(vocab.train(SENTENCES, vocab_size=280, model_type="unigram"))
+  with pytest.raises(ValueError, match="needs a BPE model with byte fallback"):
+    bpe_dropout.Merges(unigram.processor)

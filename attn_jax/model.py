@@ -39,9 +39,7 @@ def in_precision(params: dict, config: ModelConfig, rounded: bool = False) -> di
   dec = params["decoder"]
   if "kernel" not in dec["output"]:  # tied: W_o = E^T, the embedding itself stays float32
     kernel = dec["embed"]["embedding"].T  # [hidden, tgt_vocab]
-    output = {**dec["output"],
-              "kernel": precision.LowPrecision(kernel.astype(dtype) if rounded else kernel,
-                                                dtype)}
+    output = {**dec["output"], "kernel": precision.wrapped(kernel, dtype, rounded)}
     params = {**params, "decoder": {**dec, "output": output}}
   return params
 

@@ -24,6 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from attn_jax import precision
 from attn_jax.argmax import argmax
 
 DEFAULT_CHUNK_ROWS = 256  # 256 x 8,000 logits: 8 MB
@@ -50,18 +51,9 @@ def _chunked_inputs(v, targets, mask, steps):
   return _chunked(v, steps), _chunked(targets, steps), _chunked(mask, steps)
 
 
-def _product(a: jax.Array, b: jax.Array, dtype: str, spec: str | None = None) -> jax.Array:
-  """a @ b (or einsum(spec, a, b)) in float32, the operands rounded to dtype first."""
-  if dtype != "float32":
-    a, b = a.astype(dtype), b.astype(dtype)
-  if spec is None:
-    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
-  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
-
-
 def _chunk_sums(kernel, bias, v, targets, mask, label_smoothing, dtype):
   """Logits z [batch, steps, V], log-sum-exp [batch, steps], summed loss and hits."""
-  z = _product(v, kernel, dtype) + bias  # [batch, steps, V]
+  z = precision.product(v, kernel, dtype) + bias  # [batch, steps, V]
   lse = jax.nn.logsumexp(z, axis=-1)  # [batch, steps]
   z_target = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]  # [batch, steps]
   # -log p(y) = lse - z_y; the cross-entropy with the uniform distribution = lse - mean(z).
@@ -119,10 +111,10 @@ def _sums_fwd(kernel, bias, v, targets, mask, label_smoothing, chunk_rows, matmu
     dz = (jnp.exp(z - lse[..., None]) - label_smoothing / vocab
           - (1.0 - label_smoothing) * jax.nn.one_hot(targets_c, vocab, dtype=z.dtype))
     dz = jnp.where(mask_c[..., None], dz, 0.0)  # [batch, steps, V]
-    d_kernel = d_kernel + _product(v_c, dz, matmul_dtype, "bsh,bsv->hv")
+    d_kernel = d_kernel + precision.product(v_c, dz, matmul_dtype, "bsh,bsv->hv")
     d_bias = d_bias + jnp.sum(dz, axis=(0, 1))
-    return (loss_sum + loss, hits_sum + hits, d_kernel, d_bias), _product(dz, kernel_in.T,
-                                                                          matmul_dtype)
+    d_v = precision.product(dz, kernel_in.T, matmul_dtype)  # [batch, steps, hidden]
+    return (loss_sum + loss, hits_sum + hits, d_kernel, d_bias), d_v
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros_like(kernel),
           jnp.zeros_like(bias))

@@ -38,28 +38,41 @@ class LowPrecision:
     return self.kernel.shape
 
 
+def wrapped(kernel: jax.Array, dtype: str, rounded: bool = False) -> LowPrecision:
+  """kernel [in, out] as LowPrecision in dtype; rounded: stored rounded already."""
+  return LowPrecision(kernel.astype(dtype) if rounded else kernel, dtype)
+
+
+def product(a: jax.Array, b: jax.Array, dtype: str, spec: str | None = None) -> jax.Array:
+  """a @ b (or einsum(spec, a, b)) accumulated in float32, the operands rounded to dtype
+  first (unchanged for float32): the one product every rounded matmul runs."""
+  if dtype != "float32":
+    a, b = a.astype(dtype), b.astype(dtype)
+  if spec is None:
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _low_precision_matmul(x: jax.Array, kernel: jax.Array, dtype: str) -> jax.Array:
   """x [..., in] @ kernel [in, out] -> float32 [..., out], operands rounded to dtype."""
-  return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+  return product(x, kernel, dtype)
 
 
 def _low_precision_fwd(x, kernel, dtype):
   """The product and the rounded operands, x [..., in] and kernel [in, out], for the VJP."""
   x_low, kernel_low = x.astype(dtype), kernel.astype(dtype)
-  y = jnp.matmul(x_low, kernel_low, preferred_element_type=jnp.float32)  # [..., out]
-  return y, (x_low, kernel_low)
+  return product(x_low, kernel_low, dtype), (x_low, kernel_low)  # [..., out]
 
 
 def _low_precision_bwd(dtype, saved, g):
   """dx = g W^T and dW = x^T g, operands in dtype, accumulated (and returned) in float32."""
   x_low, kernel_low = saved
   g_low = g.astype(dtype)  # [..., out]
-  d_x = jnp.matmul(g_low, kernel_low.T, preferred_element_type=jnp.float32)  # [..., in]
+  d_x = product(g_low, kernel_low.T, dtype)  # [..., in]
   rows_x = x_low.reshape(-1, x_low.shape[-1])  # [rows, in]
   rows_g = g_low.reshape(-1, g_low.shape[-1])  # [rows, out]
-  d_kernel = jnp.matmul(rows_x.T, rows_g, preferred_element_type=jnp.float32)  # [in, out]
-  return d_x, d_kernel
+  return d_x, product(rows_x.T, rows_g, dtype)  # [..., in], [in, out]
 
 
 _low_precision_matmul.defvjp(_low_precision_fwd, _low_precision_bwd)
@@ -84,7 +97,6 @@ def in_precision(params: dict, dtype: str, skip: tuple[str, ...] = (),
   def wrap(tree):
     if not isinstance(tree, dict):
       return tree
-    return {k: (LowPrecision(v.astype(dtype) if rounded else v, dtype)
-                if k == "kernel" and not isinstance(v, LowPrecision)
+    return {k: (wrapped(v, dtype, rounded) if k == "kernel" and not isinstance(v, LowPrecision)
                 else v if k in skip else wrap(v)) for k, v in tree.items()}
   return wrap(params)

@@ -136,6 +136,11 @@ class DataConfig:
   # sentences segmented afresh with each merge skipped at this rate (translation.Resegmented);
   # 0: the one fixed segmentation. Validation and test text are always segmented as usual.
   subword_dropout: float = 0.0
+  # Translation: sequence-level knowledge distillation (Kim & Rush 2016). A file of a
+  # teacher's translations of the training split's source lines, line for line (as
+  # experiments.translate writes them from train.<src_lang>); each (source, translation)
+  # pair joins the training pairs. The vocabulary is still trained on the training split.
+  distilled_targets: str = ""
 
   def __post_init__(self):
     _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
@@ -149,6 +154,8 @@ class DataConfig:
     _check(0.0 <= self.subword_dropout < 1.0, "subword_dropout",
            f"must be in [0, 1), got {self.subword_dropout}")
     _check(self.subword_dropout == 0.0 or self.task == "translation", "subword_dropout",
+           f"applies to task 'translation' only, not {self.task!r}")
+    _check(not self.distilled_targets or self.task == "translation", "distilled_targets",
            f"applies to task 'translation' only, not {self.task!r}")
     _check(self.min_len <= self.max_len, "min_len",
            f"must be <= max_len ({self.max_len}), got {self.min_len}")

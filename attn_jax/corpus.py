@@ -83,9 +83,27 @@ def read_parallel(data_dir: str, split: str, src_lang: str, tgt_lang: str,
   src_path = split_path(data_dir, split, src_lang)
   tgt_path = split_path(data_dir, split, tgt_lang)
   src, tgt = read_lines(src_path), read_lines(tgt_path)
+  return _paired(src, tgt, src_path, tgt_path, drop_empty)
+
+
+def read_distilled(data_dir: str, split: str, src_lang: str, path: str) -> ParallelText:
+  """The source lines of `split` paired with the lines of `path`, a teacher's translations
+  of them line for line (sequence-level knowledge distillation); empty pairs dropped."""
+  src_path = split_path(data_dir, split, src_lang)
+  return _paired(read_lines(src_path), read_lines(path), src_path, path, drop_empty=True)
+
+
+def _paired(src: list[str], tgt: list[str], src_path: str, tgt_path: str,
+            drop_empty: bool) -> ParallelText:
+  """The pairs of two line-aligned files; their line counts must match."""
   if len(src) != len(tgt):
     raise CorpusError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
   if not drop_empty:
     return ParallelText(src, tgt, 0)
   keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if s.strip() and t.strip()]
   return ParallelText([src[i] for i in keep], [tgt[i] for i in keep], len(src) - len(keep))
+
+
+def joined(a: ParallelText, b: ParallelText) -> ParallelText:
+  """The pairs of `a` followed by those of `b`."""
+  return ParallelText(a.src + b.src, a.tgt + b.tgt, a.dropped_empty + b.dropped_empty)

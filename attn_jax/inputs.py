@@ -149,6 +149,11 @@ def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: i
                               drop_empty=True)
   vocabs = translation.build_vocabs(text, workdir, config.src_lang, config.tgt_lang,
                                     config.vocab_size, config.joint_vocab)
+  distilled = (corpus.read_distilled(config.data_dir, TRAIN_SPLIT, config.src_lang,
+                                     config.distilled_targets)
+               if config.distilled_targets else None)
+  if distilled is not None:
+    text = corpus.joined(text, distilled)
   widths = bucket_widths(config.max_len)
   train_split = translation.load_split(config.data_dir, TRAIN_SPLIT, config.src_lang,
                                        config.tgt_lang, vocabs, widths, training=True, text=text)
@@ -162,7 +167,8 @@ def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: i
   train = stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed,
                                     resegment=resegment), config, num_seeds)
   summary = (f"train {train.size} pairs "
-             f"({text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
+             f"({f'{len(distilled.src)} distilled pairs added, ' if distilled else ''}"
+             f"{text.dropped_empty} empty dropped, {buckets.filtered} over max_len "
              f"{config.max_len} filtered) in buckets {train.widths} / {EVAL_SPLIT} "
              f"{len(val.text.src)} sentences / vocabulary {vocabs.src.size}"
              f"{' joint' if config.joint_vocab else f' + {vocabs.tgt.size}'}"

@@ -63,6 +63,10 @@ flags.DEFINE_float("subword_dropout", 0.0,
                    "Translation: BPE-dropout rate of the training pairs, each epoch's sentences "
                    "segmented afresh (Provilkov et al. 2020 use 0.1); 0: one fixed segmentation.",
                    lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_string("distilled_targets", "",
+                    "Translation: a file of a teacher's translations of the training split's "
+                    "source lines, line for line (experiments.translate of train.<src_lang>); "
+                    "its pairs join the training pairs (sequence-level knowledge distillation).")
 flags.DEFINE_integer("train_size", 50_000, "Training examples.", lower_bound=1)
 flags.DEFINE_integer("eval_size", 1_000, "Held-out evaluation examples.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the generated data and of the training order.")

@@ -46,6 +46,16 @@ def test_line_count_mismatch(tmp_path):
       f"error: {tmp_path / 'train.en'} has 64 lines but {tmp_path / 'train.de'} has 65")
 
 
+def test_distilled_targets_of_another_line_count(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  teacher = tmp_path / "teacher.de"
+  teacher.write_text("EIN\nZWEI\n", encoding="utf-8")
+  proc = _train(tmp_path / "run", data_dir, f"--distilled_targets={teacher}")
+  assert conftest.error_line(proc) == (
+      f"error: {tmp_path / 'train.en'} has 64 lines but {teacher} has 2")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_invalid_utf8_in_training_data(tmp_path):
   data_dir = helpers.write_corpus(tmp_path)
   raw = (tmp_path / "train.en").read_bytes().split(b"\n")
@@ -83,6 +93,7 @@ def test_bad_data_keeps_an_existing_run(tmp_path):
     ("--batch_size=-8", "batch_size"),
     ("--dropout=1.5", "dropout"),
     ("--subword_dropout=0.1", "subword_dropout"),
+    ("--distilled_targets=teacher.de", "distilled_targets"),
 ])
 def test_invalid_flags(tmp_path, flag, named):
   proc = conftest.run_program("train", f"--workdir={tmp_path / 'run'}", flag)

@@ -19,6 +19,7 @@ DATA_BAD = [
     ("task", "translate"), ("vocab_size", 3), ("min_len", 0), ("max_len", 0),
     ("train_size", 0), ("eval_size", 0), ("subword_dropout", 1.0), ("subword_dropout", -0.1),
     ("subword_dropout", 0.1),  # the default task is synthetic: no subwords to drop
+    ("distilled_targets", "teacher.de"),  # nor a training split to distil
 ]
 TRAIN_BAD = [
     ("num_steps", 0), ("batch_size", 0), ("learning_rate", 0.0), ("log_every", 0),

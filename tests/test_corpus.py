@@ -110,3 +110,20 @@ def test_multi30k_splits_are_line_aligned():
     text = corpus.read_parallel(MULTI30K, split, "en", "de", drop_empty=split == "train")
     assert len(text.src) == len(text.tgt) == n
   assert corpus.languages(MULTI30K) == ["de", "en", "fr"]
+
+
+def test_distilled_targets_pair_with_the_source_lines_and_drop_empty_pairs(tmp_path):
+  _write(tmp_path / "train.en", b"a\nb\n\nd\n", gz=True)
+  teacher = _write(tmp_path / "teacher.de", b"A\n\nC\nD\n")
+  text = corpus.read_distilled(str(tmp_path), "train", "en", teacher)
+  assert text == corpus.ParallelText(["a", "d"], ["A", "D"], 2)
+  both = corpus.joined(corpus.ParallelText(["x"], ["X"], 1), text)
+  assert both == corpus.ParallelText(["x", "a", "d"], ["X", "A", "D"], 3)
+
+
+def test_distilled_targets_of_another_length_name_both_files(tmp_path):
+  _write(tmp_path / "train.en", b"a\nb\nc\n")
+  teacher = _write(tmp_path / "teacher.de", b"A\nB\n")
+  with pytest.raises(corpus.CorpusError) as e:
+    corpus.read_distilled(str(tmp_path), "train", "en", teacher)
+  assert str(e.value) == f"{tmp_path / 'train.en'} has 3 lines but {teacher} has 2"

@@ -117,3 +117,24 @@ print(json.dumps([[field.tolist() for field in stream.batch(s)] for s in (0, 5, 
       capture_output=True, text=True).stdout)
   first = run()  # trains the vocabulary; the second process loads it
   assert run() == first
+
+
+def test_distilled_pairs_join_the_training_pairs_and_keep_the_vocabulary(corpus_dir, tmp_path):
+  from attn_jax import inputs
+  from attn_jax.config import DataConfig
+  teacher = tmp_path / "teacher.de"  # a line per training source line; one blank
+  teacher.write_text("\n".join(" ".join(reversed(t.split())) for t in DE[:-1]) + "\n\n",
+                     encoding="utf-8")
+  config = DataConfig(task="translation", data_dir=corpus_dir, vocab_size=400, max_len=30)
+  plain = inputs.load(config, 2, str(tmp_path / "plain"))
+  config = DataConfig(task="translation", data_dir=corpus_dir, vocab_size=400, max_len=30,
+                      distilled_targets=str(teacher))
+  distilled = inputs.load(config, 2, str(tmp_path / "distilled"))
+  assert inputs.vocab_ids(distilled.vocabs) == inputs.vocab_ids(plain.vocabs)
+  # 6 lines: the blank source and the over-long pair go from both; the teacher's blank line too
+  assert (plain.train.size, distilled.train.size) == (4, 4 + 3)
+  assert "(4 distilled pairs added, 3 empty dropped, 2 over max_len 30 filtered)" in (
+      distilled.summary)
+  targets = {distilled.vocabs.tgt.decode(row[row >= 3].tolist())  # the pieces, no specials
+             for step in range(20) for row in distilled.train.batch(step).tgt_out}
+  assert "matte der auf sitzt katze eine" in targets and "eine katze sitzt auf der matte" in targets

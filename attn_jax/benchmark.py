@@ -65,24 +65,39 @@ def matmul_peak(size: int = 1024, repeats: int = 20, dtype: str = "float32") -> 
 class Compiled(NamedTuple):
   by_shape: dict[Any, Any]  # training batch width, or a decode call's (rows, width) -> executable
   seconds: dict[Any, float]  # the same keys -> compile time
+  temp_bytes: dict[Any, int | None]  # the same keys -> XLA's temporary buffers per call
+
+
+def _temp_bytes(executable) -> int | None:
+  """The bytes of temporaries XLA allocates for one call, where the backend says."""
+  try:
+    return int(executable.memory_analysis().temp_size_in_bytes)
+  except (AttributeError, NotImplementedError, RuntimeError, TypeError):
+    return None
 
 
 def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple]) -> Compiled:
   """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
   shape), timing each."""
-  by_shape, seconds = {}, {}
+  by_shape, seconds, temp = {}, {}, {}
   for shape, args in sorted(args_by_shape.items()):
     began = time.perf_counter()
     by_shape[shape] = fn.lower(*args).compile()
     seconds[shape] = time.perf_counter() - began
+    temp[shape] = _temp_bytes(by_shape[shape])
     host_memory.release_freed()
-  return Compiled(by_shape, seconds)
+  return Compiled(by_shape, seconds, temp)
+
+
+def _shape_name(shape) -> str:
+  return "x".join(map(str, shape)) if isinstance(shape, tuple) else str(shape)
 
 
 def _compile_summary(compiled: Compiled) -> dict:
   return {"count": len(compiled.seconds), "seconds": round(sum(compiled.seconds.values()), 2),
-          "per_shape": {"x".join(map(str, w)) if isinstance(w, tuple) else str(w): round(s, 2)
-                        for w, s in compiled.seconds.items()}}
+          "per_shape": {_shape_name(w): round(s, 2) for w, s in compiled.seconds.items()},
+          "temp_mib_per_shape": {_shape_name(w): (round(b / 2**20, 1) if b is not None else None)
+                                 for w, b in compiled.temp_bytes.items()}}
 
 
 def _first_batch_per_width(train: inputs.TrainData) -> dict[int, data.Batch]:

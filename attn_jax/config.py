@@ -185,35 +185,41 @@ class TrainConfig:
   # Target positions (batch x time) whose logits the loss forms at once (output_loss.py);
   # 0: all. Changes speed and memory, not results (beyond float rounding).
   loss_chunk_rows: int = output_loss.DEFAULT_CHUNK_ROWS
+  # Batches at least this wide (source or target positions) recompute the encoder's and
+  # decoder's time steps in the backward pass instead of keeping every step's activations
+  # (jax.checkpoint): the widest, rarest batches set the step's peak memory. 0: never.
+  # Changes speed and memory, not results (beyond float rounding).
+  remat_width: int = 0
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
               "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
               "num_seeds")
     _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
-                  "bleu_every", "patience", "loss_chunk_rows")
+                  "bleu_every", "patience", "loss_chunk_rows", "remat_width")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
 
 
 # Fields that may change when a run is resumed: they alter neither the
 # parameters nor the steps already taken (a moved data_dir is checked by the
-# vocabulary's hash in the checkpoint; loss_chunk_rows changes only float rounding).
+# vocabulary's hash in the checkpoint; loss_chunk_rows and remat_width change only float
+# rounding).
 # (num_steps moves the cool-down: a run extended before its cool-down began
 # continues exactly as if planned longer.)
 RESUMABLE_CHANGES = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
     "train.bleu_every", "train.patience", "train.max_nonfinite_steps", "data.data_dir",
-    "train.loss_chunk_rows",
+    "train.loss_chunk_rows", "train.remat_width",
 })
 
 
 # Resumable fields that change no result either: neither the parameters a run ends
-# with nor its scores (loss_chunk_rows: beyond float rounding).
+# with nor its scores (loss_chunk_rows, remat_width: beyond float rounding).
 RESULT_NEUTRAL = frozenset({
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.num_plots",
-    "train.loss_chunk_rows",
+    "train.loss_chunk_rows", "train.remat_width",
 })
 
 

@@ -171,8 +171,8 @@ def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, m
 
 
 def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
-                           config: ModelConfig, dropout_key: jax.Array | None = None
-                           ) -> tuple[jax.Array, jax.Array]:
+                           config: ModelConfig, dropout_key: jax.Array | None = None,
+                           remat: bool = False) -> tuple[jax.Array, jax.Array]:
   """Runs the decoder recurrence over given previous tokens, up to the output layer.
 
   Args:
@@ -181,6 +181,8 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
     tgt_in: int32 [batch, tgt_len]: BOS y_1 ... y_{n} PAD...
     config: model options.
     dropout_key: PRNG key or None.
+    remat: under differentiation, recompute each step's activations in the backward
+      pass instead of keeping them for every time step (jax.checkpoint of the step).
   Returns:
     output vectors v_t [batch, tgt_len, hidden] (after dropout), attention weights
     [batch, tgt_len, src_len].
@@ -195,6 +197,8 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
     carry, out, weights = step(params, carry, e, ep, mem, config)
     return carry, (out, weights)
 
+  if remat:
+    body = jax.checkpoint(body, prevent_cse=False)  # the scan already keeps steps apart
   _, (outs, weights) = jax.lax.scan(
       body, initial_carry(params, enc, config),
       (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1)))

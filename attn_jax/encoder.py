@@ -48,7 +48,7 @@ def reverse_padded(x: jax.Array, lengths: jax.Array) -> jax.Array:
 
 
 def run_directions(cell: cells.Cell, params: list[dict], xs: list[jax.Array], mask: jax.Array,
-                   hidden: int) -> list[tuple[jax.Array, cells.CellState]]:
+                   hidden: int, remat: bool = False) -> list[tuple[jax.Array, cells.CellState]]:
   """Directions of one layer, each left to right over its own inputs, in one `lax.scan`.
 
   The directions are independent; stepping them together halves the loop's
@@ -61,6 +61,8 @@ def run_directions(cell: cells.Cell, params: list[dict], xs: list[jax.Array], ma
     xs: each direction's inputs [batch, time, in].
     mask: bool [batch, time], the same for every direction.
     hidden: state size.
+    remat: under differentiation, recompute each step's activations in the backward
+      pass instead of keeping them for every time step (jax.checkpoint of the step).
   Returns:
     per direction: outputs [batch, time, hidden] (0 at padding) and the final
     CellState, which is the state at each sequence's last real token.
@@ -75,6 +77,8 @@ def run_directions(cell: cells.Cell, params: list[dict], xs: list[jax.Array], ma
               for p, s, xp in zip(params, states, xps)]
     return states, [jnp.where(m[:, None], s.h, 0.0) for s in states]
 
+  if remat:
+    step = jax.checkpoint(step, prevent_cse=False)  # the scan already keeps steps apart
   zero = cell.zero_state(mask.shape[0], hidden)
   finals, outputs = jax.lax.scan(step, [zero] * len(params), (x_proj, mask_t))
   return [(jnp.swapaxes(o, 0, 1), f) for o, f in zip(outputs, finals)]  # [batch, time, hidden]
@@ -85,7 +89,7 @@ def _concat_states(a: cells.CellState, b: cells.CellState) -> cells.CellState:
 
 
 def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig,
-           dropout_key: jax.Array | None = None) -> EncoderOutput:
+           dropout_key: jax.Array | None = None, remat: bool = False) -> EncoderOutput:
   """Encodes a padded batch.
 
   Args:
@@ -94,6 +98,7 @@ def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     src_len: int32 [batch] real lengths (EOS included), >= 1.
     config: model options.
     dropout_key: PRNG key, or None for evaluation.
+    remat: recompute the time steps' activations in the backward pass (run_directions).
   Returns:
     EncoderOutput.
   """
@@ -107,10 +112,10 @@ def encode(params: dict, src: jax.Array, src_len: jax.Array, config: ModelConfig
     layer = params[f"layer_{i}"]
     if config.bidirectional:
       (out, final), (out_b, final_b) = run_directions(
-          cell, [layer["fwd"], layer["bwd"]], [x, reverse_padded(x, src_len)], mask, h)
+          cell, [layer["fwd"], layer["bwd"]], [x, reverse_padded(x, src_len)], mask, h, remat)
       out = jnp.concatenate([out, reverse_padded(out_b, src_len)], axis=-1)  # [batch, src_len, 2*h]
       final = _concat_states(final, final_b)  # [batch, 2*h]
     else:
-      [(out, final)] = run_directions(cell, [layer["fwd"]], [x], mask, h)
+      [(out, final)] = run_directions(cell, [layer["fwd"]], [x], mask, h, remat)
     x = out
   return EncoderOutput(states=x, final=final, mask=mask)

@@ -45,16 +45,21 @@ def in_precision(params: dict, config: ModelConfig, rounded: bool = False) -> di
 
 
 def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
-                    dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                    dropout_key: jax.Array | None = None, remat: bool = False
+                    ) -> tuple[jax.Array, jax.Array]:
   """Teacher-forced pass up to the output layer (whose loss output_loss.sums computes).
+
+  remat: the encoder's and decoder's time steps recompute their activations in the
+  backward pass instead of keeping them (less memory, more time).
 
   Returns:
     output vectors v_t [batch, tgt_len, hidden] and attention weights [batch, tgt_len, src_len].
   """
   params = in_precision(params, config)
   k_enc, k_dec = dropout_keys(dropout_key)
-  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc)
-  return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec)
+  enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc, remat)
+  return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec,
+                                        remat)
 
 
 def forward(params: dict, batch: Batch, config: ModelConfig,

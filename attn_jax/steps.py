@@ -69,8 +69,10 @@ def init_state(key: jax.Array, config: ModelConfig,
 
 
 def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
-          dropout_key: jax.Array | None, chunk_rows: int):
-  outs, weights = model.forward_outputs(params, batch, config, dropout_key)
+          dropout_key: jax.Array | None, chunk_rows: int, remat_width: int = 0):
+  width = max(batch.src.shape[-1], batch.tgt_in.shape[-1])  # static: one compilation per shape
+  outs, weights = model.forward_outputs(params, batch, config, dropout_key,
+                                        remat=0 < remat_width <= width)
   mask = metrics.target_mask(batch.tgt_len, batch.tgt_out.shape[1])  # [batch, tgt_len]
   kernel, bias = decoder.output_layer(params["decoder"])  # float32: sums rounds the operands
   loss_sum, hits = output_loss.sums(kernel, bias, outs, batch.tgt_out, mask, label_smoothing,
@@ -86,7 +88,7 @@ def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: 
   grad_fn = jax.value_and_grad(_loss, has_aux=True)
   (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
       params, batch, model_config, train_config.label_smoothing, dropout_key,
-      train_config.loss_chunk_rows)
+      train_config.loss_chunk_rows, train_config.remat_width)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
 

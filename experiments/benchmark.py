@@ -243,6 +243,10 @@ def print_report(r: dict) -> None:
   print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
         + (f", device peak {device:.2f} GiB" if device is not None else ""))
   print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s")
+  temp = t["compile"]["temp_mib_per_shape"]
+  if any(v is not None for v in temp.values()):
+    print("  XLA temporaries per step, MiB, by batch width: "
+          + ", ".join(f"{w}: {v}" for w, v in temp.items()))
   if "profile" in r:
     p = r["profile"]
     step = p["ms_per_step"]["step"]

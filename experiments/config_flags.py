@@ -106,6 +106,11 @@ flags.DEFINE_integer("loss_chunk_rows", output_loss.DEFAULT_CHUNK_ROWS,
                      "Target positions (batch x time) whose logits the loss forms at once; "
                      "0: all. Speed and memory only: results are the same up to float "
                      "rounding.", lower_bound=0)
+flags.DEFINE_integer("remat_width", 0,
+                     "Batches at least this wide (source or target subwords + EOS) recompute "
+                     "the encoder's and decoder's time steps in the backward pass instead of "
+                     "keeping their activations: less peak memory, more time on those batches; "
+                     "0: never. Results are the same up to float rounding.", lower_bound=0)
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)

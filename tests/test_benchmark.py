@@ -36,6 +36,7 @@ def test_quick_run_reports_every_figure(tmp_path):
     assert 0 < t[name]["min"] <= t[name]["median"] <= t[name]["max"]
   assert t["tokens_per_sec"]["median"] > t["target_tokens_per_sec"]["median"]
   assert t["compile"]["count"] == 1 and 0 < t["matmul_utilisation"] < 1
+  assert all(mib > 0 for mib in t["compile"]["temp_mib_per_shape"].values())  # CPU reports them
   assert t["peak_rss_gib"] > 0 and t["device_peak_gib"] is None
   assert r["eval_step_compile"]["count"] == 1
   assert set(r["decoding"]) == {"synthetic/greedy", "synthetic/beam5"}
@@ -48,7 +49,7 @@ def test_quick_run_reports_every_figure(tmp_path):
                                                        "sum of parts", "step"}
   assert all(ms > 0 for ms in p["ms_per_step"].values())
   for line in ("target_tokens_per_sec", "% of the float32 matmul peak",
-               "compilation: train step 1 x",
+               "compilation: train step 1 x", "XLA temporaries per step, MiB",
                "synthetic/beam5", "the train step in parts"):
     assert line in proc.stdout
 

@@ -161,3 +161,23 @@ def test_bfloat16_matmuls_give_float32_gradients_close_to_float32s(overrides):
   for g_low, g_full in zip(jax.tree.leaves(grad_low), jax.tree.leaves(grad_full)):
     assert g_low.dtype == np.float32
     assert np.linalg.norm(g_low - g_full) <= 0.05 * np.linalg.norm(g_full) + 1e-6
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(dropout=0.3, layer_norm=True),
+    dict(cell="lstm", attention="general", query="previous", encoder_layers=2)])
+def test_recomputed_time_steps_give_the_same_loss_and_gradients(overrides):
+  """remat_width: batches that wide recompute the scans' steps in the backward pass."""
+  config = helpers.tiny_model(**overrides)
+  params = model.init(jax.random.key(0), config)
+  batch = helpers.random_batch(np.random.default_rng(0), [3, 5, 2], [4, 2, 6], 6, 7)
+  loss = functools.partial(steps._loss, batch=batch, config=config, label_smoothing=0.1,  # pylint: disable=protected-access
+                           dropout_key=jax.random.key(3), chunk_rows=4)
+  grad_fn = lambda width: jax.jit(jax.grad(lambda p: loss(p, remat_width=width)[0]))(params)
+  kept, recomputed = grad_fn(0), grad_fn(7)  # 7: the batch's width (6 source, 7 target)
+  assert grad_fn(8) is not None  # wider than the batch: nothing recomputed
+  for g_kept, g_recomputed in zip(jax.tree.leaves(kept), jax.tree.leaves(recomputed)):
+    np.testing.assert_allclose(g_recomputed, g_kept, rtol=1e-5, atol=1e-7)
+  checkpoints = lambda width: str(jax.make_jaxpr(lambda p: loss(p, remat_width=width))(
+      params)).count("remat")  # additive attention has one of its own
+  assert checkpoints(7) > checkpoints(8) == checkpoints(0)

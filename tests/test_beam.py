@@ -129,7 +129,8 @@ def test_streaming_through_fewer_slots_gives_the_same_hypotheses(name, beam_size
     np.testing.assert_array_equal(streamed.tokens, together.tokens)
     np.testing.assert_array_equal(streamed.lengths, together.lengths)
     np.testing.assert_allclose(streamed.scores, together.scores, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(streamed.weights, together.weights, atol=1e-6)
+    # other batch shapes round differently (seen on an AVX2 host: 1.5e-6 apart)
+    np.testing.assert_allclose(streamed.weights, together.weights, atol=1e-5)
 
 
 def test_rows_from_count_on_are_not_decoded():

@@ -73,6 +73,7 @@ def test_empty_file(tmp_path):
   assert conftest.error_line(proc) == f"error: {tmp_path / 'val.de'}: empty file"
 
 
+@pytest.mark.long
 def test_bad_data_keeps_an_existing_run(tmp_path):
   """A resumed run whose data went bad stops before touching checkpoints or logs."""
   data_dir = helpers.write_corpus(tmp_path)

@@ -54,6 +54,7 @@ def test_quick_run_reports_every_figure(tmp_path):
     assert line in proc.stdout
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_bfloat16_matmuls_report_their_peak_too(tmp_path):
   out = tmp_path / "bench.json"
@@ -67,6 +68,7 @@ def test_bfloat16_matmuls_report_their_peak_too(tmp_path):
   assert "bfloat16 operands" in proc.stdout and "% of the bfloat16 one" in proc.stdout
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_seeds_trained_together_are_counted_together(tmp_path):
   out = tmp_path / "bench.json"

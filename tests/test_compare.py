@@ -38,6 +38,7 @@ def test_paired_bootstrap_of_bleu_uses_sacrebleu():
   assert significance.paired_bootstrap(config.data.task, bad, good, refs, samples=200) < 0.01
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_compare_writes_the_reports_and_continues_where_it_stopped(tmp_path):
   config = helpers.tiny_config(model_overrides=dict(encoder_size=4),  # dot: 2 x 4 == hidden 8

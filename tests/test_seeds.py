@@ -84,6 +84,7 @@ def _records(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.long
 def test_each_vmapped_seed_equals_its_stand_alone_run_through_a_resume(tmp_path):
   config = _config(num_seeds=N)
   stacked_dir = str(tmp_path / "stacked")

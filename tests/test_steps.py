@@ -165,7 +165,8 @@ def test_bfloat16_matmuls_give_float32_gradients_close_to_float32s(overrides):
 
 @pytest.mark.parametrize("overrides", [
     dict(dropout=0.3, layer_norm=True),
-    dict(cell="lstm", attention="general", query="previous", encoder_layers=2)])
+    pytest.param(dict(cell="lstm", attention="general", query="previous", encoder_layers=2),
+                 marks=pytest.mark.long)])
 def test_recomputed_time_steps_give_the_same_loss_and_gradients(overrides):
   """remat_width: batches that wide recompute the scans' steps in the backward pass."""
   config = helpers.tiny_model(**overrides)

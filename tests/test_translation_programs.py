@@ -45,6 +45,7 @@ def test_translate_writes_one_line_per_input_line(trained, tmp_path):
   assert sorted(os.listdir(plots)) == ["attention_line1.png", "attention_line4.png"]
 
 
+@pytest.mark.long
 def test_translate_stdin_to_stdout_matches_the_library(trained):
   sentences = ["the red cat", "a big dog sits on the bird", "", "cat runs"]
   proc = conftest.run_program(
@@ -137,6 +138,7 @@ def test_evaluate_line_count_mismatch_is_one_line(trained, tmp_path):
       f"error: {tmp_path / 'val.en'} has 12 lines but {tmp_path / 'val.de'} has 13")
 
 
+@pytest.mark.long
 def test_evaluate_ensemble_of_one_model_twice_equals_that_model(trained):
   workdir = trained["workdir"]
   for extra in ([], [f"--ensemble={workdir}"]):
@@ -151,6 +153,7 @@ def test_evaluate_ensemble_of_one_model_twice_equals_that_model(trained):
   assert "ensemble of 2 models" in proc.stdout
 
 
+@pytest.mark.long
 def test_translate_ensemble_matches_the_library(trained):
   workdir = trained["workdir"]
   sentences = ["the red cat", "a big dog sits on the bird"]
@@ -222,6 +225,7 @@ def test_evaluate_bad_tuning_flags_are_one_line(tmp_path, flags, message):
   assert conftest.error_line(proc) == f"error: {message}"
 
 
+@pytest.mark.long
 def test_benchmark_times_the_search_and_the_whole_program_of_a_trained_workdir(trained,
                                                                              tmp_path):
   out = tmp_path / "bench.json"

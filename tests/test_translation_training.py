@@ -52,6 +52,7 @@ def test_unknown_language_is_one_line(tmp_path):
       f"error: flag --tgt_lang: no train.xx[.gz] in {data_dir} (languages there: de, en)"]
 
 
+@pytest.mark.long
 def test_a_subword_dropout_run_resumed_in_a_new_process_equals_an_uninterrupted_one(tmp_path):
   """BPE-dropout's samples are a function of (seed, epoch) in any process, so a run stopped
   in its second epoch (64 pairs in batches of 8: at most 11 batches an epoch) and rerun

@@ -115,17 +115,21 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
                   warmup_steps: int) -> tuple[dict, steps.TrainState]:
   """Compiles the train step for every width, then times `windows` windows of steps.
 
-  Returns (report, the state after the timed steps). Report: compile summary and,
-  per window and as spread(): target tokens/s, source+target tokens/s,
-  sentences/s, useful matmul FLOP/s. With num_seeds N > 1 (`train` stacked, see
+  Returns (report, the state after the timed steps). Report: compile summary,
+  resident memory after each stage (initialisation, compilation, warm-up, timed
+  windows) and, per window and as spread(): target tokens/s, source+target
+  tokens/s, sentences/s, useful matmul FLOP/s. With num_seeds N > 1 (`train` stacked, see
   inputs.load) the N runs train as one program and the figures count all of them.
   """
   optimizer = steps.make_optimizer(config.train)
   k_init, key = seeds.run_keys(config.train)
   state = steps.init_state(k_init, config.model, optimizer)
+  jax.block_until_ready(state)
+  resident = {"parameters and optimizer state": host_memory.resident_gib()}
   train_step = steps.make_train_step(config.model, config.train, optimizer)
   compiled = compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
                                             for w, b in _first_batch_per_width(train).items()})
+  resident["train step compiled"] = host_memory.resident_gib()
   step = 0
   one_in_flight = training.one_step_in_flight()  # as training runs its steps
 
@@ -148,6 +152,7 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
 
   run(warmup_steps)
   jax.block_until_ready(state)
+  resident["warm-up steps"] = host_memory.resident_gib()
   rows = []
   for _ in range(windows):
     began = time.perf_counter()
@@ -160,8 +165,9 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
                  "sentences_per_sec": totals["sentences"] / seconds,
                  "flops_per_sec": totals["flops"] / seconds,
                  "flops_per_target_token": totals["flops"] / totals["tgt"]})
+  resident["timed steps"] = host_memory.resident_gib()
   report = {"compile": _compile_summary(compiled), "warmup_steps": warmup_steps,
-            "window_steps": window_steps, "windows": rows}
+            "window_steps": window_steps, "windows": rows, "resident_gib_by_stage": resident}
   for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec", "flops_per_sec"):
     report[name] = spread([r[name] for r in rows])
   report["flops_per_target_token"] = rows[0]["flops_per_target_token"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
 
@@ -25,6 +26,16 @@ def _glibc(name: str):
     return getattr(ctypes.CDLL("libc.so.6"), name)
   except (OSError, AttributeError):
     return None
+
+
+def resident_gib() -> float | None:
+  """This process's resident memory now (not its peak), from /proc; None off Linux."""
+  try:
+    with open("/proc/self/statm", encoding="ascii") as f:
+      pages = int(f.read().split()[1])
+  except (OSError, ValueError, IndexError):
+    return None
+  return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def release_freed() -> None:

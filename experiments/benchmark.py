@@ -28,8 +28,8 @@ import time
 from absl import app, flags
 import jax
 
-from attn_jax import (benchmark, config as config_lib, evaluation, inference, inputs, seeds,
-                      step_profile, translation)
+from attn_jax import (benchmark, config as config_lib, evaluation, host_memory, inference,
+                      inputs, seeds, step_profile, translation)
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
@@ -173,12 +173,17 @@ def measure() -> dict:
   if low:  # the peak with the training's operand type too
     results["matmul_peak_low_flops_per_sec"] = benchmark.matmul_peak(
         FLAGS.matmul_size, dtype=config.model.matmul_dtype)
+  imported = host_memory.resident_gib()
   with tempfile.TemporaryDirectory() as tmp:
     train, vocabs, description = _training_data(config, tmp)
     results["data"] = description
+    loaded = host_memory.resident_gib()
     began = time.perf_counter()
     training, state = benchmark.time_training(config, train, FLAGS.windows, FLAGS.window_steps,
                                               FLAGS.warmup)
+    training["resident_gib_by_stage"] = {"imports and matmul peak": imported,
+                                         "data loaded": loaded,
+                                         **training["resident_gib_by_stage"]}
     training["seconds_incl_compile"] = time.perf_counter() - began
     training["peak_rss_gib"] = benchmark.peak_rss_gib()
     training["device_peak_gib"] = benchmark.device_memory_gib()
@@ -242,6 +247,10 @@ def print_report(r: dict) -> None:
   device = t["device_peak_gib"]
   print(f"  peak RSS {t['peak_rss_gib']:.2f} GiB"
         + (f", device peak {device:.2f} GiB" if device is not None else ""))
+  stages = t["resident_gib_by_stage"]
+  if all(v is not None for v in stages.values()):
+    print("  resident memory after each stage, GiB: "
+          + ", ".join(f"{name} {v:.2f}" for name, v in stages.items()))
   print(f"compilation: train step {t['compile']['count']} x, {t['compile']['seconds']:.1f} s")
   temp = t["compile"]["temp_mib_per_shape"]
   if any(v is not None for v in temp.values()):

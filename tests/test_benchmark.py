@@ -38,6 +38,11 @@ def test_quick_run_reports_every_figure(tmp_path):
   assert t["compile"]["count"] == 1 and 0 < t["matmul_utilisation"] < 1
   assert all(mib > 0 for mib in t["compile"]["temp_mib_per_shape"].values())  # CPU reports them
   assert t["peak_rss_gib"] > 0 and t["device_peak_gib"] is None
+  stages = t["resident_gib_by_stage"]
+  assert list(stages) == ["imports and matmul peak", "data loaded",
+                          "parameters and optimizer state", "train step compiled",
+                          "warm-up steps", "timed steps"]
+  assert all(0 < gib <= t["peak_rss_gib"] + 0.01 for gib in stages.values())
   assert r["eval_step_compile"]["count"] == 1
   assert set(r["decoding"]) == {"synthetic/greedy", "synthetic/beam5"}
   for row in r["decoding"].values():

@@ -17,6 +17,15 @@ def _rss_mib() -> float:
     return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_resident_gib_is_the_current_resident_set():
+  before = host_memory.resident_gib()
+  assert abs(before * 1024 - _rss_mib()) < 5
+  block = bytearray(256 << 20)  # 256 MiB, zero-filled: every page touched
+  assert host_memory.resident_gib() - before > 0.24
+  del block
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_freed_heap_is_returned_to_the_os():
   blocks = [bytearray(65536) for _ in range(3_000)]  # ~190 MiB of heap chunks

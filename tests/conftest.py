@@ -7,9 +7,10 @@ keeps the default run (CI) within its time budget:
 
 Every test runs with tiny models (hidden 8, embed 8, vocab 8), on the CPU in
 CI and unchanged on a GPU, with full-float32 matmuls on every backend. XLA
-compilation dominates the run time, so the session shares one persistent
+compilation dominates the run time, so each worker process of the session
+(`-n 2`: pytest-xdist, whole files per worker) keeps one persistent
 compilation cache (a fresh temporary directory, also handed to the
-`experiments.train` subprocesses): a function compiled twice with the same
+`experiments.*` subprocesses): a function compiled twice with the same
 HLO, e.g. by two `train_and_evaluate` calls, compiles once. Set
 ATTN_JAX_TEST_NO_CACHE=1 to run without it.
 """
@@ -23,6 +24,10 @@ import sys
 import tempfile
 
 import pytest
+
+# The suite runs on worker processes (`-n 2`), each with its own JAX client: on a GPU none
+# may take the default 75 % of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

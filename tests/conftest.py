@@ -31,9 +31,9 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # Compiling small programs is most of the suite's time, and LLVM's optimisation passes
 # (a third of each compilation) buy nothing for models this small: the suite compiles
 # without them (subprocesses included) unless ATTN_JAX_TEST_OPTIMIZED=1.
-_XLA_FLAGS = "" if os.environ.get("ATTN_JAX_TEST_OPTIMIZED") else (
-    "--xla_backend_optimization_level=0")
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FLAGS}".strip()
+if not os.environ.get("ATTN_JAX_TEST_OPTIMIZED"):
+  os.environ["XLA_FLAGS"] = (
+      f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip())
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -71,7 +71,7 @@ def run_program(module: str, *args: str, stdin: bytes | None = None, timeout: fl
   `env`: variables to set on top of subprocess_env() (XLA_FLAGS: added to the suite's)."""
   full_env = {**subprocess_env(), **(env or {})}
   if env and "XLA_FLAGS" in env:
-    full_env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {env['XLA_FLAGS']}".strip()
+    full_env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {env['XLA_FLAGS']}".strip()
   proc = subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
                         env=full_env, input=stdin,
                         capture_output=True, timeout=timeout, check=False)

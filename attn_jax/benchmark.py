@@ -86,6 +86,7 @@ def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple]) -> Compiled
     seconds[shape] = time.perf_counter() - began
     temp[shape] = _temp_bytes(by_shape[shape])
     host_memory.release_freed()
+  host_memory.release_compiler_code()
   return Compiled(by_shape, seconds, temp)
 
 

@@ -1,4 +1,4 @@
-"""Handing the heap that XLA's compiler freed back to the operating system.
+"""Handing the heap that XLA's compiler freed, and its code, back to the operating system.
 
 A compilation allocates and frees hundreds of MB of small objects on the host.
 glibc keeps freed heap pages resident, and the buffers of the steps that follow
@@ -43,6 +43,49 @@ def release_freed() -> None:
   trim = _glibc("malloc_trim")
   if trim is not None:
     trim(0)
+
+
+_MADV_DONTNEED = 4
+
+
+def release_code_pages(library_dir: str) -> int:
+  """Drops the machine code of the shared libraries under `library_dir` from the resident
+  set; returns the bytes of mappings advised (0 off Linux).
+
+  Compiling brings much of jaxlib's 350 MB library, XLA's compiler, into the resident
+  set (0.14 GiB of file pages after the matched model's 7 train-step compilations), code
+  that the steps after it never run. Those are clean pages of a file (mappings that are
+  readable and executable, never written), which the kernel may drop at any time:
+  madvise(MADV_DONTNEED) drops them now, and a page used again is mapped back from the
+  page cache (a minor fault; 0.02 GiB come back over the next steps). Writable and
+  read-only data mappings are left alone (relocated data lives there).
+  """
+  madvise = _glibc("madvise")
+  if madvise is None:
+    return 0
+  madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+  prefix = os.path.realpath(library_dir) + os.sep
+  advised = 0
+  try:
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+      maps = f.read().splitlines()
+  except OSError:
+    return 0
+  for line in maps:
+    parts = line.split(maxsplit=5)
+    if len(parts) < 6 or parts[1] != "r-xp" or not parts[5].startswith(prefix):
+      continue
+    low, high = (int(x, 16) for x in parts[0].split("-"))
+    if madvise(low, high - low, _MADV_DONTNEED) == 0:
+      advised += high - low
+  return advised
+
+
+def release_compiler_code() -> int:
+  """release_code_pages for jaxlib, whose library holds XLA's compiler: call once a
+  program's compilations are done."""
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  return release_code_pages(os.path.dirname(jaxlib.__file__))
 
 
 # mallopt parameters (glibc malloc.h)

@@ -285,6 +285,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       jax.block_until_ready(sums)
       compiled.add(width)
       host_memory.release_freed()  # the compiler's garbage, before training grows the heap
+      host_memory.release_compiler_code()
       print(f"train step compiled for width {width} ({len(compiled)} of {len(widths)} "
             f"shapes) and run in {time.time() - began:.1f}s", flush=True)
       timer.resume()
@@ -314,6 +315,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       score = None
       if is_eval:
         result = _evaluate(state.params, done, ctx, ctx.log)
+        host_memory.release_compiler_code()  # its searches may have compiled
         score = result.get(score_name(ctx.config))
         patience = patience.update(score, done)
       _save(ctx.ckpt, state, done, ctx, k_train, score, patience)

@@ -1,5 +1,6 @@
-"""host_memory: freed heap pages leave the resident set on request (release_freed), and
-large buffers are reused without page faults (keep_freed_pages)."""
+"""host_memory: freed heap pages leave the resident set on request (release_freed), so does
+a library's machine code (release_code_pages), and large buffers are reused without page
+faults (keep_freed_pages)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,30 @@ def test_keep_freed_pages_reuses_a_large_buffer_without_page_faults():
   afresh and every page faults again."""
   assert _second_allocation_faults("default") > 10_000  # 16,384 pages of 4 KiB
   assert _second_allocation_faults("keep") < 1_000
+
+
+_CODE = r"""
+import os
+import numpy as np
+from attn_jax import host_memory
+
+def rss_file_kib():
+  with open("/proc/self/status", encoding="ascii") as f:
+    return next(int(l.split()[1]) for l in f if l.startswith("RssFile"))
+
+a = np.arange(1.0, 65.0).reshape(8, 8)
+expected = (a @ a).sum(), np.linalg.inv(a + 64 * np.eye(8)).sum()
+before = rss_file_kib()
+advised = host_memory.release_code_pages(os.path.dirname(np.__file__))
+after = rss_file_kib()
+again = (a @ a).sum(), np.linalg.inv(a + 64 * np.eye(8)).sum()  # its code maps back in
+print(advised, before - after, int(again == expected))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps, madvise")
+def test_release_code_pages_drops_a_librarys_code_which_still_runs():
+  out = subprocess.run([sys.executable, "-c", _CODE], capture_output=True, text=True,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  advised, dropped_kib, same = map(int, out.stdout.split())
+  assert advised > 0 and dropped_kib > 0 and same == 1

@@ -1,6 +1,11 @@
-"""What every program shares (`experiments.cli`): the compilation-cache flag."""
+"""What every program shares (`experiments.cli`): the compilation-cache flag, and inline
+dispatch on CPU for the programs that train."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 from absl import flags
 from absl.testing import flagsaver
@@ -23,3 +28,27 @@ def test_compilation_cache_flag_names_or_turns_off_the_cache(value, expected):
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
   assert seen == [expected]
+
+
+_TRAINING_PROGRAM = r"""
+import jax
+from absl import flags
+from experiments import cli
+flags.FLAGS.mark_as_parsed()
+
+def body():
+  x = jax.numpy.ones((512, 512))
+  y = jax.jit(lambda a: jax.lax.fori_loop(0, 50, lambda i, b: jax.numpy.tanh(b @ a), a))(x)
+  print(y.is_ready())  # returned only once computed (and its temporaries freed)
+
+cli.run(body, ["program"], keep_freed_pages=True)
+"""
+
+
+def test_programs_that_train_dispatch_inline_on_cpu():
+  """With freed pages kept, a step must free its temporaries before the next allocates."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("an accelerator keeps dispatching asynchronously")
+  out = subprocess.run([sys.executable, "-c", _TRAINING_PROGRAM], capture_output=True,
+                       text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.split() == ["True"]

@@ -59,10 +59,16 @@ print(faults[1])
 """
 
 
-def _second_allocation_faults(mode: str) -> int:
-  out = subprocess.run([sys.executable, "-c", _REUSE, mode], capture_output=True, text=True,
+def _run_python(script: str, *args: str) -> list[str]:
+  """The words `script` prints, run in a fresh interpreter from the project root (its
+  allocator and mappings untouched by this process)."""
+  out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                        check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-  return int(out.stdout.split()[-1])
+  return out.stdout.split()
+
+
+def _second_allocation_faults(mode: str) -> int:
+  return int(_run_python(_REUSE, mode)[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -94,7 +100,5 @@ print(advised, before - after, int(again == expected))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps, madvise")
 def test_release_code_pages_drops_a_librarys_code_which_still_runs():
-  out = subprocess.run([sys.executable, "-c", _CODE], capture_output=True, text=True,
-                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-  advised, dropped_kib, same = map(int, out.stdout.split())
+  advised, dropped_kib, same = map(int, _run_python(_CODE))
   assert advised > 0 and dropped_kib > 0 and same == 1

@@ -17,14 +17,13 @@ import functools
 import resource
 import statistics
 import time
-from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax import (batching, config as config_lib, data, evaluation, flops, host_memory, inputs,
-                      seeds, steps, training, translation)
+from attn_jax import (batching, compiling, config as config_lib, evaluation, flops,
+                      host_memory, inputs, seeds, steps, training, translation)
 from attn_jax.config import Config, ModelConfig
 
 
@@ -62,54 +61,15 @@ def matmul_peak(size: int = 1024, repeats: int = 20, dtype: str = "float32") -> 
   return 2.0 * size**3 / best
 
 
-class Compiled(NamedTuple):
-  by_shape: dict[Any, Any]  # training batch width, or a decode call's (rows, width) -> executable
-  seconds: dict[Any, float]  # the same keys -> compile time
-  temp_bytes: dict[Any, int | None]  # the same keys -> XLA's temporary buffers per call
-
-
-def _temp_bytes(executable) -> int | None:
-  """The bytes of temporaries XLA allocates for one call, where the backend says."""
-  try:
-    return int(executable.memory_analysis().temp_size_in_bytes)
-  except (AttributeError, NotImplementedError, RuntimeError, TypeError):
-    return None
-
-
-def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple]) -> Compiled:
-  """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
-  shape), timing each."""
-  by_shape, seconds, temp = {}, {}, {}
-  for shape, args in sorted(args_by_shape.items()):
-    began = time.perf_counter()
-    by_shape[shape] = fn.lower(*args).compile()
-    seconds[shape] = time.perf_counter() - began
-    temp[shape] = _temp_bytes(by_shape[shape])
-    host_memory.release_freed()
-  host_memory.release_compiler_code()
-  return Compiled(by_shape, seconds, temp)
-
-
 def _shape_name(shape) -> str:
   return "x".join(map(str, shape)) if isinstance(shape, tuple) else str(shape)
 
 
-def _compile_summary(compiled: Compiled) -> dict:
+def _compile_summary(compiled: compiling.Compiled) -> dict:
   return {"count": len(compiled.seconds), "seconds": round(sum(compiled.seconds.values()), 2),
           "per_shape": {_shape_name(w): round(s, 2) for w, s in compiled.seconds.items()},
           "temp_mib_per_shape": {_shape_name(w): (round(b / 2**20, 1) if b is not None else None)
                                  for w, b in compiled.temp_bytes.items()}}
-
-
-def _first_batch_per_width(train: inputs.TrainData) -> dict[int, data.Batch]:
-  """One batch of every width, from the start of the training stream (one epoch at most)."""
-  found: dict[int, data.Batch] = {}
-  step = 0
-  while len(found) < len(train.widths):
-    batch = train.batch(step)
-    found.setdefault(batch.src.shape[-1], batch)
-    step += 1
-  return found
 
 
 def time_training(config: Config, train: inputs.TrainData, windows: int, window_steps: int,
@@ -128,8 +88,9 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   jax.block_until_ready(state)
   resident = {"parameters and optimizer state": host_memory.resident_gib()}
   train_step = steps.make_train_step(config.model, config.train, optimizer)
-  compiled = compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
-                                            for w, b in _first_batch_per_width(train).items()})
+  first = inputs.first_batch_per_width(train, 0)  # the first epoch has every width
+  compiled = compiling.compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
+                                                      for w, b in first.items()})
   resident["train step compiled"] = host_memory.resident_gib()
   step = 0
   one_in_flight = training.one_step_in_flight()  # as training runs its steps
@@ -179,8 +140,8 @@ def compile_eval_step(config: ModelConfig, params: dict, ev: inputs.EvalData) ->
   """Compile summary of the teacher-forced eval step over the widths of `ev`."""
   eval_step = steps.make_eval_step(config)
   by_width = {b.src.shape[1]: b for _, b in ev.batches}
-  return _compile_summary(compile_per_shape(eval_step, {w: (params, b) for w, b in
-                                                        by_width.items()}))
+  return _compile_summary(compiling.compile_per_shape(
+      eval_step, {w: (params, b) for w, b in by_width.items()}))
 
 
 def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_size: int,
@@ -197,8 +158,9 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
   search = steps.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
   by_shape = {c.src.shape: c for c in evaluation.decode_calls(ev)}
-  compiled = compile_per_shape(search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
-                                        for shape, c in by_shape.items()})
+  compiled = compiling.compile_per_shape(
+      search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
+               for shape, c in by_shape.items()})
   run = lambda p, s, n, c: compiled.by_shape[s.shape](p, s, n, c)
   seconds = []
   for _ in range(passes):

@@ -61,6 +61,23 @@ def vocab_ids(vocabs: translation.Vocabs | None) -> dict | None:
   return None if vocabs is None else {"src": vocabs.src.sha256, "tgt": vocabs.tgt.sha256}
 
 
+def first_batch_per_width(train: TrainData, start: int, stop: int | None = None
+                          ) -> dict[int, data.Batch]:
+  """The first batch of each width among the steps from `start` to the end of its epoch
+  (and before `stop`, if given): from an epoch's first step that is every width of
+  train.widths (with subword_dropout an epoch may leave a bucket empty)."""
+  found: dict[int, data.Batch] = {}
+  epoch = train.position(start)["epoch"]
+  step = start
+  while len(found) < len(train.widths) and (stop is None or step < stop):
+    if train.position(step)["epoch"] != epoch:
+      break
+    batch = train.batch(step)
+    found.setdefault(batch.src.shape[-1], batch)
+    step += 1
+  return found
+
+
 def bucket_widths(max_len: int) -> tuple[int, ...]:
   """translation.DEFAULT_WIDTHS up to max_len + 1 (subwords + EOS), which is always one."""
   return tuple(sorted({w for w in translation.DEFAULT_WIDTHS if w <= max_len} | {max_len + 1}))

@@ -15,6 +15,9 @@ import ctypes
 import functools
 import os
 import sys
+from typing import Callable
+
+import jax
 
 
 @functools.cache
@@ -43,6 +46,18 @@ def release_freed() -> None:
   trim = _glibc("malloc_trim")
   if trim is not None:
     trim(0)
+
+
+def trimming(fn: Callable) -> Callable:
+  """`fn`, each call waited for and then followed by release_freed: for calls off the hot
+  path, such as evaluation's, whose first call at each shape compiles and whose buffers
+  would otherwise stay in a kept heap (keep_freed_pages) after they are done."""
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    out = jax.block_until_ready(fn(*args, **kwargs))
+    release_freed()
+    return out
+  return call
 
 
 _MADV_DONTNEED = 4

@@ -9,10 +9,11 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import (attention, evaluation, host_memory, inputs, metrics, parallel, plots,
-                      resume, seeds, steps, tasks)
+from attn_jax import (attention, compiling, evaluation, host_memory, inputs, metrics, parallel,
+                      plots, resume, seeds, steps, tasks)
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
+from attn_jax.data import Batch
 from attn_jax.evaluation import Example
 from attn_jax.runlog import RunLog, read_records
 
@@ -81,7 +82,7 @@ class _Throughput:
     return time.time() - self._since
 
   def rate(self) -> float | None:
-    """Tokens/s since the last call; None if only the compiling step ran since."""
+    """Tokens/s since the last call; None if no tokens were counted since."""
     self.pause()
     rate = self.tokens / self.seconds if self.tokens else None
     self.tokens, self.seconds = 0, 0.0
@@ -231,8 +232,10 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     search = steps.make_search(config.model, slots=evaluation.DECODE_BATCH_SIZE)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
-                 placement.on_batches(steps.make_eval_step(config.model, tc.loss_chunk_rows), 1),
-                 placement.on_batches(search, 2), ckpt, log, stop_requested, placement)
+                 host_memory.trimming(placement.on_batches(
+                     steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
+                 host_memory.trimming(placement.on_batches(search, 2)), ckpt, log,
+                 stop_requested, placement)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 
@@ -254,43 +257,60 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
 def one_step_in_flight() -> bool:
   """Whether training dispatches a step only once the last has finished: on CPU.
 
-  There a step's buffers are allocated when it is dispatched, so a step queued behind
-  the running one doubles the temporaries resident (matched model: peak RSS 1.45 ->
-  1.13 GiB), and running them one by one measured no slower. An accelerator keeps
-  the next step queued while it runs the last.
+  There, with asynchronous dispatch (programs that keep freed pages dispatch inline
+  instead), a queued step starts on a worker thread as soon as its inputs are ready
+  and allocates its temporaries then, while the last step's may not yet be freed: the
+  temporaries resident double (matched model: peak RSS 1.45 -> 1.13 GiB), and running
+  the steps one by one measured no slower. An accelerator keeps the next step queued
+  while it runs the last.
   """
   return jax.default_backend() == "cpu"
 
 
+def _compile_train_step(state: steps.TrainState, ctx: _Context, batches: dict[int, Batch],
+                        key: jax.Array, leading: int, compiled: dict) -> dict:
+  """`compiled` (width -> train step executable) with the widths of `batches` added,
+  compiled ahead of time (compiling.compile_per_shape), and one line printed."""
+  widths = ctx.data.train.widths
+  new = compiling.compile_per_shape(ctx.train_step, {
+      w: (state, ctx.placement.batch(b, leading), key) for w, b in batches.items()})
+  compiled = {**compiled, **new.by_shape}
+  print(f"train step compiled for width{'s' * (len(new.seconds) > 1)} "
+        f"{', '.join(map(str, new.seconds))} ({len(compiled)} of {len(widths)} shapes) in "
+        f"{sum(new.seconds.values()):.1f}s", flush=True)
+  return compiled
+
+
 def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
-  """Steps from state.step to num_steps (or an early stop); returns the last evaluation."""
-  tc, widths = ctx.config.train, ctx.data.train.widths
+  """Steps from state.step to num_steps (or an early stop); returns the last evaluation.
+
+  The train step is compiled first for every width of the steps to the end of the
+  current epoch (all of them, from an epoch's start), before any step's buffers exist;
+  a width met later (subword_dropout) compiles when met.
+  """
+  tc = ctx.config.train
   _, k_train = seeds.run_keys(tc)
   leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
-  window, timer, result, compiled, bad_run = [], _Throughput(), {}, set(), 0
+  key = seeds.step_key(k_train, start)  # read for its shape only
+  compiled = _compile_train_step(
+      state, ctx, inputs.first_batch_per_width(ctx.data.train, start, tc.num_steps), key,
+      leading, {})
+  window, timer, result, bad_run = [], _Throughput(), {}, 0
   one_in_flight = one_step_in_flight()
   for step in range(start, tc.num_steps):
     batch = ctx.data.train.batch(step)
     width = batch.src.shape[-1]
-    if one_in_flight or width not in compiled:
-      jax.block_until_ready(state)
-    if width not in compiled:  # a new batch shape compiles: keep it out of tokens/s
+    if width not in compiled:  # kept out of tokens/s
       timer.pause()
-      began = time.time()
-    state, sums = ctx.train_step(state, ctx.placement.batch(batch, leading),
-                                 seeds.step_key(k_train, step))
-    window.append(sums)
-    if width not in compiled:
-      jax.block_until_ready(sums)
-      compiled.add(width)
-      host_memory.release_freed()  # the compiler's garbage, before training grows the heap
-      host_memory.release_compiler_code()
-      print(f"train step compiled for width {width} ({len(compiled)} of {len(widths)} "
-            f"shapes) and run in {time.time() - began:.1f}s", flush=True)
+      compiled = _compile_train_step(state, ctx, {width: batch}, key, leading, compiled)
       timer.resume()
-    else:
-      timer.tokens += int(batch.tgt_len.sum())
+    if one_in_flight:
+      jax.block_until_ready(state)
+    state, sums = compiled[width](state, ctx.placement.batch(batch, leading),
+                                  seeds.step_key(k_train, step))
+    window.append(sums)
+    timer.tokens += int(batch.tgt_len.sum())
     done = step + 1
     if done % tc.log_every == 0 or done == tc.num_steps:
       window = ctx.placement.fetch(window)
@@ -314,6 +334,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
       timer.pause()
       score = None
       if is_eval:
+        host_memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
         result = _evaluate(state.params, done, ctx, ctx.log)
         host_memory.release_compiler_code()  # its searches may have compiled
         score = result.get(score_name(ctx.config))

@@ -1,6 +1,6 @@
-"""host_memory: freed heap pages leave the resident set on request (release_freed), so does
-a library's machine code (release_code_pages), and large buffers are reused without page
-faults (keep_freed_pages)."""
+"""host_memory: freed heap pages leave the resident set on request (release_freed, and after
+each call of a function wrapped by trimming), so does a library's machine code
+(release_code_pages), and large buffers are reused without page faults (keep_freed_pages)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from attn_jax import host_memory
@@ -36,6 +39,15 @@ def test_freed_heap_is_returned_to_the_os():
   assert _rss_mib() < before - 50
   del blocks
   host_memory.release_freed()  # harmless when there is nothing to return
+
+
+def test_trimming_returns_the_result_once_ready_and_then_trims(monkeypatch):
+  trims = []
+  monkeypatch.setattr(host_memory, "release_freed", lambda: trims.append(1))
+  double = host_memory.trimming(jax.jit(lambda x: 2 * x))
+  out = double(jnp.arange(3))
+  assert out.is_ready() and trims == [1]
+  np.testing.assert_array_equal(out, [0, 2, 4])
 
 
 _REUSE = r"""

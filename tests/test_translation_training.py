@@ -23,10 +23,12 @@ def _config(data_dir: str, **train):
       train_overrides=dict(num_steps=4, eval_every=2, checkpoint_every=2, bleu_every=4, **train))
 
 
-def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path):
+def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path, capsys):
   data_dir = helpers.write_corpus(tmp_path)
   workdir = str(tmp_path / "run")
   result = training.train_and_evaluate(_config(data_dir), workdir)
+  compiles = [l for l in capsys.readouterr().out.splitlines() if "train step compiled" in l]
+  assert len(compiles) == 1, compiles  # every width of the run's steps, before the first
   assert {"loss", "perplexity", "bleu", "bleu_tok_lc", "chrf"} <= set(result)
   assert "alignment_accuracy" not in result  # no gold alignments in real text
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:

@@ -102,17 +102,14 @@ def test_index_maps_rows_back_to_the_input(pairs):
 
 def test_first_batch_per_width_looks_to_the_end_of_the_epoch_only(pairs):
   src, tgt = pairs
-  train = inputs.bucketed_train(batching.bucket_pairs(src, tgt, WIDTHS), 16, seed=0)
-  per_epoch = batching.batches_per_epoch(batching.bucket_pairs(src, tgt, WIDTHS), 16)
+  buckets = batching.bucket_pairs(src, tgt, WIDTHS)
+  train = inputs.bucketed_train(buckets, 16, seed=0)
+  per_epoch = batching.batches_per_epoch(buckets, 16)
   widths = [train.batch(s).src.shape[1] for s in range(2 * per_epoch)]  # [steps]
-
-  def expected(start, stop):
-    return {w: widths.index(w, start) for w in set(widths[start:stop])}
-
   found = inputs.first_batch_per_width(train, 0)
   assert set(found) == set(train.widths) == set(widths[:per_epoch])
-  for w, step in expected(0, per_epoch).items():
-    np.testing.assert_array_equal(found[w].src, train.batch(step).src)
+  for w, batch in found.items():  # each the first batch of its width
+    np.testing.assert_array_equal(batch.src, train.batch(widths.index(w)).src)
   assert set(inputs.first_batch_per_width(train, 0, 2)) == set(widths[:2])
   late = per_epoch - 2  # the last two steps of the first epoch, not the next epoch's
   assert set(inputs.first_batch_per_width(train, late)) == set(widths[late:per_epoch])

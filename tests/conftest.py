@@ -80,6 +80,15 @@ def run_program(module: str, *args: str, stdin: bytes | None = None, timeout: fl
                                      proc.stderr.decode("utf-8", "replace"))
 
 
+def run_python(script: str, *args: str) -> list[str]:
+  """The words `script` prints, run by `python -c` in a fresh interpreter from the
+  repository root (its allocator, mappings and JAX client untouched by this process);
+  a failure raises."""
+  out = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True,
+                       text=True, check=True)
+  return out.stdout.split()
+
+
 def error_line(proc: subprocess.CompletedProcess) -> str:
   """The one 'error: ...' line a program failed with; asserts exit 1 and no traceback."""
   assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])

@@ -3,15 +3,12 @@ dispatch on CPU for the programs that train."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from absl import flags
 from absl.testing import flagsaver
 import jax
 import pytest
 
+import conftest
 from experiments import cli
 
 
@@ -49,6 +46,4 @@ def test_programs_that_train_dispatch_inline_on_cpu():
   """With freed pages kept, a step must free its temporaries before the next allocates."""
   if jax.default_backend() != "cpu":
     pytest.skip("an accelerator keeps dispatching asynchronously")
-  out = subprocess.run([sys.executable, "-c", _TRAINING_PROGRAM], capture_output=True,
-                       text=True, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert out.stdout.split() == ["True"]
+  assert conftest.run_python(_TRAINING_PROGRAM) == ["True"]

@@ -4,8 +4,6 @@ each call of a function wrapped by trimming), so does a library's machine code
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import jax
@@ -13,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conftest
 from attn_jax import host_memory
 
 
@@ -71,16 +70,8 @@ print(faults[1])
 """
 
 
-def _run_python(script: str, *args: str) -> list[str]:
-  """The words `script` prints, run in a fresh interpreter from the project root (its
-  allocator and mappings untouched by this process)."""
-  out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-  return out.stdout.split()
-
-
 def _second_allocation_faults(mode: str) -> int:
-  return int(_run_python(_REUSE, mode)[-1])
+  return int(conftest.run_python(_REUSE, mode)[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -112,5 +103,5 @@ print(advised, before - after, int(again == expected))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps, madvise")
 def test_release_code_pages_drops_a_librarys_code_which_still_runs():
-  advised, dropped_kib, same = map(int, _run_python(_CODE))
+  advised, dropped_kib, same = map(int, conftest.run_python(_CODE))
   assert advised > 0 and dropped_kib > 0 and same == 1

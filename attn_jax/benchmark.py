@@ -88,7 +88,10 @@ def time_training(config: Config, train: inputs.TrainData, windows: int, window_
   jax.block_until_ready(state)
   resident = {"parameters and optimizer state": host_memory.resident_gib()}
   train_step = steps.make_train_step(config.model, config.train, optimizer)
-  first = inputs.first_batch_per_width(train, 0)  # the first epoch has every width
+  # every width of the first epoch, and any a later epoch of the steps run adds (subword_dropout)
+  first = {**inputs.first_batch_per_width(train, 0, warmup_steps + windows * window_steps,
+                                          within_epoch=False),
+           **inputs.first_batch_per_width(train, 0)}
   compiled = compiling.compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
                                                       for w, b in first.items()})
   resident["train step compiled"] = host_memory.resident_gib()

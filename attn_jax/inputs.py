@@ -61,16 +61,19 @@ def vocab_ids(vocabs: translation.Vocabs | None) -> dict | None:
   return None if vocabs is None else {"src": vocabs.src.sha256, "tgt": vocabs.tgt.sha256}
 
 
-def first_batch_per_width(train: TrainData, start: int, stop: int | None = None
-                          ) -> dict[int, data.Batch]:
+def first_batch_per_width(train: TrainData, start: int, stop: int | None = None,
+                          within_epoch: bool = True) -> dict[int, data.Batch]:
   """The first batch of each width among the steps from `start` to the end of its epoch
   (and before `stop`, if given): from an epoch's first step that is every width of
-  train.widths (with subword_dropout an epoch may leave a bucket empty)."""
+  train.widths (with subword_dropout an epoch may leave a bucket empty). With
+  within_epoch=False the search runs on through later epochs up to `stop` (required)."""
+  if not within_epoch and stop is None:
+    raise ValueError("first_batch_per_width: within_epoch=False needs a stop step")
   found: dict[int, data.Batch] = {}
   epoch = train.position(start)["epoch"]
   step = start
   while len(found) < len(train.widths) and (stop is None or step < stop):
-    if train.position(step)["epoch"] != epoch:
+    if within_epoch and train.position(step)["epoch"] != epoch:
       break
     batch = train.batch(step)
     found.setdefault(batch.src.shape[-1], batch)

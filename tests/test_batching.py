@@ -113,3 +113,16 @@ def test_first_batch_per_width_looks_to_the_end_of_the_epoch_only(pairs):
   assert set(inputs.first_batch_per_width(train, 0, 2)) == set(widths[:2])
   late = per_epoch - 2  # the last two steps of the first epoch, not the next epoch's
   assert set(inputs.first_batch_per_width(train, late)) == set(widths[late:per_epoch])
+
+
+def test_first_batch_per_width_across_epochs_finds_a_width_only_a_later_epoch_has():
+  # epochs of 3 steps; the widths of a resegmented stream, 12 first met in epoch 1
+  widths = (4, 8, 4, 8, 12, 4)
+  batch = lambda step: data.Batch(*(np.zeros((2, widths[step]), np.int32),) * 6)  # noqa: E731
+  train = inputs.TrainData(batch=batch, position=lambda s: {"epoch": s // 3, "batch_in_epoch": s % 3},
+                           size=6, widths=(4, 8, 12))
+  assert set(inputs.first_batch_per_width(train, 0)) == {4, 8}
+  assert set(inputs.first_batch_per_width(train, 0, 6, within_epoch=False)) == {4, 8, 12}
+  assert set(inputs.first_batch_per_width(train, 0, 4, within_epoch=False)) == {4, 8}
+  with pytest.raises(ValueError, match="stop"):
+    inputs.first_batch_per_width(train, 0, within_epoch=False)

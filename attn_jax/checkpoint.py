@@ -17,6 +17,8 @@ Resume order (see resume.restore_or_init):
      into them, so the restored tree has the current code's structure;
   4. the step restored fixes the rest: the data position (data.train_batch) and
      the per-step PRNG keys (fold_in(key, step)) are pure functions of it.
+With no checkpoint in the directory the run starts at step 0: from the initialiser,
+or from another run's parameters (fine_tune.py, TrainConfig.init_from).
 """
 
 from __future__ import annotations

@@ -190,6 +190,12 @@ class TrainConfig:
   # (jax.checkpoint): the widest, rarest batches set the step's peak memory. 0: never.
   # Changes speed and memory, not results (beyond float rounding).
   remat_width: int = 0
+  # Fine-tuning (fine_tune.py): a training workdir whose parameters at its checkpoint
+  # init_checkpoint (best, latest or a step) start this run in place of the initialiser,
+  # with a fresh optimizer state at step 0. Read only while the run has no checkpoint of
+  # its own. "": the initialiser.
+  init_from: str = ""
+  init_checkpoint: str = "best"
 
   def __post_init__(self):
     _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
@@ -199,6 +205,11 @@ class TrainConfig:
                   "bleu_every", "patience", "loss_chunk_rows", "remat_width")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
+    _check(self.init_checkpoint in ("best", "latest") or self.init_checkpoint.isdigit(),
+           "init_checkpoint", f"expected best, latest or a step number, got "
+           f"{self.init_checkpoint!r}")
+    _check(not self.init_from or self.num_seeds == 1, "init_from",
+           f"starts one model, not num_seeds={self.num_seeds} stacked ones")
 
 
 # Fields that may change when a run is resumed: they alter neither the

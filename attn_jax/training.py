@@ -9,8 +9,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import (attention, compiling, evaluation, host_memory, inputs, metrics, parallel,
-                      plots, resume, seeds, steps, tasks)
+from attn_jax import (attention, compiling, evaluation, fine_tune, host_memory, inputs, metrics,
+                      parallel, plots, resume, seeds, steps, tasks)
 from attn_jax.checkpoint import Checkpointer
 from attn_jax.config import Config
 from attn_jax.data import Batch
@@ -102,6 +102,7 @@ class _Context(NamedTuple):
   log: RunLog | None
   stop_requested: Callable[[], str | None]  # the reason to stop now (e.g. "SIGTERM"), or None
   placement: parallel.Placement  # the devices: batches split over them, state replicated
+  init_from: dict | None  # fine_tune.Origin of a fine-tuned run's parameters; None if fresh
 
 
 class _Patience(NamedTuple):
@@ -185,6 +186,7 @@ def _save(ckpt: Checkpointer, state: steps.TrainState, step: int, ctx: _Context,
               "data_position": ctx.data.train.position(step),
               "vocab": inputs.vocab_ids(ctx.data.vocabs),
               "patience": patience._asdict(),
+              "init_from": ctx.init_from,
               "seed_key": np.asarray(jax.random.key_data(k_train)).tolist()}
   ckpt.save(step, state._asdict(), metadata, score)
 
@@ -215,12 +217,19 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   placement = parallel.Placement()
   placement.check_batch_size(tc.batch_size)
   os.makedirs(workdir, exist_ok=True)
+  fine_tune.adopt_vocabs(config, workdir)  # init_from's, where the workdir has none
   run_data = inputs.load(config.data, tc.batch_size, workdir, tc.num_seeds)
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  state, metadata = resume.restore_or_init(config, ckpt, optimizer, ckpt_dir,
-                                    inputs.vocab_ids(run_data.vocabs), placement)
+  vocab_ids = inputs.vocab_ids(run_data.vocabs)
+  state, metadata = resume.restore_or_init(config, ckpt, optimizer, ckpt_dir, vocab_ids,
+                                           placement)
+  origin = metadata.get("init_from")
+  if tc.init_from and not metadata:  # no checkpoint of its own yet
+    state, origin = fine_tune.start_state(state, config, vocab_ids, optimizer)
+    state, origin = placement.replicate(state), origin._asdict()
+    print(f"parameters from {origin['workdir']} at step {origin['step']}", flush=True)
   patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
   start = int(state.step)
   main = placement.is_main_process  # process 0 alone writes logs, plots and run files
@@ -235,7 +244,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
                  host_memory.trimming(placement.on_batches(
                      steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
                  host_memory.trimming(placement.on_batches(search, 2)), ckpt, log,
-                 stop_requested, placement)
+                 stop_requested, placement, origin)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 

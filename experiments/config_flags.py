@@ -114,6 +114,13 @@ flags.DEFINE_integer("remat_width", 0,
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)
+flags.DEFINE_string("init_from", "",
+                    "Fine-tuning: a training workdir whose parameters (at --init_checkpoint) "
+                    "start this run, with a fresh optimizer state and schedule; its vocabulary "
+                    "is copied into a new workdir. The model must have the same parameter "
+                    "shapes. Read only until this run saves its first checkpoint.")
+flags.DEFINE_string("init_checkpoint", "best",
+                    "Checkpoint of --init_from: best (by validation score), latest, or a step.")
 
 # Process (not part of the Config).
 flags.DEFINE_boolean(

@@ -52,15 +52,19 @@ def adopt_vocabs(config: Config, workdir: str) -> None:
     shutil.copyfile(os.path.join(source, name), target)
 
 
+def _describe(leaf) -> str:
+  return "absent" if leaf is None else f"{list(leaf.shape)} {leaf.dtype}"
+
+
 def _first_difference(want, got) -> str:
-  """'path: shape dtype vs shape dtype' of the first leaf that differs, or '' if none."""
+  """"path: got's shape and dtype, this model's" of the first leaf (in path order) whose
+  shape or dtype differs or that only one tree has; "" if none does."""
   want_leaves = dict(jax.tree_util.tree_flatten_with_path(want)[0])
   got_leaves = dict(jax.tree_util.tree_flatten_with_path(got)[0])
   for path in sorted(set(want_leaves) | set(got_leaves), key=jax.tree_util.keystr):
     a, b = want_leaves.get(path), got_leaves.get(path)
-    describe = lambda x: "absent" if x is None else f"{list(x.shape)} {x.dtype}"  # noqa: E731
     if a is None or b is None or (a.shape, a.dtype) != (b.shape, b.dtype):
-      return f"{jax.tree_util.keystr(path)}: {describe(b)}, this model {describe(a)}"
+      return f"{jax.tree_util.keystr(path)}: {_describe(b)}, this model {_describe(a)}"
   return ""
 
 

@@ -33,6 +33,11 @@ def _check(ok: bool, name: str, message: str) -> None:
     raise ConfigError(f"{name}: {message}")
 
 
+def is_checkpoint_choice(which: str) -> bool:
+  """Whether `which` names a saved checkpoint: best, latest or a step number."""
+  return which in ("best", "latest") or which.isdigit()
+
+
 def _positive(obj: Any, *names: str) -> None:
   for name in names:
     value = getattr(obj, name)
@@ -205,8 +210,7 @@ class TrainConfig:
                   "bleu_every", "patience", "loss_chunk_rows", "remat_width")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
-    _check(self.init_checkpoint in ("best", "latest") or self.init_checkpoint.isdigit(),
-           "init_checkpoint", f"expected best, latest or a step number, got "
+    _check(is_checkpoint_choice(self.init_checkpoint), "init_checkpoint", f"expected best, latest or a step number, got "
            f"{self.init_checkpoint!r}")
     _check(not self.init_from or self.num_seeds == 1, "init_from",
            f"starts one model, not num_seeds={self.num_seeds} stacked ones")

@@ -16,7 +16,7 @@ import jax
 
 from attn_jax import evaluation, inputs, parallel, resume, seeds, steps, translation
 from attn_jax.checkpoint import Checkpointer
-from attn_jax.config import Config, ModelConfig
+from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
 from attn_jax.evaluation import Example
 
 class ModelLoadError(ValueError):
@@ -50,6 +50,8 @@ class Trained(NamedTuple):
 
 
 def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
+  if not is_checkpoint_choice(which):
+    raise ModelLoadError(f"--checkpoint: expected best, latest or a step number, got {which!r}")
   saved = ckpt.steps()
   if not saved:
     raise ModelLoadError(f"{directory}: no checkpoints")
@@ -61,8 +63,6 @@ def _choose_step(ckpt: Checkpointer, which: str, directory: str) -> int:
       raise ModelLoadError(f"{directory}: no checkpoint has a validation score yet; "
                            f"use --checkpoint=latest (steps saved: {saved})")
     return best
-  if not which.isdigit():
-    raise ModelLoadError(f"--checkpoint: expected best, latest or a step number, got {which!r}")
   if int(which) not in saved:
     raise ModelLoadError(f"{directory}: no checkpoint at step {which} (steps saved: {saved})")
   return int(which)

@@ -185,6 +185,11 @@ class TrainConfig:
   num_plots: int = 3  # eval examples drawn as attention heatmaps
   bleu_every: int = 0  # translation: steps between validation BLEU evaluations; 0: at each eval
   patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
+  # Learning-rate decay on a plateau (as the LIUM systems train): after this many scored
+  # evaluations without a new best, the rate is multiplied by plateau_factor, and again
+  # after as many more, on top of the schedule (steps.learning_rate). 0: never.
+  plateau_patience: int = 0
+  plateau_factor: float = 0.5
   max_nonfinite_steps: int = 10  # stop after this many consecutive skipped (non-finite) updates
   num_seeds: int = 1  # independent runs trained as one program (seeds.py); 1: a plain run
   # Target positions (batch x time) whose logits the loss forms at once (output_loss.py);
@@ -207,7 +212,13 @@ class TrainConfig:
               "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
               "num_seeds")
     _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
-                  "bleu_every", "patience", "loss_chunk_rows", "remat_width")
+                  "bleu_every", "patience", "plateau_patience", "loss_chunk_rows",
+                  "remat_width")
+    _check(0.0 < self.plateau_factor < 1.0, "plateau_factor",
+           f"must be in (0, 1), got {self.plateau_factor}")
+    _check(not self.plateau_patience or self.num_seeds == 1, "plateau_patience",
+           f"lowers one run's rate on its own plateau, not those of num_seeds={self.num_seeds} "
+           f"stacked runs")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
            f"must be in [0, 1), got {self.label_smoothing}")
     _check(is_checkpoint_choice(self.init_checkpoint), "init_checkpoint", f"expected best, latest or a step number, got "

@@ -43,12 +43,49 @@ def learning_rate(config: TrainConfig):
   return schedule
 
 
+class PlateauScale(NamedTuple):
+  """The state of scale_on_plateau."""
+  scale: jax.Array  # float32 []: the plateau factors applied so far, multiplied (1 at first)
+
+
+def scale_on_plateau() -> optax.GradientTransformation:
+  """Multiplies the updates by a scale the host lowers on a validation plateau
+  (lower_rate); it lives in the optimizer state, so checkpoints and resumes keep it."""
+  def init(params):
+    del params
+    return PlateauScale(jnp.ones((), jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """Adam with the schedule above and global-norm clipping (Pascanu et al. 2013)."""
+  """Adam with the schedule above and global-norm clipping (Pascanu et al. 2013); with
+  plateau_patience, its updates scaled by scale_on_plateau."""
   chain = [optax.adam(learning_rate(config))]
   if config.clip_norm > 0:
     chain.insert(0, optax.clip_by_global_norm(config.clip_norm))
+  if config.plateau_patience:
+    chain.append(scale_on_plateau())
   return optax.chain(*chain)
+
+
+def lower_rate(state: TrainState, factor: float) -> TrainState:
+  """`state` with the plateau scale of its optimizer (scale_on_plateau) times `factor`."""
+  lower = lambda s: s._replace(scale=s.scale * factor) if isinstance(s, PlateauScale) else s
+  if not any(isinstance(s, PlateauScale) for s in state.opt_state):
+    raise ValueError("the optimizer has no plateau scale (plateau_patience is 0)")
+  return state._replace(opt_state=tuple(lower(s) for s in state.opt_state))
+
+
+def rate_scale(state: TrainState) -> float:
+  """The plateau scale of `state`'s optimizer (1.0 without scale_on_plateau)."""
+  for s in state.opt_state:
+    if isinstance(s, PlateauScale):
+      return float(jax.device_get(s.scale))
+  return 1.0
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -119,6 +119,13 @@ class _Patience(NamedTuple):
     return self._replace(waited=self.waited + 1)
 
 
+def on_plateau(patience: _Patience, score: float | None, plateau_patience: int) -> bool:
+  """Whether the evaluation just recorded in `patience` (scoring `score`) lowers the
+  learning rate: every `plateau_patience`-th scored evaluation without a new best."""
+  return (score is not None and plateau_patience > 0 and patience.waited > 0
+          and patience.waited % plateau_patience == 0)
+
+
 def _token_names(ctx: _Context) -> tuple[Callable, Callable]:
   vocabs = ctx.data.vocabs
   if vocabs is None:
@@ -348,6 +355,10 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
         host_memory.release_compiler_code()  # its searches may have compiled
         score = result.get(score_name(ctx.config))
         patience = patience.update(score, done)
+        if on_plateau(patience, score, tc.plateau_patience):
+          state = steps.lower_rate(state, tc.plateau_factor)
+          print(f"no better {score_name(ctx.config)} in {patience.waited} evaluations: "
+                f"learning rate scaled by {steps.rate_scale(state):g}", flush=True)
       _save(ctx.ckpt, state, done, ctx, k_train, score, patience)
       timer.resume()
       if tc.patience and patience.waited >= tc.patience:

@@ -114,6 +114,12 @@ flags.DEFINE_integer("remat_width", 0,
 flags.DEFINE_integer("patience", 0,
                      "Stop after this many scored evaluations without a new best; 0: never.",
                      lower_bound=0)
+flags.DEFINE_integer("plateau_patience", 0,
+                     "Multiply the learning rate by --plateau_factor after this many scored "
+                     "evaluations without a new best, and again after as many more (on top of "
+                     "the schedule); 0: never.", lower_bound=0)
+flags.DEFINE_float("plateau_factor", 0.5, "Learning-rate factor on a plateau (--plateau_patience).",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_string("init_from", "",
                     "Fine-tuning: a training workdir whose parameters (at --init_checkpoint) "
                     "start this run, with a fresh optimizer state and schedule; its vocabulary "

@@ -25,6 +25,7 @@ TRAIN_BAD = [
     ("num_steps", 0), ("batch_size", 0), ("learning_rate", 0.0), ("log_every", 0),
     ("eval_every", 0), ("checkpoint_every", 0), ("keep_checkpoints", 0), ("warmup_steps", -1),
     ("clip_norm", -1.0), ("num_plots", -1), ("label_smoothing", 1.0), ("label_smoothing", -0.5),
+    ("plateau_patience", -1), ("plateau_factor", 0.0), ("plateau_factor", 1.0),
 ]
 
 
@@ -48,6 +49,11 @@ def test_bad_value_names_the_field(cls, field, value):
 def test_min_len_above_max_len():
   with pytest.raises(ConfigError, match=r"^min_len: .*max_len"):
     DataConfig(min_len=5, max_len=3)
+
+
+def test_plateau_decay_is_for_one_run():
+  with pytest.raises(ConfigError, match=r"^plateau_patience: .*num_seeds=2"):
+    TrainConfig(plateau_patience=2, num_seeds=2)
 
 
 def test_zero_warmup_and_clip_are_allowed():

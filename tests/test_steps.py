@@ -134,6 +134,28 @@ def test_optimizer_clips_the_global_norm():
   np.testing.assert_allclose(np.asarray(mu) / 0.1, [0.6, 0.8, 0.0], rtol=1e-5)
 
 
+def test_plateau_scale_multiplies_the_updates_and_lower_rate_lowers_it():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  tc = TrainConfig(learning_rate=0.1, warmup_steps=0, plateau_patience=2, plateau_factor=0.25)
+  plain = steps.make_optimizer(dataclasses.replace(tc, plateau_patience=0))
+  opt = steps.make_optimizer(tc)
+  params = {"w": jnp.zeros(3)}
+  grads = {"w": jnp.array([0.3, -0.4, 0.0])}
+  state = steps.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
+  assert steps.rate_scale(state) == 1.0
+  reference, _ = plain.update(grads, plain.init(params), params)
+  updates, _ = opt.update(grads, state.opt_state, params)
+  np.testing.assert_array_equal(updates["w"], reference["w"])
+  lowered = steps.lower_rate(steps.lower_rate(state, 0.25), 0.25)
+  assert steps.rate_scale(lowered) == 0.0625
+  updates, _ = opt.update(grads, lowered.opt_state, params)
+  np.testing.assert_allclose(updates["w"], 0.0625 * np.asarray(reference["w"]), rtol=1e-6)
+  no_plateau = state._replace(opt_state=plain.init(params))
+  assert steps.rate_scale(no_plateau) == 1.0
+  with pytest.raises(ValueError, match="plateau_patience"):
+    steps.lower_rate(no_plateau, 0.5)
+
+
 def test_learning_rate_schedule():
   """Linear warm-up to the peak, 1/sqrt decay after it, linear cool-down to 0 at num_steps."""
   tc = TrainConfig(num_steps=1000, learning_rate=1.0, warmup_steps=100, cooldown_steps=200)

@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 N, K = 6, 3  # full run; where the interrupted run stops (a checkpoint lands there)
 
 
-def _config(num_steps: int, **model_overrides) -> Config:
+def _config(num_steps: int, train_overrides=None, **model_overrides) -> Config:
   return helpers.tiny_config(
       model_overrides=model_overrides,
-      train_overrides=dict(num_steps=num_steps, log_every=1, eval_every=3, checkpoint_every=3,
-                           keep_checkpoints=2, num_plots=1))
+      train_overrides={**dict(num_steps=num_steps, log_every=1, eval_every=3,
+                              checkpoint_every=3, keep_checkpoints=2, num_plots=1),
+                       **(train_overrides or {})})
 
 
 class _Interrupted(Exception):
@@ -175,3 +176,29 @@ def test_incompatible_config_is_refused_and_nothing_is_written(runs, change, fie
   assert field in message and f"step {N}" in message
   assert "\n" not in message
   assert _snapshot(workdir) == snap
+
+
+def test_plateau_lowers_the_rate_and_an_interrupted_run_resumes_to_the_same_state(tmp_path,
+                                                                                  capsys):
+  """With an evaluation every step and plateau_patience 1, the rate is halved after each
+  evaluation that finds no new best; the scale is in the checkpoints, so a run
+  interrupted at K resumes to the uninterrupted one's state bitwise."""
+  config = _config(N, train_overrides=dict(eval_every=1, plateau_patience=1,
+                                           keep_checkpoints=N))
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  training.train_and_evaluate(config, a)
+  printed = capsys.readouterr().out
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(training, "_save", _interrupted_after_checkpoint(K))
+    with pytest.raises(_Interrupted):
+      training.train_and_evaluate(config, b)
+  training.train_and_evaluate(config, b)
+  scores = [r["sequence_accuracy"] for r in _records(a) if r["split"] == "eval"]
+  plateaus = sum(score <= max(scores[:i]) for i, score in enumerate(scores) if i)
+  assert printed.count("learning rate scaled by") == plateaus
+  state_a, _ = _restore(a, N, config)
+  state_b, _ = _restore(b, N, config)
+  assert helpers.tree_equal(state_a, state_b)
+  assert steps.rate_scale(steps.TrainState(**state_a)) == 0.5 ** plateaus
+  assert steps.rate_scale(steps.TrainState(**_restore(a, K, config)[0])) == \
+      0.5 ** sum(score <= max(scores[:i]) for i, score in enumerate(scores[:K]) if i)

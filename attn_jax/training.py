@@ -357,8 +357,11 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
         patience = patience.update(score, done)
         if on_plateau(patience, score, tc.plateau_patience):
           state = steps.lower_rate(state, tc.plateau_factor)
+          scale = steps.rate_scale(state)
           print(f"no better {score_name(ctx.config)} in {patience.waited} evaluations: "
-                f"learning rate scaled by {steps.rate_scale(state):g}", flush=True)
+                f"learning rate scaled by {scale:g}", flush=True)
+          if ctx.log is not None:
+            ctx.log.write(done, "plateau", {"lr_scale": scale})
       _save(ctx.ckpt, state, done, ctx, k_train, score, patience)
       timer.resume()
       if tc.patience and patience.waited >= tc.patience:

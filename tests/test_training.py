@@ -196,6 +196,9 @@ def test_plateau_lowers_the_rate_and_an_interrupted_run_resumes_to_the_same_stat
   scores = [r["sequence_accuracy"] for r in _records(a) if r["split"] == "eval"]
   plateaus = sum(score <= max(scores[:i]) for i, score in enumerate(scores) if i)
   assert printed.count("learning rate scaled by") == plateaus
+  decays = [(r["step"], r["lr_scale"]) for r in _records(a) if r["split"] == "plateau"]
+  assert [scale for _, scale in decays] == [0.5 ** (k + 1) for k in range(plateaus)]
+  assert decays == [(r["step"], r["lr_scale"]) for r in _records(b) if r["split"] == "plateau"]
   state_a, _ = _restore(a, N, config)
   state_b, _ = _restore(b, N, config)
   assert helpers.tree_equal(state_a, state_b)

@@ -195,6 +195,7 @@ def test_plateau_lowers_the_rate_and_an_interrupted_run_resumes_to_the_same_stat
   training.train_and_evaluate(config, b)
   scores = [r["sequence_accuracy"] for r in _records(a) if r["split"] == "eval"]
   plateaus = sum(score <= max(scores[:i]) for i, score in enumerate(scores) if i)
+  assert plateaus >= 2  # a few steps of a tiny model: its exact-sequence accuracy stalls
   assert printed.count("learning rate scaled by") == plateaus
   decays = [(r["step"], r["lr_scale"]) for r in _records(a) if r["split"] == "plateau"]
   assert [scale for _, scale in decays] == [0.5 ** (k + 1) for k in range(plateaus)]

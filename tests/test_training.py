@@ -194,7 +194,8 @@ def test_plateau_lowers_the_rate_and_an_interrupted_run_resumes_to_the_same_stat
       training.train_and_evaluate(config, b)
   training.train_and_evaluate(config, b)
   scores = [r["sequence_accuracy"] for r in _records(a) if r["split"] == "eval"]
-  plateaus = sum(score <= max(scores[:i]) for i, score in enumerate(scores) if i)
+  stalled = lambda scores: sum(score <= max(scores[:i]) for i, score in enumerate(scores) if i)
+  plateaus = stalled(scores)
   assert plateaus >= 2  # a few steps of a tiny model: its exact-sequence accuracy stalls
   assert printed.count("learning rate scaled by") == plateaus
   decays = [(r["step"], r["lr_scale"]) for r in _records(a) if r["split"] == "plateau"]
@@ -205,4 +206,4 @@ def test_plateau_lowers_the_rate_and_an_interrupted_run_resumes_to_the_same_stat
   assert helpers.tree_equal(state_a, state_b)
   assert steps.rate_scale(steps.TrainState(**state_a)) == 0.5 ** plateaus
   assert steps.rate_scale(steps.TrainState(**_restore(a, K, config)[0])) == \
-      0.5 ** sum(score <= max(scores[:i]) for i, score in enumerate(scores[:K]) if i)
+      0.5 ** stalled(scores[:K])

@@ -160,11 +160,7 @@ def time_decoding(config: ModelConfig, params: dict, ev: inputs.EvalData, beam_s
   """
   search = steps.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
-  by_shape = {c.src.shape: c for c in evaluation.decode_calls(ev)}
-  compiled = compiling.compile_per_shape(
-      search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
-               for shape, c in by_shape.items()})
-  run = lambda p, s, n, c: compiled.by_shape[s.shape](p, s, n, c)
+  run, compiled = evaluation.compile_ahead(search, params, ev)
   seconds = []
   for _ in range(passes):
     began = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import bleu, data, metrics
+from attn_jax import bleu, compiling, data, metrics
 from attn_jax.inputs import EvalData
 from attn_jax.search import Hypotheses
 from attn_jax.vocab import Vocab
@@ -111,6 +111,19 @@ def _call(group: list[tuple[np.ndarray, data.Batch]], batches: int) -> DecodeCal
   filler = np.zeros(batches * len(group[0][1].src) - len(lines), np.int64)  # row 0 copies
   return DecodeCall(lines, np.concatenate([src, src[filler]]),
                     np.concatenate([src_len, src_len[filler]]))
+
+
+def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8
+                  ) -> tuple[Callable, compiling.Compiled]:
+  """`search` compiled for every call shape of decode_calls(ev, max_batches) before any
+  runs (compiling.compile_per_shape: one compilation per shape, each timed), and a function
+  with the search's signature that runs the executable of its arguments' shape, for decode."""
+  by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches)}
+  compiled = compiling.compile_per_shape(
+      search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
+               for shape, c in by_shape.items()})
+  return (lambda p, src, src_len, count: compiled.by_shape[src.shape](p, src, src_len, count),
+          compiled)
 
 
 def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8) -> list[Example]:

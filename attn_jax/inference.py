@@ -10,6 +10,7 @@ one device, whatever the number of devices it was trained on.
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -172,21 +173,32 @@ def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
                        member_configs=tuple(t.config for t in loaded))
 
 
-def translate(trained: Trained, sentences: list[str], search: Callable,
-              batch_size: int) -> list[Example | None]:
+def translate(trained: Trained, sentences: list[str], search: Callable, batch_size: int,
+              stages: dict | None = None) -> list[Example | None]:
   """Every sentence through `search` (steps.make_search), batched by length, in input order.
 
-  Blank sentences are not decoded: their entry is None.
+  The search is compiled for every call shape before any sentence is decoded
+  (evaluation.compile_ahead). Blank sentences are not decoded: their entry is None.
+  stages: if given, receives the seconds spent segmenting ("tokenise"), compiling
+  ("compile", with the count in "compilations") and searching ("search").
   """
+  stages = {} if stages is None else stages
+  began = time.perf_counter()
   keep = [i for i, s in enumerate(sentences) if s.strip()]
   outputs: list[Example | None] = [None] * len(sentences)
+  stages.update(tokenise=0.0, compile=0.0, compilations=0, search=0.0)
   if not keep:
     return outputs
   widths = inputs.bucket_widths(trained.config.data.max_len)
   split = translation.source_split([sentences[i] for i in keep], trained.vocabs, widths)
-  for i, example in zip(keep, evaluation.decode(trained.params,
-                                                inputs.eval_data(split, batch_size), search)):
+  ev = inputs.eval_data(split, batch_size)
+  stages["tokenise"] = time.perf_counter() - began
+  run, compiled = evaluation.compile_ahead(search, trained.params, ev)
+  stages["compile"], stages["compilations"] = sum(compiled.seconds.values()), len(compiled.seconds)
+  began = time.perf_counter()
+  for i, example in zip(keep, evaluation.decode(trained.params, ev, run)):
     outputs[i] = example
+  stages["search"] = time.perf_counter() - began
   return outputs
 
 

@@ -103,20 +103,27 @@ def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
 
 
 def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: int) -> dict:
-  """Wall time and peak RSS of `experiments.translate` on one file, as a subprocess."""
+  """Wall time, peak RSS and stage times (translate --timings) of `experiments.translate`
+  on one file, as a subprocess; "other" is the wall time outside the stages: the
+  interpreter's start before the program's first line, and its exit."""
   with tempfile.TemporaryDirectory() as tmp:
+    timings = os.path.join(tmp, "timings.json")
     began = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
          f"--input={source_path}", f"--output={os.path.join(tmp, 'out')}",
          f"--beam_size={beam_size}", f"--length_penalty={FLAGS.length_penalty}",
-         f"--batch_size={batch_size}", f"--compilation_cache={FLAGS.compilation_cache}"],
+         f"--batch_size={batch_size}", f"--compilation_cache={FLAGS.compilation_cache}",
+         f"--timings={timings}"],
         capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
-  if proc.returncode:
-    raise RuntimeError(f"experiments.translate failed: {proc.stderr.strip()[-500:]}")
+    if proc.returncode:
+      raise RuntimeError(f"experiments.translate failed: {proc.stderr.strip()[-500:]}")
+    with open(timings, encoding="utf-8") as f:
+      stages = json.load(f)
+  stages["other"] = seconds - stages["total"]
   rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-  return {"seconds": seconds, "peak_rss_gib_children": rss}
+  return {"seconds": seconds, "peak_rss_gib_children": rss, "stages": stages}
 
 
 def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) -> dict:
@@ -139,6 +146,7 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
         row["program_seconds"] = whole["seconds"]
         row["program_sentences_per_sec"] = ev.size / whole["seconds"]
         row["program_peak_rss_gib"] = whole["peak_rss_gib_children"]
+        row["program_stages"] = whole["stages"]
       report[f"{split}/{name}"] = row
   return report
 
@@ -278,8 +286,12 @@ def print_report(r: dict) -> None:
       line += (f", {r['decode_passes']} passes: median {_fmt(passes['median'])} "
                f"({_fmt(passes['min'])}-{_fmt(passes['max'])})")
     if "program_sentences_per_sec" in row:
+      st = row["program_stages"]
       line += (f", whole program {_fmt(row['program_sentences_per_sec'])} sent/s "
-               f"({row['program_seconds']:.1f} s, peak RSS {row['program_peak_rss_gib']:.2f} GiB)")
+               f"({row['program_seconds']:.1f} s: start-up {st['start_up']:.1f}, model "
+               f"{st['load_model']:.1f}, compile {st['compilations']} x {st['compile']:.1f}, "
+               f"search {st['search']:.1f}, other {st['other']:.1f}; peak RSS "
+               f"{row['program_peak_rss_gib']:.2f} GiB)")
     if "bleu_tok_lc" in row:
       line += f", BLEU {row['bleu_tok_lc']:.2f}"
     print(line)

@@ -37,12 +37,20 @@ def test_translate_writes_one_line_per_input_line(trained, tmp_path):
   proc = conftest.run_program(
       "translate", f"--workdir={trained['workdir']}", f"--input={source}",
       f"--output={output}", "--beam_size=3", "--batch_size=2",
-      f"--attention_plots={plots}", "--num_plots=2")
+      f"--attention_plots={plots}", "--num_plots=2", f"--timings={tmp_path / 't.json'}")
   assert proc.returncode == 0, proc.stderr
   lines = output.read_text(encoding="utf-8").split("\n")
   assert lines[-1] == "" and len(lines) - 1 == 5
   assert lines[1] == "" and lines[2] == ""  # blank inputs give empty outputs
   assert sorted(os.listdir(plots)) == ["attention_line1.png", "attention_line4.png"]
+  stages = json.loads((tmp_path / "t.json").read_text())
+  assert list(stages) == ["start_up", "read_input", "load_model", "tokenise", "compile",
+                          "compilations", "search", "write_output", "plots", "total"]
+  # 3 sentences of 2 widths at most, in batches of 2: one compilation per call shape.
+  assert 1 <= stages["compilations"] <= 2
+  seconds = {k: v for k, v in stages.items() if k not in ("compilations", "total")}
+  assert min(seconds.values()) >= 0 and stages["compile"] > 0 and stages["search"] > 0
+  np.testing.assert_allclose(stages["total"], sum(seconds.values()))
 
 
 @pytest.mark.long
@@ -245,4 +253,7 @@ def test_benchmark_times_the_search_and_the_whole_program_of_a_trained_workdir(t
     assert 0 < row["passes"]["min"] <= row["passes"]["median"] <= row["passes"]["max"]
     assert row["program_seconds"] > 0 and row["program_peak_rss_gib"] > 0
     np.testing.assert_allclose(row["program_sentences_per_sec"], 12 / row["program_seconds"])
+    stages = row["program_stages"]  # translate --timings, and the time outside its stages
+    assert stages["compilations"] >= 1 and stages["search"] > 0 and stages["other"] >= 0
+    np.testing.assert_allclose(stages["total"] + stages["other"], row["program_seconds"])
     assert 0 <= row["bleu_tok_lc"] <= 100

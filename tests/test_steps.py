@@ -6,6 +6,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -121,7 +122,6 @@ def test_training_reduces_the_loss(datasets, matmul_dtype):
 
 
 def test_optimizer_clips_the_global_norm():
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   config = helpers.tiny_config(train_overrides=dict(clip_norm=1.0, warmup_steps=0,
                                                     learning_rate=1.0)).train
   opt = steps.make_optimizer(config)
@@ -135,7 +135,6 @@ def test_optimizer_clips_the_global_norm():
 
 
 def test_plateau_scale_multiplies_the_updates_and_lower_rate_lowers_it():
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   tc = TrainConfig(learning_rate=0.1, warmup_steps=0, plateau_patience=2, plateau_factor=0.25)
   plain = steps.make_optimizer(dataclasses.replace(tc, plateau_patience=0))
   opt = steps.make_optimizer(tc)

@@ -85,9 +85,10 @@ def main(argv):
     stages = {"start_up": time.perf_counter() - BEGAN}
     lap = time.perf_counter()
 
-    def done(stage: str) -> None:
+    def done(stage: str) -> None:  # the time since the last stage ended is `stage`'s
       nonlocal lap
-      stages[stage], lap = time.perf_counter() - lap, time.perf_counter()
+      now = time.perf_counter()
+      stages[stage], lap = now - lap, now
 
     sentences = read_input(FLAGS.input)
     done("read_input")

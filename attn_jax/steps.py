@@ -97,11 +97,22 @@ def init_state(key: jax.Array, config: ModelConfig,
   Jitted: one executable instead of one per initialiser operation, each kept by JAX
   for the rest of the process (the same values; about 50 MB less resident memory for
   the matched model).
+
+  N runs are initialised one after the other (`lax.map`), not `vmap`-ed: under vmap the
+  orthogonal recurrent kernels become batched QR factorisations, and jaxlib's CPU LAPACK
+  kernels (0.10.x: `lapack_sgeqrf_ffi` -> `ParallelBatchMap`) split a batch over XLA's
+  intra-op thread pool and block their own pool thread until the pieces are done. When
+  the executor runs as many independent batched QRs at once as the pool has threads
+  (the default GRU model: nine [N, 128, 128] QRs, on a 2-thread pool), every thread
+  waits for work that none is free to run, and the program hangs before its first step.
+  An unbatched QR runs inline. Row k is the same as with vmap: the same keys, the same
+  per-matrix LAPACK calls.
   """
   def init_run(k):
     params = model.init(k, config)
     return params, optimizer.init(params)
-  params, opt_state = (init_run if key.ndim == 0 else jax.vmap(init_run))(key)
+  params, opt_state = (init_run if key.ndim == 0 else functools.partial(jax.lax.map, init_run)
+                       )(key)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 

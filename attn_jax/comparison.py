@@ -61,14 +61,15 @@ def _references(ev: EvalData) -> list[np.ndarray]:
 
 
 def score(trained: inference.Trained, ev: EvalData, search: Callable,
-          eval_step: Callable | None) -> tuple[Scores, list[evaluation.Example]]:
+          eval_step: Callable | None, progress: Callable[[], None] = evaluation.no_progress
+          ) -> tuple[Scores, list[evaluation.Example]]:
   """Decodes `ev` with `search` and scores it; also returns the decoded examples. Without
   an `eval_step` (steps.make_eval_step) the teacher-forced attention scores are left out."""
   config = trained.config
-  outputs = evaluation.decode(trained.params, ev, search)
+  outputs = evaluation.decode(trained.params, ev, search, progress=progress)
   out: dict[str, float] = {}
   if eval_step is not None and attention.VARIANTS[config.model.attention].has_weights:
-    rates = evaluation.loss_rates(trained.params, ev, eval_step)
+    rates = evaluation.loss_rates(trained.params, ev, eval_step, progress)
     out["attention_entropy"] = rates["attention_entropy"]
     if "alignment_accuracy" in rates:
       # One gold link and one (argmax) predicted link per target token: precision =
@@ -179,7 +180,8 @@ def _cached(workdir: str, settings: dict) -> dict | None:
   return cached if same else None
 
 
-def score_run(workdir: str, settings: dict, plan: Plan) -> dict:
+def score_run(workdir: str, settings: dict, plan: Plan,
+              progress: Callable[[], None] = evaluation.no_progress) -> dict:
   """Scores every seed of the run in `workdir` at its best checkpoint on plan.split.
 
   Returns (and writes to workdir/scores.json) {"settings", "step", "params",
@@ -196,7 +198,7 @@ def score_run(workdir: str, settings: dict, plan: Plan) -> dict:
             "tokens_per_sec": _train_rate(workdir), "seeds": []}
   for k in range(first.num_seeds):
     trained = first if k == 0 else inference.load(workdir, "best", k, translation_only=False)
-    scores, outputs = score(trained, ev, search, eval_step)
+    scores, outputs = score(trained, ev, search, eval_step, progress)
     record["seeds"].append(scores._asdict())
     if k == 0:
       src_names, tgt_names = _token_names(trained)
@@ -274,7 +276,8 @@ def ablation_table(records: dict[tuple[str, bool], dict], config: Config) -> str
   return "\n".join(lines) + "\n"
 
 
-def beam_sweep(workdir: str, plan: Plan) -> str:
+def beam_sweep(workdir: str, plan: Plan,
+               progress: Callable[[], None] = evaluation.no_progress) -> str:
   """Beam size x length penalty for seed 0 of the run in `workdir`, on the validation data
   (translation: inputs.EVAL_SPLIT); a markdown table of the main metric."""
   trained = inference.load(workdir, "best", 0, translation_only=False)
@@ -286,7 +289,7 @@ def beam_sweep(workdir: str, plan: Plan) -> str:
     cells = []
     for alpha in plan.length_penalties:
       search = steps.make_search(trained.config.model, size, alpha, slots=ev.batch_size)
-      cells.append(f"{score(trained, ev, search, None)[0].scores[metric]:.4g}")
+      cells.append(f"{score(trained, ev, search, None, progress)[0].scores[metric]:.4g}")
     lines.append(f"| {size} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -313,7 +316,8 @@ class _Stopped(Exception):
 
 
 def _train_and_score(config: Config, workdir: str, plan: Plan,
-                     stop_requested: Callable[[], str | None]) -> dict:
+                     stop_requested: Callable[[], str | None],
+                     progress: Callable[[], None]) -> dict:
   """The run's scores (score_run), trained first unless scores of this config and plan are
   already in workdir/scores.json. Raises _Stopped if training was stopped."""
   settings = _settings(config, plan)
@@ -321,10 +325,11 @@ def _train_and_score(config: Config, workdir: str, plan: Plan,
   if cached is not None:
     return cached
   print(f"== {os.path.basename(workdir)}: {config.train.num_seeds} seed(s)", flush=True)
-  result = training.train_and_evaluate(config, workdir, stop_requested=stop_requested)
+  result = training.train_and_evaluate(config, workdir, stop_requested=stop_requested,
+                                      progress=progress)
   if "stopped" in result:
     raise _Stopped(result["stopped"])
-  return score_run(workdir, settings, plan)
+  return score_run(workdir, settings, plan, progress)
 
 
 def _header(base: Config, plan: Plan) -> str:
@@ -340,25 +345,27 @@ def _header(base: Config, plan: Plan) -> str:
 
 
 def compare(base: Config, workdir: str, plan: Plan,
-            stop_requested: Callable[[], str | None] = lambda: None) -> str | None:
+            stop_requested: Callable[[], str | None] = lambda: None,
+            progress: Callable[[], None] = evaluation.no_progress) -> str | None:
   """Trains and scores every variant (and the ablation), then writes the reports (see the
-  module docstring). Returns the reason if stopped early (rerun to continue), else None."""
+  module docstring). Returns the reason if stopped early (rerun to continue), else None.
+  stop_requested and progress: as in training.train_and_evaluate."""
   try:
-    _compare(base, workdir, plan, stop_requested)
+    _compare(base, workdir, plan, stop_requested, progress)
   except _Stopped as e:
     return str(e)
   return None
 
 
 def _compare(base: Config, workdir: str, plan: Plan,
-             stop_requested: Callable[[], str | None]) -> None:
+             stop_requested: Callable[[], str | None], progress: Callable[[], None]) -> None:
   configs = _variant_configs(base, plan.variants)
   os.makedirs(workdir, exist_ok=True)
   metric = main_metric(base)
   records: dict[str, dict] = {}
   for variant, config in configs.items():
     records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,
-                                        stop_requested)
+                                        stop_requested, progress)
   best = max(records, key=lambda name: _summary(records[name], metric)[0])
   sections = ["# Attention variants compared\n", _header(base, plan),
               report_table(records, base, plan),
@@ -377,13 +384,14 @@ def _compare(base: Config, workdir: str, plan: Plan,
         name = f"{best}_{query}_{'feeding' if feeding else 'nofeeding'}"
         ablation[(query, feeding)] = _train_and_score(
             _run_config(base, attention=best, query=query, input_feeding=feeding),
-            os.path.join(workdir, name), plan, stop_requested)
+            os.path.join(workdir, name), plan, stop_requested, progress)
     sections += [f"\n## Query placement and input feeding ({best})\n\n",
                  ablation_table(ablation, base)]
   _plots(records, base, workdir)
   sweep_path = os.path.join(workdir, "beam_sweep.md")
   sweep = (f"# Beam size × length penalty: {best}, seed {base.train.seed}, "
-           f"{metric} on the validation data\n\n" + beam_sweep(os.path.join(workdir, best), plan))
+           f"{metric} on the validation data\n\n"
+           + beam_sweep(os.path.join(workdir, best), plan, progress))
   with open(sweep_path, "w", encoding="utf-8") as f:
     f.write(sweep)
   sections.append("\nFigures: [score by source length](bleu_by_length.png), "

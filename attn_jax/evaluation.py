@@ -29,10 +29,17 @@ class Example(NamedTuple):
   weights: np.ndarray  # float [out_len, src_len]
 
 
+def no_progress() -> None:
+  """The default `progress` callback: progress is not reported (a program's watchdog
+  takes one that is)."""
+
+
 def evaluate(params: dict, batches: Iterable[data.Batch], eval_step: Callable,
-             greedy: Callable, num_examples: int = 0,
-             has_weights: bool = True) -> tuple[dict[str, float], list[Example]]:
-  """Runs eval_step and greedy decoding over fixed-shape batches (data.eval_batches).
+             greedy: Callable, num_examples: int = 0, has_weights: bool = True,
+             progress: Callable[[], None] = no_progress
+             ) -> tuple[dict[str, float], list[Example]]:
+  """Runs eval_step and greedy decoding over fixed-shape batches (data.eval_batches),
+  calling `progress` after each batch.
 
   Returns:
     rates (metrics.summarize of all sums, plus "sequence_accuracy_by_length":
@@ -45,6 +52,7 @@ def evaluate(params: dict, batches: Iterable[data.Batch], eval_step: Callable,
     sums = eval_step(params, batch)
     hyp: Hypotheses = greedy(params, batch.src, batch.src_len)
     sums, hyp = jax.device_get((sums, hyp))
+    progress()
     sums.update(metrics.sequence_sums(hyp.tokens, hyp.lengths, batch.tgt_out, batch.tgt_len))
     real = batch.tgt_len > 0
     lengths.append(batch.src_len[real] - 1)
@@ -63,8 +71,10 @@ def evaluate(params: dict, batches: Iterable[data.Batch], eval_step: Callable,
   return rates, examples
 
 
-def loss_rates(params: dict, ev: EvalData, eval_step: Callable) -> dict[str, float]:
-  """Teacher-forced loss, perplexity, token accuracy and attention entropy over `ev`.
+def loss_rates(params: dict, ev: EvalData, eval_step: Callable,
+               progress: Callable[[], None] = no_progress) -> dict[str, float]:
+  """Teacher-forced loss, perplexity, token accuracy and attention entropy over `ev`
+  (`progress` called after each batch).
 
   Alignment accuracy is left out when the data has no gold alignments.
   """
@@ -72,6 +82,7 @@ def loss_rates(params: dict, ev: EvalData, eval_step: Callable) -> dict[str, flo
   for _, batch in ev.batches:
     for key, value in jax.device_get(eval_step(params, batch)).items():
       totals[key] = totals.get(key, 0) + value
+    progress()
   rates = metrics.summarize(totals)
   if not totals.get("align_count"):
     rates.pop("alignment_accuracy", None)
@@ -126,13 +137,15 @@ def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int
           compiled)
 
 
-def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8) -> list[Example]:
+def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8,
+           progress: Callable[[], None] = no_progress) -> list[Example]:
   """Every sentence of `ev` decoded by search(params, src, src_len, count) (steps.make_search)
-  over decode_calls(ev, max_batches), in line order."""
+  over decode_calls(ev, max_batches), in line order; `progress` is called after each call."""
   outputs: list[Example | None] = [None] * ev.size
   for call in decode_calls(ev, max_batches):
     hyp: Hypotheses = jax.device_get(search(params, call.src, call.src_len,
                                             np.int32(len(call.lines))))
+    progress()
     for row, line in enumerate(call.lines):
       n, m = int(call.src_len[row]), int(hyp.lengths[row])
       outputs[line] = Example(call.src[row, :n], hyp.tokens[row, :m], hyp.weights[row, :m, :n])

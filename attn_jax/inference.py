@@ -174,13 +174,15 @@ def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
 
 
 def translate(trained: Trained, sentences: list[str], search: Callable, batch_size: int,
-              stages: dict | None = None) -> list[Example | None]:
+              stages: dict | None = None,
+              progress: Callable[[], None] = evaluation.no_progress) -> list[Example | None]:
   """Every sentence through `search` (steps.make_search), batched by length, in input order.
 
   The search is compiled for every call shape before any sentence is decoded
   (evaluation.compile_ahead). Blank sentences are not decoded: their entry is None.
   stages: if given, receives the seconds spent segmenting ("tokenise"), compiling
   ("compile", with the count in "compilations") and searching ("search").
+  progress: called after each search call.
   """
   stages = {} if stages is None else stages
   began = time.perf_counter()
@@ -196,7 +198,7 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
   run, compiled = evaluation.compile_ahead(search, trained.params, ev)
   stages["compile"], stages["compilations"] = sum(compiled.seconds.values()), len(compiled.seconds)
   began = time.perf_counter()
-  for i, example in zip(keep, evaluation.decode(trained.params, ev, run)):
+  for i, example in zip(keep, evaluation.decode(trained.params, ev, run, progress=progress)):
     outputs[i] = example
   stages["search"] = time.perf_counter() - began
   return outputs

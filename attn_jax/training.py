@@ -101,6 +101,7 @@ class _Context(NamedTuple):
   ckpt: Checkpointer
   log: RunLog | None
   stop_requested: Callable[[], str | None]  # the reason to stop now (e.g. "SIGTERM"), or None
+  progress: Callable[[], None]  # told of each evaluation batch and decode call
   placement: parallel.Placement  # the devices: batches split over them, state replicated
   init_from: dict | None  # fine_tune.Origin of a fine-tuned run's parameters; None if fresh
 
@@ -169,11 +170,11 @@ def _evaluate_run(params: dict, step: int, ctx: _Context, log: RunLog | None,
   examples: list[Example] = []
   if ctx.data.vocabs is None:
     result, examples = evaluation.evaluate(params, (b for _, b in ev.batches), ctx.eval_step,
-                                           ctx.search, num_plots, has_weights)
+                                           ctx.search, num_plots, has_weights, ctx.progress)
   else:
-    result = evaluation.loss_rates(params, ev, ctx.eval_step)
+    result = evaluation.loss_rates(params, ev, ctx.eval_step, ctx.progress)
     if _bleu_due(ctx, step):
-      outputs = evaluation.decode(params, ev, ctx.search)
+      outputs = evaluation.decode(params, ev, ctx.search, progress=ctx.progress)
       scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, ctx.data.vocabs.tgt)
       result.update(scores)
       examples = outputs[:num_plots]
@@ -208,7 +209,8 @@ def _write_run_files(config: Config, workdir: str, flagfile: str | None) -> None
 
 
 def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None,
-                       stop_requested: Callable[[], str | None] = lambda: None
+                       stop_requested: Callable[[], str | None] = lambda: None,
+                       progress: Callable[[], None] = evaluation.no_progress
                        ) -> dict[str, float]:
   """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
 
@@ -218,6 +220,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   `workdir` is found compatible with `config`. `stop_requested` is asked after
   every step; when it gives a reason, the step's state is checkpointed and
   training returns ({"stopped": reason}), to be resumed by the same call.
+  `progress` is told of every evaluation batch and decode call.
   Returns the last evaluation's metrics.
   """
   tc = config.train
@@ -251,7 +254,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
                  host_memory.trimming(placement.on_batches(
                      steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
                  host_memory.trimming(placement.on_batches(search, 2)), ckpt, log,
-                 stop_requested, placement, origin)
+                 stop_requested, progress, placement, origin)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 

@@ -17,6 +17,7 @@ import jax
 
 from attn_jax import (config as config_lib, corpus, evaluation, host_memory, inference, resume,
                       training)
+from experiments import watchdog
 
 FLAGS = flags.FLAGS
 
@@ -28,28 +29,20 @@ flags.DEFINE_string(
     "XLA's persistent compilation cache: a program compiles each step function once per "
     "shape and machine, later runs load it from here. 'none' turns it off.")
 
+flags.DEFINE_float(
+    "stall_timeout", 600.0,
+    "Seconds without any step, evaluation, decoding or compilation progress after which the "
+    "program prints the stacks of all threads and exits with status 1 (0: never).",
+    lower_bound=0.0)
+flags.DEFINE_float(
+    "stop_grace", 30.0,
+    "After SIGTERM or SIGINT, seconds the program may go without progress while it stops "
+    "(a training run checkpoints first) before it is ended at once; a second signal ends it "
+    "at once.", lower_bound=0.0)
+
 EXPECTED_ERRORS = (corpus.CorpusError, resume.IncompatibleCheckpointError,
                    resume.CorruptCheckpointError, training.NonFiniteLossError,
                    inference.ModelLoadError)
-
-
-class StopSignals:
-  """Records SIGTERM/SIGINT instead of dying, so training can checkpoint first."""
-
-  def __init__(self):
-    self.received: str | None = None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.received:  # a second signal: stop now, the default way
-      signal.signal(signum, signal.SIG_DFL)
-      signal.raise_signal(signum)
-    self.received = signal.Signals(signum).name
-
-  def __call__(self) -> str | None:
-    return self.received
 
 
 def fail(message: str) -> None:
@@ -65,14 +58,20 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(str(e))
 
 
-def run(body: Callable[[], None], argv: list[str], flag_names: dict[str, str] | None = None,
-        path: str = "", keep_freed_pages: bool = False) -> None:
-  """Runs `body` with the expected errors turned into one line each.
+def run(body: Callable[[watchdog.Watchdog], None], argv: list[str],
+        flag_names: dict[str, str] | None = None, path: str = "",
+        keep_freed_pages: bool = False, polls_stop: bool = False) -> None:
+  """Runs `body(watch)` under a watchdog (--stall_timeout, --stop_grace), with the
+  expected errors turned into one line each.
 
+  body reports its progress to `watch` (watch.progress, or watch.stop_requested after each
+  training step).
   flag_names: config field -> flag name where they differ (ConfigError names fields).
   path: what an OSError without a file name is about.
   keep_freed_pages: host_memory.keep_freed_pages() first, and synchronous dispatch on CPU
     (programs that train; see below).
+  polls_stop: body asks watch.stop_requested() and stops by itself (training: after a
+    checkpoint); otherwise a stop signal interrupts it with one line, status 128 + signal.
   """
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -92,7 +91,12 @@ def run(body: Callable[[], None], argv: list[str], flag_names: dict[str, str] | 
   # default one-second threshold, yet together they are most of a translate run's start.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   try:
-    body()
+    with watchdog.Watchdog(FLAGS.stall_timeout, FLAGS.stop_grace,
+                           interrupt=not polls_stop) as watch:
+      body(watch)
+  except watchdog.Interrupted as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(128 + signal.Signals[e.name].value)
   except config_lib.ConfigError as e:  # an option invalid by itself or for the data
     field, _, why = str(e).partition(": ")
     fail(f"flag --{(flag_names or {}).get(field, field)}: {why}")

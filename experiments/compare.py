@@ -67,17 +67,17 @@ def _plan() -> comparison.Plan:
 
 
 def main(argv):
-  def body():
+  def body(watch):
     plan = _plan()
     began = time.time()
     stopped = comparison.compare(config_flags.build_config(), FLAGS.workdir, plan,
-                                 cli.StopSignals())
+                                 watch.stop_requested, watch.progress)
     if stopped:
       print(f"stopped by {stopped}: run the same command to continue", flush=True)
       return
     print(f"wrote {FLAGS.workdir}/report.md ({time.time() - began:.0f}s)", flush=True)
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
-          keep_freed_pages=FLAGS.keep_freed_pages)
+          keep_freed_pages=FLAGS.keep_freed_pages, polls_stop=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Callable
 
 from absl import app, flags
 
@@ -62,15 +63,16 @@ def load_eval(trained: inference.Trained, data_dir: str, split_name: str) -> inp
 
 
 def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_size: int,
-             alpha: float, ev: inputs.EvalData | None = None) -> tuple[dict, list[str]]:
+             alpha: float, ev: inputs.EvalData | None = None,
+             progress: Callable[[], None] = evaluation.no_progress) -> tuple[dict, list[str]]:
   """Decodes `split_name` (already loaded: `ev`): (the report (see the module docstring),
-  the output lines)."""
+  the output lines). progress: called after each search call."""
   began = time.time()
   ev = load_eval(trained, data_dir, split_name) if ev is None else ev
   search = steps.make_search(trained.search_config, beam_size, alpha, with_weights=False,
                              slots=ev.batch_size)
   search_began = time.time()
-  outputs = evaluation.decode(trained.params, ev, search)
+  outputs = evaluation.decode(trained.params, ev, search, progress=progress)
   search_seconds = time.time() - search_began
   scores, hyps = evaluation.translation_scores(outputs, ev.text.tgt, trained.vocabs.tgt)
   by_length = bleu.bleu_by_length(hyps, ev.text.tgt, [len(s.split()) for s in ev.text.src])
@@ -106,13 +108,14 @@ def tuning_grid() -> list[tuple[int, float]]:
           for alpha in _numbers("length_penalties", float, 0.0)]
 
 
-def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]]) -> dict:
+def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]],
+         progress: Callable[[], None] = evaluation.no_progress) -> dict:
   """Every setting of `grid` on --tune_split:
   {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
   rows = []
   ev = load_eval(trained, data_dir, FLAGS.tune_split)  # read and encoded once for the sweep
   for beam_size, alpha in grid:
-    report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha, ev)
+    report, _ = evaluate(trained, data_dir, FLAGS.tune_split, beam_size, alpha, ev, progress)
     rows.append({"beam_size": beam_size, "length_penalty": alpha,
                  "bleu_tok_lc": report["bleu_tok_lc"]})
     print(f"{FLAGS.tune_split}: beam {beam_size}, length penalty {alpha}: "
@@ -139,16 +142,17 @@ def print_report(report: dict) -> None:
 
 
 def main(argv):
-  def body():
+  def body(watch):
     grid = tuning_grid() if FLAGS.beam_sizes else None
     trained = cli.load_model()
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
     tuning = None
     beam_size, alpha = FLAGS.beam_size, FLAGS.length_penalty
     if grid:
-      tuning = tune(trained, data_dir, grid)
+      tuning = tune(trained, data_dir, grid, watch.progress)
       beam_size, alpha = tuning["chosen"]["beam_size"], tuning["chosen"]["length_penalty"]
-    report, hyps = evaluate(trained, data_dir, FLAGS.split, beam_size, alpha)
+    report, hyps = evaluate(trained, data_dir, FLAGS.split, beam_size, alpha,
+                            progress=watch.progress)
     if tuning:
       report["tuning"] = tuning
     print_report(report)

@@ -5,7 +5,9 @@ r"""Trains an attentional encoder-decoder.
 
 Running the same command again on the same workdir resumes from its latest
 checkpoint. SIGTERM or SIGINT (Ctrl-C) lets the current step finish, saves a
-checkpoint and exits with status 0; a second one stops at once. Defaults give
+checkpoint and exits with status 0; a second one (or --stop_grace seconds without
+progress, when blocked in a device call) ends it at once. --stall_timeout seconds
+without progress print every thread's stack and exit with status 1. Defaults give
 the embedded task: reverse, additive attention.
 """
 
@@ -49,15 +51,15 @@ def start_distributed() -> None:
 
 
 def main(argv):
-  def body():
+  def body(watch):
     start_distributed()
     if FLAGS.debug_nans:
       jax.config.update("jax_debug_nans", True)
     training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
                                 flagfile=config_flags.flagfile_text("workdir"),
-                                stop_requested=cli.StopSignals())
+                                stop_requested=watch.stop_requested, progress=watch.progress)
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
-          keep_freed_pages=FLAGS.keep_freed_pages)
+          keep_freed_pages=FLAGS.keep_freed_pages, polls_stop=True)
 
 
 if __name__ == "__main__":

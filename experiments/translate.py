@@ -81,7 +81,7 @@ def write_timings(path: str, stages: dict) -> None:
 
 
 def main(argv):
-  def body():
+  def body(watch):
     stages = {"start_up": time.perf_counter() - BEGAN}
     lap = time.perf_counter()
 
@@ -98,7 +98,8 @@ def main(argv):
     plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
     search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
                                with_weights=plotting, slots=FLAGS.batch_size)
-    outputs = inference.translate(trained, sentences, search, FLAGS.batch_size, stages)
+    outputs = inference.translate(trained, sentences, search, FLAGS.batch_size, stages,
+                                  watch.progress)
     lap = time.perf_counter()
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
     done("write_output")

@@ -21,7 +21,7 @@ def test_compilation_cache_flag_names_or_turns_off_the_cache(value, expected):
   seen = []
   try:
     with flagsaver.flagsaver(compilation_cache=value):
-      cli.run(lambda: seen.append(jax.config.jax_compilation_cache_dir), ["program"])
+      cli.run(lambda _: seen.append(jax.config.jax_compilation_cache_dir), ["program"])
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
   assert seen == [expected]
@@ -33,7 +33,7 @@ from absl import flags
 from experiments import cli
 flags.FLAGS.mark_as_parsed()
 
-def body():
+def body(watch):
   x = jax.numpy.ones((512, 512))
   y = jax.jit(lambda a: jax.lax.fori_loop(0, 50, lambda i, b: jax.numpy.tanh(b @ a), a))(x)
   print(y.is_ready())  # returned only once computed (and its temporaries freed)

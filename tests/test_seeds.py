@@ -64,6 +64,22 @@ def test_member_config_offsets_both_seeds():
   assert [seeds.shuffle_seed(shuffled, k) for k in range(3)] == [10, 11, 12]
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_row_k_of_the_stacked_initial_state_is_seed_ks_own(cell):
+  """steps.init_state of N keys (one after another: lax.map) against each key alone."""
+  config = helpers.tiny_config(model_overrides=dict(cell=cell),
+                               train_overrides=dict(seed=4, num_seeds=3))
+  optimizer = steps.make_optimizer(config.train)
+  k_init, _ = seeds.run_keys(config.train)
+  stacked = steps.init_state(k_init, config.model, optimizer)
+  for k in range(3):
+    member = seeds.member_config(config, k)
+    alone = steps.init_state(seeds.run_keys(member.train)[0], member.model, optimizer)
+    assert helpers.tree_equal(seeds.member(stacked.params, k), alone.params)
+    assert helpers.tree_equal(seeds.member(stacked.opt_state, k), alone.opt_state)
+  assert int(stacked.step) == 0
+
+
 def _config(**train) -> Config:
   return helpers.tiny_config(
       train_overrides=dict(num_steps=6, log_every=1, eval_every=3, checkpoint_every=3, **train),

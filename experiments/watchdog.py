@@ -71,6 +71,7 @@ class Watchdog:
     self._frame: tuple | None = None
     self._main_id = threading.main_thread().ident
     self._installed = False
+    self._closing = threading.Event()
     self._raised = False  # Interrupted was raised: the program has said why it stops
     self._thread: threading.Thread | None = None
     self._sockets: tuple[socket.socket, socket.socket] | None = None
@@ -88,8 +89,6 @@ class Watchdog:
     progress (a training loop asks after every step)."""
     self.progress()
     return self.received
-
-  __call__ = stop_requested
 
   # -- installing ---------------------------------------------------------------------------
 
@@ -112,13 +111,14 @@ class Watchdog:
                tb: TracebackType | None) -> None:
     if not self._installed:
       return
-    if self._signals:
+    if self.received:
       return  # stopping: the watcher stays, to end the process if exiting hangs too
     self._installed = False
+    self._closing.set()
     try:
       self._sockets[1].send(bytes([_CLOSE]))
     except OSError:
-      pass  # a full buffer: the thread wakes up at its next look anyway
+      pass  # a full buffer: the thread sees _closing at its next look
     self._thread.join()
     signal.set_wakeup_fd(self._old_wakeup)
     for sig, handler in self._old_handlers.items():
@@ -144,7 +144,7 @@ class Watchdog:
 
   def _watch(self) -> None:
     reader = self._sockets[0]
-    while True:
+    while not self._closing.is_set():
       ready, _, _ = select.select([reader], [], [], self.sample_every)
       if ready:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, NamedTuple
 
-from attn_jax import host_memory
+from attn_jax.perf import host_memory
 
 
 class Compiled(NamedTuple):

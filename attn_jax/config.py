@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from attn_jax import attention, cells, output_loss, precision
+from attn_jax.model import attention, cells, output_loss, precision
 
 QUERIES = ("previous", "current")
 SYNTHETIC_TASKS = ("copy", "reverse", "sort")

@@ -11,7 +11,7 @@ Decoding uses the trained model of --decode_workdir when given (its own config;
 the whole `experiments.translate` program is then timed too), otherwise the
 model as it is after the timed training steps (barely trained: its output lengths,
 printed with each row, are not those of a trained model). --profile also times the
-train step's parts one by one (attn_jax/step_profile.py).
+train step's parts one by one (attn_jax/perf/step_profile.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import time
 from absl import app, flags
 import jax
 
-from attn_jax import (benchmark, config as config_lib, evaluation, host_memory, inference,
-                      inputs, seeds, step_profile, translation)
+from attn_jax import config as config_lib
+from attn_jax.data import pipeline, translation
+from attn_jax.evaluation import held_out
+from attn_jax.perf import benchmark, host_memory, step_profile
+from attn_jax.train import inference, seeds
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
@@ -41,7 +44,7 @@ flags.DEFINE_integer("window_steps", 40, "Training steps per timed window.", low
 flags.DEFINE_integer("warmup", 20, "Untimed training steps after compilation.", lower_bound=0)
 flags.DEFINE_boolean("decode", True, "Also time decoding (--nodecode: training only).")
 flags.DEFINE_string("decode_workdir", "", "A trained translation workdir to time decoding with.")
-flags.DEFINE_integer("decode_batch_size", evaluation.DECODE_BATCH_SIZE,
+flags.DEFINE_integer("decode_batch_size", held_out.DECODE_BATCH_SIZE,
                      "Sentences decoded at once (translate's and evaluate's default); 0: the "
                      "training batch size.", lower_bound=0)
 flags.DEFINE_integer("decode_passes", 1,
@@ -75,7 +78,7 @@ def _synthetic_max_len(config: config_lib.Config) -> int:
 def _training_data(config: config_lib.Config, workdir: str):
   """(TrainData, vocabularies or None, a description of the data)."""
   if FLAGS.data_dir:
-    run = inputs.load(config.data, config.train.batch_size, workdir, config.train.num_seeds)
+    run = pipeline.load(config.data, config.train.batch_size, workdir, config.train.num_seeds)
     return run.train, run.vocabs, run.summary
   count = 29_000 if not FLAGS.quick else 2_000
   train, _ = benchmark.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,
@@ -85,21 +88,21 @@ def _training_data(config: config_lib.Config, workdir: str):
 
 
 def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
-                 ) -> dict[str, inputs.EvalData]:
+                 ) -> dict[str, pipeline.EvalData]:
   """The evaluation sets decoding is timed on."""
   if FLAGS.data_dir and vocabs is not None:
     d = config.data
     sets = {}
     for split in DECODE_SPLITS[:1] if FLAGS.quick else DECODE_SPLITS:
       s = translation.load_split(FLAGS.data_dir, split, d.src_lang, d.tgt_lang, vocabs,
-                                 inputs.bucket_widths(d.max_len))
-      sets[split] = inputs.eval_data(s, batch_size)
+                                 pipeline.bucket_widths(d.max_len))
+      sets[split] = pipeline.eval_data(s, batch_size)
     return sets
   count = 2_000 if not FLAGS.quick else 200
-  _, held_out = benchmark.synthetic_data(count * 29, FLAGS.mean_len,
+  _, synthetic = benchmark.synthetic_data(count * 29, FLAGS.mean_len,
                                          config.model.src_vocab_size, _synthetic_max_len(config),
                                          batch_size, seed=1)
-  return {"synthetic": held_out}
+  return {"synthetic": synthetic}
 
 
 def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: int) -> dict:
@@ -136,7 +139,7 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
                                              FLAGS.length_penalty, FLAGS.decode_passes,
                                              FLAGS.decode_weights)
       if ev.text is not None:
-        scores, _ = evaluation.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
+        scores, _ = held_out.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
         row["bleu_tok_lc"] = scores["bleu_tok_lc"]
       if model is not None and ev.text is not None:
         source = os.path.join(tmp, f"{split}.src")
@@ -282,9 +285,9 @@ def print_report(r: dict) -> None:
             f"output; compile {row['compile']['count']} x "
             f"{row['compile']['seconds']:.1f} s)")
     if r["decode_passes"] > 1:
-      passes = row["passes"]
-      line += (f", {r['decode_passes']} passes: median {_fmt(passes['median'])} "
-               f"({_fmt(passes['min'])}-{_fmt(passes['max'])})")
+      timed = row["passes"]
+      line += (f", {r['decode_passes']} passes: median {_fmt(timed['median'])} "
+               f"({_fmt(timed['min'])}-{_fmt(timed['max'])})")
     if "program_sentences_per_sec" in row:
       st = row["program_stages"]
       line += (f", whole program {_fmt(row['program_sentences_per_sec'])} sent/s "

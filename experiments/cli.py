@@ -15,8 +15,11 @@ from typing import Callable
 from absl import flags, logging
 import jax
 
-from attn_jax import (config as config_lib, corpus, evaluation, host_memory, inference, resume,
-                      training)
+from attn_jax import config as config_lib
+from attn_jax.data import corpus
+from attn_jax.evaluation import held_out
+from attn_jax.perf import host_memory
+from attn_jax.train import inference, loop, resume
 from experiments import watchdog
 
 FLAGS = flags.FLAGS
@@ -41,7 +44,7 @@ flags.DEFINE_float(
     "at once.", lower_bound=0.0)
 
 EXPECTED_ERRORS = (corpus.CorpusError, resume.IncompatibleCheckpointError,
-                   resume.CorruptCheckpointError, training.NonFiniteLossError,
+                   resume.CorruptCheckpointError, loop.NonFiniteLossError,
                    inference.ModelLoadError)
 
 
@@ -128,7 +131,7 @@ def define_decoding_flags() -> None:
   flags.DEFINE_float("length_penalty", 0.6,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
                      lower_bound=0.0)
-  flags.DEFINE_integer("batch_size", evaluation.DECODE_BATCH_SIZE,
+  flags.DEFINE_integer("batch_size", held_out.DECODE_BATCH_SIZE,
                        "Sentences decoded at once (the beams in flight; a finished sentence's "
                        "beam takes the next sentence).", lower_bound=1)
   flags.mark_flag_as_required("workdir")

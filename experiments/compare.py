@@ -7,7 +7,7 @@ r"""Compares attention variants, several seeds each, and writes the reports.
 Every variant trains with the model, data and training flags (only --attention
 differs), its seeds as one vmapped program (--num_seeds); then each seed is
 scored at its best checkpoint and W/report.md, W/bleu_by_length.png,
-W/attention_grid.png and W/beam_sweep.md are written (attn_jax/comparison.py).
+W/attention_grid.png and W/beam_sweep.md are written (attn_jax/study/comparison.py).
 Rerunning the command continues an interrupted comparison; SIGTERM or SIGINT
 checkpoints the run in progress and exits.
 """
@@ -18,7 +18,8 @@ import time
 
 from absl import app, flags
 
-from attn_jax import attention, comparison
+from attn_jax.model import attention
+from attn_jax.study import comparison
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS

@@ -11,7 +11,8 @@ import sys
 
 from absl import flags
 
-from attn_jax import attention, cells, config as config_lib, output_loss, precision
+from attn_jax import config as config_lib
+from attn_jax.model import attention, cells, output_loss, precision
 
 FLAGS = flags.FLAGS
 

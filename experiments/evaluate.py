@@ -13,7 +13,7 @@ In a workdir trained with --num_seeds, --seed_index=k picks a model and the
 files are named <split>_seed<k>.*; with --average=N (the mean parameters of the
 N latest checkpoints up to --checkpoint) they end in _avg<N>. With --ensemble=W2,...
 the M models of --workdir and the listed workdirs decode as one ensemble
-(attn_jax/ensemble.py) and the files, in --workdir, are named <split>_ens<M>.*.
+(attn_jax/decode/ensemble.py) and the files, in --workdir, are named <split>_ens<M>.*.
 With --beam_sizes=5,10 [--length_penalties=0.6,1.0,1.5] every setting is first
 scored on --tune_split (val), and --split is decoded with the best of them only;
 the report then holds the whole sweep under "tuning".
@@ -28,8 +28,10 @@ from typing import Callable
 
 from absl import app, flags
 
-from attn_jax import (bleu, config as config_lib, evaluation, inference, inputs, plots, steps,
-                      translation)
+from attn_jax import config as config_lib
+from attn_jax.data import pipeline, translation
+from attn_jax.evaluation import bleu, held_out, plots
+from attn_jax.train import inference, steps
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -54,17 +56,17 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def load_eval(trained: inference.Trained, data_dir: str, split_name: str) -> inputs.EvalData:
+def load_eval(trained: inference.Trained, data_dir: str, split_name: str) -> pipeline.EvalData:
   """`split_name` in the model's subwords and length buckets, batched for decoding."""
   d = trained.config.data
   split = translation.load_split(data_dir, split_name, d.src_lang, d.tgt_lang, trained.vocabs,
-                                 inputs.bucket_widths(d.max_len))
-  return inputs.eval_data(split, FLAGS.batch_size)
+                                 pipeline.bucket_widths(d.max_len))
+  return pipeline.eval_data(split, FLAGS.batch_size)
 
 
 def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_size: int,
-             alpha: float, ev: inputs.EvalData | None = None,
-             progress: Callable[[], None] = evaluation.no_progress) -> tuple[dict, list[str]]:
+             alpha: float, ev: pipeline.EvalData | None = None,
+             progress: Callable[[], None] = held_out.no_progress) -> tuple[dict, list[str]]:
   """Decodes `split_name` (already loaded: `ev`): (the report (see the module docstring),
   the output lines). progress: called after each search call."""
   began = time.time()
@@ -72,9 +74,9 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_si
   search = steps.make_search(trained.search_config, beam_size, alpha, with_weights=False,
                              slots=ev.batch_size)
   search_began = time.time()
-  outputs = evaluation.decode(trained.params, ev, search, progress=progress)
+  outputs = held_out.decode(trained.params, ev, search, progress=progress)
   search_seconds = time.time() - search_began
-  scores, hyps = evaluation.translation_scores(outputs, ev.text.tgt, trained.vocabs.tgt)
+  scores, hyps = held_out.translation_scores(outputs, ev.text.tgt, trained.vocabs.tgt)
   by_length = bleu.bleu_by_length(hyps, ev.text.tgt, [len(s.split()) for s in ev.text.src])
   report = {
       "split": split_name, "data_dir": data_dir, "sentences": ev.size,
@@ -109,7 +111,7 @@ def tuning_grid() -> list[tuple[int, float]]:
 
 
 def tune(trained: inference.Trained, data_dir: str, grid: list[tuple[int, float]],
-         progress: Callable[[], None] = evaluation.no_progress) -> dict:
+         progress: Callable[[], None] = held_out.no_progress) -> dict:
   """Every setting of `grid` on --tune_split:
   {"split", "settings": [{beam_size, length_penalty, bleu_tok_lc}], "chosen": the best}."""
   rows = []

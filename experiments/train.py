@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 import jax
 
-from attn_jax import training
+from attn_jax.train import loop
 from experiments import cli, config_flags
 
 FLAGS = flags.FLAGS
@@ -55,7 +55,7 @@ def main(argv):
     start_distributed()
     if FLAGS.debug_nans:
       jax.config.update("jax_debug_nans", True)
-    training.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
+    loop.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
                                 flagfile=config_flags.flagfile_text("workdir"),
                                 stop_requested=watch.stop_requested, progress=watch.progress)
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,

@@ -25,7 +25,10 @@ import sys
 
 from absl import app, flags
 
-from attn_jax import attention, corpus, inference, plots, steps
+from attn_jax.data import corpus
+from attn_jax.evaluation import plots
+from attn_jax.model import attention
+from attn_jax.train import inference, steps
 from experiments import cli
 
 FLAGS = flags.FLAGS

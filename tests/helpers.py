@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax import config as config_lib
-from attn_jax import attention, data, inference, model
+from attn_jax.data import dataset
+from attn_jax.model import attention, seq2seq
+from attn_jax.train import inference
 
 VOCAB = 8  # PAD, BOS, EOS + 5 symbols
 PAD, BOS, EOS = config_lib.PAD_ID, config_lib.BOS_ID, config_lib.EOS_ID
@@ -54,11 +56,11 @@ def tiny_config(model_overrides=None, data_overrides=None, train_overrides=None
 
 @functools.lru_cache(maxsize=None)
 def _jitted_init(config: config_lib.ModelConfig):
-  return jax.jit(lambda key: model.init(key, config))
+  return jax.jit(lambda key: seq2seq.init(key, config))
 
 
 def init_params(config: config_lib.ModelConfig, seed: int = 0) -> dict:
-  """model.init, jitted (eager initialisation compiles every op separately)."""
+  """seq2seq.init, jitted (eager initialisation compiles every op separately)."""
   return _jitted_init(config)(jax.random.key(seed))
 
 
@@ -129,7 +131,7 @@ def random_src(rng: np.random.Generator, lengths, width: int, vocab: int = VOCAB
 
 
 def random_batch(rng: np.random.Generator, src_lengths, tgt_lengths, src_width: int,
-                 tgt_width: int, vocab: int = VOCAB) -> data.Batch:
+                 tgt_width: int, vocab: int = VOCAB) -> dataset.Batch:
   src, src_len = random_src(rng, src_lengths, src_width, vocab)
   tgt_len = np.asarray(tgt_lengths, np.int32)
   b = len(tgt_len)
@@ -143,7 +145,7 @@ def random_batch(rng: np.random.Generator, src_lengths, tgt_lengths, src_width: 
     tgt_in[i, 0] = BOS
     tgt_in[i, 1:m] = tokens
     align[i, :m] = rng.integers(0, src_len[i], size=m)
-  return data.Batch(src=src, src_len=src_len, tgt_in=tgt_in, tgt_out=tgt_out,
+  return dataset.Batch(src=src, src_len=src_len, tgt_in=tgt_in, tgt_out=tgt_out,
                     tgt_len=tgt_len, align=align)
 
 

@@ -1,0 +1,2 @@
+"""Decoding: greedy search, beam search and ensembles of models. Imports the model and data
+layers."""

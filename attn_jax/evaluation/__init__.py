@@ -1,0 +1,2 @@
+"""Evaluation: metrics, BLEU, the evaluation and decoding passes, and plots. Imports the
+layers below it (model, data, decode)."""

@@ -1,0 +1,304 @@
+"""Attention variants and the one registry that names them.
+
+Every variant is written for ONE example and vmapped over the batch by the
+decoder. A variant has these pure functions:
+
+* ``init(key, sizes: Sizes) -> params``
+* ``prepare_keys(params, states [S, A], summary [A]) -> keys``: everything that
+  depends on the source alone (U k, W k), computed once per sentence before
+  the decoder's time loop and passed in explicitly at every step.
+* ``attend(params, query [H], keys, values [S, V], mask [S], t [], window) ->
+  (context [V], weights [S])``; t is the decoder step (0 for the first output
+  token) and `window` the local half-width D (a static int); global variants
+  ignore both.
+* ``flops(sizes) -> Flops``: matmul FLOPs, for utilisation figures (flops.py).
+
+dot and scaled_dot have no parameters, so they need encoder states of the
+decoder's size (with a bidirectional encoder, half the decoder's units per
+direction: ModelConfig.encoder_size); general is q^T W k for any sizes.
+
+Global variants score every source position with a ``score(params, query, keys)
+-> [S]`` function. The local variants of Luong et al. (2015, section 3.2) wrap
+any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
+(predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights times a
+Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
+
+Scores of padded positions are masked before the softmax, so padding gets
+weight exactly 0; the weights of a global variant sum to 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from attn_jax.model import layers
+
+_MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
+
+
+class Sizes(NamedTuple):
+  query: int  # H: the decoder state
+  key: int  # A: an encoder state (keys and values)
+  attention: int  # inner size: additive's W q + U k, local-p's W_p
+  positions: int  # source positions the location variant scores (its W_a has this many rows)
+
+
+class Flops(NamedTuple):
+  """Matmul FLOPs (2 m n k) of one sentence's attention, by what they scale with."""
+  per_key: int  # prepare_keys, per source position
+  per_query: int  # per decoder step, whatever the source length
+  per_pair: int  # per (decoder step, source position): scores and context
+
+
+Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H], keys) -> [S]
+
+
+class Variant(NamedTuple):
+  init: Callable[[jax.Array, Sizes], dict]
+  prepare_keys: Callable[[dict, jax.Array, jax.Array], jax.Array]
+  attend: Callable[..., tuple[jax.Array, jax.Array]]
+  flops: Callable[[Sizes], Flops]
+  score: Score | None = None  # global scoring, which the local variants reuse
+  has_weights: bool = True  # False for the fixed-context baseline
+  needs_equal_sizes: bool = False  # parameter-free q . k: Sizes.key must equal Sizes.query
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """scores [S], mask [S] bool -> weights [S]: softmax over mask, exactly 0 elsewhere."""
+  scores = jnp.where(mask, scores, _MASKED)
+  weights = jax.nn.softmax(scores)
+  return jnp.where(mask, weights, 0.0)
+
+
+def _attend_with(score: Score):
+  """Builds a global attend() from a score function: softmax over all real positions."""
+  def attend(params, query, keys, values, mask, t, window):
+    del t, window
+    weights = masked_softmax(score(params, query, keys), mask)  # [S]
+    context = weights @ values  # [V]
+    return context, weights
+  return attend
+
+
+def _global(init, prepare_keys, score: Score, flops, needs_equal_sizes=False) -> Variant:
+  return Variant(init, prepare_keys, _attend_with(score), flops, score,
+                 needs_equal_sizes=needs_equal_sizes)
+
+
+# -- none: the RNNencdec baseline (Cho et al. 2014) ---------------------------
+
+def _none_init(key, sizes):
+  del key, sizes
+  return {}
+
+
+def _none_prepare(params, states, summary):
+  del params, states
+  return summary[None, :]  # [1, A]: the one fixed context vector
+
+
+def _none_attend(params, query, keys, values, mask, t, window):
+  """c_t = c for every t: the encoder's final state, whatever the query."""
+  del params, query, values, t, window
+  return keys[0], jnp.zeros(mask.shape, jnp.float32)
+
+
+def _none_flops(sizes):
+  del sizes
+  return Flops(0, 0, 0)
+
+
+# -- dot, scaled dot, general (Luong et al. 2015, eq. 8) ----------------------
+
+def _dot_init(key, sizes):
+  """No parameters: q . k needs keys of the query's size (ModelConfig checks it)."""
+  del key
+  if sizes.key != sizes.query:
+    raise ValueError(f"dot attention needs equal query and key sizes, got {sizes}")
+  return {}
+
+
+def _general_init(key, sizes):
+  return {"W": layers.dense_init(key, sizes.key, sizes.query, bias=False)}
+
+
+def _raw_keys(params, states, summary):
+  """keys [S, H] = the encoder states themselves."""
+  del params, summary
+  return states  # [S, H]
+
+
+def _project_keys(params, states, summary):
+  """keys [S, H] = W k for every source position, once per sentence."""
+  del summary
+  return layers.dense(params["W"], states)  # [S, H]
+
+
+def dot_score(params, query, keys):
+  """score(q, k_j) = q . k_j  (Luong eq. 8, "dot")."""
+  del params
+  return keys @ query  # [S]
+
+
+def scaled_dot_score(params, query, keys):
+  """score(q, k_j) = q . k_j / sqrt(d)  (Vaswani et al. 2017, eq. 1)."""
+  del params
+  return keys @ query / math.sqrt(query.shape[-1])  # [S]
+
+
+def _dot_flops(sizes):
+  # q.k and the context per pair
+  return Flops(0, 0, 2 * sizes.query + 2 * sizes.key)
+
+
+def _general_flops(sizes):
+  # W k once per key; q.(W k) and the context per pair
+  return Flops(2 * sizes.key * sizes.query, 0, 2 * sizes.query + 2 * sizes.key)
+
+
+# -- additive / concat (Bahdanau et al. 2014, eq. 6) ---------------------------
+
+def _additive_init(key, sizes):
+  k_q, k_k, k_v = jax.random.split(key, 3)
+  return {
+      "query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),  # W
+      "key": layers.dense_init(k_k, sizes.key, sizes.attention),  # U, b
+      "v": layers.dense_init(k_v, sizes.attention, 1, bias=False),  # v
+  }
+
+
+def _additive_prepare(params, states, summary):
+  del summary
+  return layers.dense(params["key"], states)  # U k_j + b  [S, attention]
+
+
+@jax.checkpoint
+def _tanh_scores(v_params, keys, query_proj):
+  """v^T tanh(U k_j + b + W q) [S] from keys [S, attention] and W q [attention].
+
+  Rematerialised: the backward pass recomputes the tanh instead of keeping it, so a
+  teacher-forced scan stores W q [attention] per step, not [S, attention].
+  """
+  hidden = jnp.tanh(keys + query_proj)  # [S, attention]
+  return layers.dense(v_params, hidden)[:, 0]  # [S]
+
+
+def additive_score(params, query, keys):
+  """score(q, k_j) = v^T tanh(W q + U k_j + b)  (Bahdanau eq. 6)."""
+  return _tanh_scores(params["v"], keys, layers.dense(params["query"], query))  # [S]
+
+
+def _additive_flops(sizes):
+  # U k once per key; W q once per step; v.tanh(...) and the context per pair
+  return Flops(2 * sizes.key * sizes.attention, 2 * sizes.query * sizes.attention,
+               2 * sizes.attention + 2 * sizes.key)
+
+
+# -- location (Luong et al. 2015, section 3.1) ---------------------------------
+
+def _location_init(key, sizes):
+  return {"W_a": layers.dense_init(key, sizes.query, sizes.positions, bias=False)}
+
+
+def _no_keys(params, states, summary):
+  del params, summary
+  return jnp.zeros((states.shape[0], 0), jnp.float32)  # [S, 0]: the scores ignore the source
+
+
+def location_score(params, query, keys):
+  """score(h_t)_j = (W_a h_t)_j: from the query alone; positions past W_a's rows get none."""
+  scores = layers.dense(params["W_a"], query)  # [positions]
+  length = keys.shape[0]
+  if length > scores.shape[0]:
+    scores = jnp.pad(scores, (0, length - scores.shape[0]), constant_values=_MASKED)
+  return scores[:length]  # [S]
+
+
+def _location_flops(sizes):
+  return Flops(0, 2 * sizes.query * sizes.positions, 2 * sizes.key)
+
+
+# -- local attention (Luong et al. 2015, section 3.2) --------------------------
+
+def _windowed(score: Score, params, query, keys, mask, centre, window):
+  """(align [S], positions [S]): the softmax of `score` over the real positions s with
+  |s - centre| <= window, exactly 0 elsewhere; positions 0..S-1 as floats."""
+  positions = jnp.arange(mask.shape[0], dtype=jnp.float32)  # [S]
+  near = mask & (jnp.abs(positions - centre) <= window)  # [S]
+  return masked_softmax(score(params, query, keys), near), positions
+
+
+def _local_m(base: Variant) -> Variant:
+  """Monotonic alignment: p_t = t (clipped to the last real position), window [p_t - D, p_t + D]."""
+
+  def attend(params, query, keys, values, mask, t, window):
+    last = jnp.sum(mask) - 1
+    centre = jnp.minimum(t, last).astype(jnp.float32)  # a target longer than its source
+    weights, _ = _windowed(base.score, params, query, keys, mask, centre, window)
+    return weights @ values, weights  # [V], [S]
+
+  return base._replace(attend=attend)
+
+
+def _local_p(base: Variant) -> Variant:
+  """Predictive alignment: p_t = S sigmoid(v_p^T tanh(W_p h_t)) (eq. 9); weights are the
+  windowed softmax times exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D / 2 (eq. 10)."""
+
+  def init(key, sizes):
+    k_base, k_w, k_v = jax.random.split(key, 3)
+    return {**base.init(k_base, sizes),
+            "W_p": layers.dense_init(k_w, sizes.query, sizes.attention, bias=False),
+            "v_p": layers.dense_init(k_v, sizes.attention, 1, bias=False)}
+
+  def attend(params, query, keys, values, mask, t, window):
+    del t
+    length = jnp.sum(mask).astype(jnp.float32)  # S, EOS included
+    hidden = jnp.tanh(layers.dense(params["W_p"], query))  # [attention]
+    centre = length * jax.nn.sigmoid(layers.dense(params["v_p"], hidden)[0])  # p_t in [0, S]
+    align, positions = _windowed(base.score, params, query, keys, mask, centre, window)
+    sigma = window / 2.0
+    weights = align * jnp.exp(-jnp.square(positions - centre) / (2.0 * sigma**2))  # [S]
+    return weights @ values, weights  # [V], [S]
+
+  def flops(sizes):
+    f = base.flops(sizes)
+    return f._replace(per_query=f.per_query + 2 * sizes.query * sizes.attention
+                      + 2 * sizes.attention)
+
+  return base._replace(init=init, attend=attend, flops=flops)
+
+
+_GLOBAL: dict[str, Variant] = {
+    "dot": _global(_dot_init, _raw_keys, dot_score, _dot_flops, needs_equal_sizes=True),
+    "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score, _dot_flops,
+                          needs_equal_sizes=True),
+    "general": _global(_general_init, _project_keys, dot_score, _general_flops),
+    "additive": _global(_additive_init, _additive_prepare, additive_score, _additive_flops),
+    "location": _global(_location_init, _no_keys, location_score, _location_flops),
+}
+
+VARIANTS: dict[str, Variant] = {
+    "none": Variant(_none_init, _none_prepare, _none_attend, _none_flops, has_weights=False),
+    **_GLOBAL,
+    **{f"local_m_{name}": _local_m(v) for name, v in _GLOBAL.items() if name != "location"},
+    **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
+}
+LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
+
+
+def batched(variant: Variant, window: int = 0) -> tuple[Callable, Callable]:
+  """The vmapped (prepare_keys, attend) of a variant: params shared, the rest per example.
+
+  prepare_keys: (params, states [B, S, A], summary [B, A]) -> keys [B, S, ...]
+  attend: (params, query [B, H], keys, values [B, S, V], mask [B, S], t [B])
+          -> (context [B, V], weights [B, S]); `window` is bound here (static).
+  """
+  prepare = jax.vmap(variant.prepare_keys, in_axes=(None, 0, 0))
+  attend = jax.vmap(functools.partial(variant.attend, window=window),
+                    in_axes=(None, 0, 0, 0, 0, 0))
+  return prepare, attend

@@ -1,0 +1,1 @@
+"""Performance tooling: the benchmark, the step profile, FLOP counts and host memory."""

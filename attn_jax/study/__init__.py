@@ -1,0 +1,1 @@
+"""Studies across runs: comparing attention variants over seeds, and significance tests."""

@@ -1,0 +1,228 @@
+"""Attention variants against NumPy transcriptions of the papers' score functions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import helpers
+from attn_jax.model import attention
+
+GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
+LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
+ALL = ("none",) + GLOBAL + LOCAL
+S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
+POSITIONS = 9  # location attention's W_a rows (> S)
+T, WINDOW = 2, 2  # decoder step and local half-width D used by default
+
+
+def _wide(variant: str) -> int:
+  """A key size other than the query's where the variant allows one (dot needs A == H)."""
+  return H if attention.VARIANTS[variant].needs_equal_sizes else 2 * H
+
+
+def _sizes(key_size: int, positions: int = POSITIONS) -> attention.Sizes:
+  return attention.Sizes(query=H, key=key_size, attention=ATT, positions=positions)
+
+
+def _setup(variant: str, key_size: int, seed: int = 0, lengths=(4,)):
+  """Params and one example: query [H], states [S, A], summary [A], mask [S]."""
+  params = attention.VARIANTS[variant].init(jax.random.key(seed), _sizes(key_size))
+  params = helpers.randomize(params, seed + 1, scale=0.7)
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=H).astype(np.float32)
+  states = rng.normal(size=(S, key_size)).astype(np.float32)
+  summary = rng.normal(size=key_size).astype(np.float32)
+  mask = np.arange(S) < lengths[0]
+  return params, q, states, summary, mask
+
+
+def _run(variant: str, params, q, states, summary, mask, t=T, window=WINDOW):
+  v = attention.VARIANTS[variant]
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))
+  context, weights = v.attend(params, jnp.asarray(q), keys, jnp.asarray(states), jnp.asarray(mask),
+                              jnp.int32(t), window)
+  return np.asarray(context), np.asarray(weights)
+
+
+def _reference(variant, params, q, states, summary, mask, t=T, window=WINDOW):
+  return helpers.attend(variant, helpers.to_np(params), q.astype(np.float64),
+                        states.astype(np.float64), summary.astype(np.float64), mask, t, window)
+
+
+def test_registry_names_every_variant():
+  assert set(attention.VARIANTS) == set(ALL)
+  assert not attention.VARIANTS["none"].has_weights
+  assert all(attention.VARIANTS[v].has_weights for v in ALL if v != "none")
+
+
+@pytest.mark.parametrize("variant, key_size", [
+    (v, a) for v in ALL for a in sorted({H, _wide(v)})])
+def test_attend_matches_numpy_reference(variant, key_size):
+  params, q, states, summary, mask = _setup(variant, key_size)
+  context, weights = _run(variant, params, q, states, summary, mask)
+  ref_c, ref_w = _reference(variant, params, q, states, summary, mask)
+  np.testing.assert_allclose(weights, ref_w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(context, ref_c, rtol=1e-5, atol=1e-6)
+  assert context.shape == (key_size,) and weights.shape == (S,)
+
+
+@pytest.mark.parametrize("variant", GLOBAL)
+def test_masking_weights_exactly_zero_and_normalised(variant):
+  params, q, states, summary, mask = _setup(variant, H, lengths=(3,))
+  # Junk with huge norm at the padded positions must not leak into the softmax.
+  states[~mask] = 1e4
+  context, weights = _run(variant, params, q, states, summary, mask)
+  assert np.all(weights[~mask] == 0.0)
+  assert np.all(weights[mask] > 0.0)
+  assert abs(weights.sum() - 1.0) < 1e-6
+  np.testing.assert_allclose(context, weights[mask] @ states[mask], rtol=1e-5, atol=1e-6)
+
+
+def test_single_real_position_gets_all_the_weight():
+  params, q, states, summary, _ = _setup("additive", H)
+  mask = np.arange(S) < 1
+  context, weights = _run("additive", params, q, states, summary, mask)
+  np.testing.assert_array_equal(weights, np.eye(S)[0].astype(np.float32))
+  np.testing.assert_allclose(context, states[0], rtol=1e-6)
+
+
+def test_none_returns_the_summary_and_zero_weights():
+  params, q, states, summary, mask = _setup("none", 2 * H)
+  assert params == {}
+  context, weights = _run("none", params, q, states, summary, mask)
+  np.testing.assert_array_equal(context, summary)
+  np.testing.assert_array_equal(weights, np.zeros(S, np.float32))
+  # Whatever the query: a fixed context.
+  context2, _ = _run("none", params, -3 * q, states, summary, mask)
+  np.testing.assert_array_equal(context2, summary)
+
+
+@pytest.mark.parametrize("variant", ["dot", "scaled_dot"])
+def test_dot_with_equal_sizes_is_exactly_q_dot_k(variant):
+  params = attention.VARIANTS[variant].init(jax.random.key(0), _sizes(H))
+  assert params == {}
+  _, q, states, summary, mask = _setup(variant, H)
+  _, weights = _run(variant, params, q, states, summary, mask)
+  scores = states.astype(np.float64) @ q.astype(np.float64)
+  if variant == "scaled_dot":
+    scores /= np.sqrt(H)
+  np.testing.assert_allclose(weights, helpers.masked_softmax(scores, mask), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["dot", "scaled_dot", "local_p_dot"])
+def test_dot_has_no_parameters_so_needs_equal_sizes(variant):
+  assert attention.VARIANTS[variant].needs_equal_sizes
+  with pytest.raises(ValueError, match="equal query and key sizes"):
+    attention.VARIANTS[variant].init(jax.random.key(0), _sizes(2 * H))
+
+
+def test_general_and_additive_parameter_shapes():
+  g = attention.VARIANTS["general"].init(jax.random.key(0), _sizes(2 * H))
+  assert g["W"]["kernel"].shape == (2 * H, H) and "bias" not in g["W"]
+  a = attention.VARIANTS["additive"].init(jax.random.key(0), _sizes(2 * H))
+  assert a["query"]["kernel"].shape == (H, ATT) and "bias" not in a["query"]
+  assert a["key"]["kernel"].shape == (2 * H, ATT) and a["key"]["bias"].shape == (ATT,)
+  assert a["v"]["kernel"].shape == (ATT, 1) and "bias" not in a["v"]
+
+
+def test_additive_score_gradient_matches_numpy_derivative():
+  """The rematerialised tanh gives the derivative of v^T tanh(W q + U k_j + b) (eq. 6)."""
+  params, q, states, summary, _ = _setup("additive", 2 * H)
+  v = attention.VARIANTS["additive"]
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))  # [S, ATT]
+  g = np.random.default_rng(5).normal(size=S)  # d loss / d score_j
+
+  def loss(params, q, keys):
+    return jnp.dot(attention.additive_score(params, q, keys), jnp.asarray(g, jnp.float32))
+
+  d_params, d_q, d_keys = jax.grad(loss, argnums=(0, 1, 2))(params, jnp.asarray(q), keys)
+  w_q = np.asarray(params["query"]["kernel"], np.float64)  # [H, ATT]
+  vec = np.asarray(params["v"]["kernel"], np.float64)[:, 0]  # [ATT]
+  hidden = np.tanh(np.asarray(keys, np.float64) + q.astype(np.float64) @ w_q)  # [S, ATT]
+  d_pre = g[:, None] * vec * (1.0 - hidden**2)  # [S, ATT]: d loss / d (W q + U k_j + b)
+  np.testing.assert_allclose(d_keys, d_pre, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_q, w_q @ d_pre.sum(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_params["query"]["kernel"], np.outer(q, d_pre.sum(0)),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(d_params["v"]["kernel"][:, 0], g @ hidden, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_softmax_direct():
+  scores = jnp.array([3.0, -1e9, 1e9, 0.5, 2.0])
+  mask = jnp.array([True, False, False, True, True])
+  w = np.asarray(attention.masked_softmax(scores, mask))
+  assert w[1] == 0.0 and w[2] == 0.0
+  np.testing.assert_allclose(w, helpers.masked_softmax(np.asarray(scores, np.float64),
+                                                       np.asarray(mask)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ALL)
+def test_batched_equals_loop_over_examples(variant):
+  B, A = 4, _wide(variant)
+  params = helpers.randomize(attention.VARIANTS[variant].init(jax.random.key(3), _sizes(A)), 4)
+  rng = np.random.default_rng(5)
+  q = rng.normal(size=(B, H)).astype(np.float32)
+  states = rng.normal(size=(B, S, A)).astype(np.float32)
+  summary = rng.normal(size=(B, A)).astype(np.float32)
+  mask = np.arange(S)[None, :] < np.array([1, 3, S, 5])[:, None]
+  prepare, attend = attention.batched(attention.VARIANTS[variant], WINDOW)
+  keys = prepare(params, states, summary)
+  t = np.array([0, 2, 5, 9], np.int32)
+  context, weights = attend(params, q, keys, states, mask, t)
+  assert context.shape == (B, A) and weights.shape == (B, S)
+  for b in range(B):
+    c, w = _run(variant, params, q[b], states[b], summary[b], mask[b], t=t[b])
+    np.testing.assert_allclose(np.asarray(context[b]), c, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(weights[b]), w, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ALL)
+def test_extra_padding_changes_nothing(variant):
+  params, q, states, summary, mask = _setup(variant, _wide(variant), lengths=(5,))
+  context, weights = _run(variant, params, q, states, summary, mask)
+  rng = np.random.default_rng(9)
+  extra = 6
+  junk = rng.normal(scale=50.0, size=(extra, states.shape[1])).astype(np.float32)
+  states2 = np.concatenate([states, junk])
+  mask2 = np.concatenate([mask, np.zeros(extra, bool)])
+  context2, weights2 = _run(variant, params, q, states2, summary, mask2)
+  np.testing.assert_allclose(context2, context, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(weights2[:S], weights, rtol=1e-6, atol=1e-7)
+  assert np.all(weights2[S:] == 0.0)
+
+
+def test_location_scores_the_query_alone_and_zeroes_positions_past_its_width():
+  params, q, states, summary, mask = _setup("location", H, lengths=(S,))
+  _, weights = _run("location", params, q, states, summary, mask)
+  _, other = _run("location", params, q, -states, summary, mask)  # the keys play no part
+  np.testing.assert_array_equal(weights, other)
+  narrow = attention.VARIANTS["location"].init(jax.random.key(0), _sizes(H, positions=4))
+  _, weights = _run("location", narrow, q, states, summary, mask)
+  assert np.all(weights[4:] == 0.0) and abs(weights[:4].sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("score", GLOBAL[:-1])
+@pytest.mark.parametrize("t", [0, 3, 20])
+def test_local_m_attends_within_the_window_around_t(score, t):
+  params, q, states, summary, mask = _setup(f"local_m_{score}", H, lengths=(6,))
+  _, weights = _run(f"local_m_{score}", params, q, states, summary, mask, t=t, window=1)
+  centre = min(t, 5)  # past the source's end, the window stays on its last position
+  inside = mask & (np.abs(np.arange(S) - centre) <= 1)
+  assert np.all(weights[~inside] == 0.0) and np.all(weights[inside] > 0.0)
+  assert abs(weights.sum() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("score", GLOBAL[:-1])
+def test_local_p_gaussian_reweights_the_window(score):
+  variant = f"local_p_{score}"
+  params, q, states, summary, mask = _setup(variant, H, lengths=(6,))
+  _, weights = _run(variant, params, q, states, summary, mask, window=2)
+  ref_c, ref_w = _reference(variant, params, q, states, summary, mask, window=2)
+  np.testing.assert_allclose(weights, ref_w, rtol=1e-5, atol=1e-7)
+  assert np.all(weights[~mask] == 0.0)
+  assert 0.0 < weights.sum() <= 1.0 + 1e-6  # the Gaussian only lowers the aligned weights
+  nonzero = np.flatnonzero(weights)
+  assert nonzero.max() - nonzero.min() <= 4  # within [p_t - D, p_t + D]

@@ -1,0 +1,107 @@
+"""The Orbax wrapper: bitwise round trips and retention (latest N plus the best)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import helpers
+from attn_jax.train import checkpoint, steps
+
+
+@pytest.fixture(scope="module")
+def train_state():
+  config = helpers.tiny_config()
+  opt = steps.make_optimizer(config.train)
+  init = jax.jit(lambda k: steps.init_state(k, config.model, opt))
+  state = init(jax.random.key(0))
+  # Non-trivial optimizer moments and step, as after some training.
+  state = state._replace(step=jnp.asarray(17, jnp.int32),
+                         opt_state=helpers.randomize(state.opt_state, 3))
+  return state, init
+
+
+def _small_state(value: float):
+  return {"step": jnp.asarray(int(value * 10), jnp.int32), "w": jnp.full((3,), float(value), jnp.float32)}
+
+
+def test_round_trip_is_bitwise(tmp_path, train_state):
+  state, init = train_state
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2)
+  metadata = {"config": {"a": 1}, "data_position": {"epoch": 0, "batch_in_epoch": 3},
+              "seed_key": [0, 42]}
+  ckpt.save(17, state._asdict(), metadata, score=0.25)
+  ckpt.wait()
+  assert ckpt.steps() == [17] and ckpt.latest_step() == 17
+  target = jax.eval_shape(init, jax.random.key(0))._asdict()
+  restored, meta = ckpt.restore(17, target)
+  ckpt.close()
+  assert helpers.tree_equal(restored, state._asdict())
+  assert jax.tree.structure(restored) == jax.tree.structure(state._asdict())
+  assert meta == dict(metadata, score=0.25)
+  assert isinstance(restored["params"]["decoder"]["output"]["kernel"], jax.Array)
+  steps.TrainState(**restored)  # restores into the code's structure
+
+
+def test_metadata_alone_and_reopening(tmp_path):
+  d = str(tmp_path / "ckpt")
+  ckpt = checkpoint.Checkpointer(d, keep=3)
+  ckpt.save(1, _small_state(0.1), {"x": 1})
+  ckpt.save(2, _small_state(0.2), {"x": 2}, score=0.5)
+  ckpt.wait()
+  ckpt.close()
+  again = checkpoint.Checkpointer(d, keep=3)
+  assert again.steps() == [1, 2] and again.latest_step() == 2
+  assert again.metadata(1) == {"x": 1, "score": None}
+  assert again.metadata(2) == {"x": 2, "score": 0.5}
+  restored, _ = again.restore(1, jax.eval_shape(lambda: _small_state(0.0)))
+  assert helpers.tree_equal(restored, _small_state(0.1))
+  again.close()
+
+
+def test_empty_directory():
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as d:
+    ckpt = checkpoint.Checkpointer(d)
+    assert ckpt.steps() == [] and ckpt.latest_step() is None and ckpt.best_step() is None
+    ckpt.close()
+
+
+def test_retention_keeps_latest_n_and_the_best(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2)
+  scores = {1: 0.5, 2: 0.9, 3: None, 4: 0.1, 5: None, 6: 0.3}
+  for step, score in scores.items():
+    ckpt.save(step, _small_state(step), {"step": step}, score)
+    ckpt.wait()
+    kept = ckpt.steps()
+    assert kept[-2:] == [s for s in scores if s <= step][-2:]  # the latest two
+    best_so_far = max((sc, s) for s, sc in scores.items() if s <= step and sc is not None)[1]
+    assert best_so_far in kept  # never deleted by the rolling policy
+    assert ckpt.best_step() == best_so_far
+  assert ckpt.steps() == [2, 5, 6]
+  restored, meta = ckpt.restore(2, jax.eval_shape(lambda: _small_state(0.0)))
+  assert helpers.tree_equal(restored, _small_state(2)) and meta["score"] == 0.9
+  # A better score replaces the best; the old best goes.
+  ckpt.save(7, _small_state(7), {"step": 7}, 0.95)
+  ckpt.wait()
+  assert ckpt.steps() == [6, 7] and ckpt.best_step() == 7
+  ckpt.close()
+
+
+def test_best_survives_reopening(tmp_path):
+  """A resumed run (a new Checkpointer on the same directory) still keeps the best."""
+  d = str(tmp_path / "ckpt")
+  ckpt = checkpoint.Checkpointer(d, keep=1)
+  ckpt.save(1, _small_state(1), {}, 0.8)
+  ckpt.save(2, _small_state(2), {}, 0.2)
+  ckpt.wait()
+  ckpt.close()
+  again = checkpoint.Checkpointer(d, keep=1)
+  assert again.steps() == [1, 2]
+  again.save(3, _small_state(3), {}, None)
+  again.save(4, _small_state(4), {}, 0.1)
+  again.wait()
+  assert again.steps() == [1, 4]
+  assert again.best_step() == 1
+  again.close()

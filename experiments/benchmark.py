@@ -78,7 +78,8 @@ def _synthetic_max_len(config: config_lib.Config) -> int:
 def _training_data(config: config_lib.Config, workdir: str):
   """(TrainData, vocabularies or None, a description of the data)."""
   if FLAGS.data_dir:
-    run = pipeline.load(config.data, config.train.batch_size, workdir, config.train.num_seeds)
+    run = pipeline.load(config.data, config.train.batch_size, workdir,
+                        seeds.shuffle_seeds(config.data, config.train.num_seeds))
     return run.train, run.vocabs, run.summary
   count = 29_000 if not FLAGS.quick else 2_000
   train, _ = benchmark.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,

@@ -28,10 +28,11 @@ from typing import Callable
 
 from absl import app, flags
 
+from attn_jax.decode import searches
 from attn_jax import config as config_lib
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import bleu, held_out, plots
-from attn_jax.train import inference, steps
+from attn_jax.train import inference
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -71,7 +72,7 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_si
   the output lines). progress: called after each search call."""
   began = time.time()
   ev = load_eval(trained, data_dir, split_name) if ev is None else ev
-  search = steps.make_search(trained.search_config, beam_size, alpha, with_weights=False,
+  search = searches.make_search(trained.search_config, beam_size, alpha, with_weights=False,
                              slots=ev.batch_size)
   search_began = time.time()
   outputs = held_out.decode(trained.params, ev, search, progress=progress)

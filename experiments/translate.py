@@ -25,10 +25,11 @@ import sys
 
 from absl import app, flags
 
+from attn_jax.decode import searches
 from attn_jax.data import corpus
 from attn_jax.evaluation import plots
 from attn_jax.model import attention
-from attn_jax.train import inference, steps
+from attn_jax.train import inference
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -99,7 +100,7 @@ def main(argv):
     done("load_model")
     has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
     plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
-    search = steps.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
+    search = searches.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
                                with_weights=plotting, slots=FLAGS.batch_size)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size, stages,
                                   watch.progress)

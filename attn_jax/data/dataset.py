@@ -6,20 +6,12 @@ the data position needs no state of its own: resuming at step s resumes the data
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 
+from attn_jax.batch import Batch
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
-
-
-class Batch(NamedTuple):
-  src: np.ndarray  # int32 [batch, src_len]: tokens, EOS, PAD...
-  src_len: np.ndarray  # int32 [batch]: real length incl. EOS; >= 1
-  tgt_in: np.ndarray  # int32 [batch, tgt_len]: BOS, tokens, PAD...
-  tgt_out: np.ndarray  # int32 [batch, tgt_len]: tokens, EOS, PAD...
-  tgt_len: np.ndarray  # int32 [batch]: real length incl. EOS; 0 marks a filler row
-  align: np.ndarray  # int32 [batch, tgt_len]: gold source position of each target token; -1 if none
 
 
 Dataset = Batch  # a dataset is one big batch; batches are row subsets of it
@@ -107,3 +99,11 @@ def eval_batches(ds: Dataset, batch_size: int) -> Iterator[Batch]:
   """Fixed-shape batches in order; the last is filled with rows of tgt_len 0."""
   for start in range(0, size(ds), batch_size):
     yield pad_rows(take(ds, np.arange(start, min(start + batch_size, size(ds)))), batch_size)
+
+
+def stack(batches: list[Batch]) -> Batch:
+  """N batches of one shape [batch, width] -> one Batch [N, batch, width]."""
+  shapes = {tuple(x.shape for x in b) for b in batches}
+  if len(shapes) != 1:
+    raise ValueError(f"stacked runs' batches differ in shape: {sorted(shapes)}")
+  return Batch(*(np.stack(field) for field in zip(*batches)))

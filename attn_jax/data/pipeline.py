@@ -18,7 +18,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from attn_jax.data import batching, corpus, dataset, tasks, translation
-from attn_jax.train import seeds
 from attn_jax.config import ConfigError, DataConfig
 
 TRAIN_SPLIT = "train"
@@ -87,36 +86,40 @@ def bucket_widths(max_len: int) -> tuple[int, ...]:
   return tuple(sorted({w for w in translation.DEFAULT_WIDTHS if w <= max_len} | {max_len + 1}))
 
 
-def load(config: DataConfig, batch_size: int, workdir: str, num_seeds: int = 1) -> RunData:
+def load(config: DataConfig, batch_size: int, workdir: str,
+         shuffle_seeds: tuple[int | None, ...] | None = None) -> RunData:
   """The run's data; raises corpus.CorpusError naming the file or ConfigError naming the
   option the data cannot satisfy.
 
-  With num_seeds > 1 the training stream is that of num_seeds runs, run k reshuffled by
-  seeds.shuffle_seed(config, k), stacked: Batch [num_seeds, batch_size, width].
+  shuffle_seeds: the training order of each of N streams (None: config.seed's order);
+  default (config.shuffle_seed,). With N > 1 the training batches are the N streams'
+  batches stacked: Batch [N, batch_size, width].
   """
+  shuffle_seeds = shuffle_seeds or (config.shuffle_seed,)
   if config.task == "translation":
-    return _translation(config, batch_size, workdir, num_seeds)
-  return _synthetic(config, batch_size, num_seeds)
+    return _translation(config, batch_size, workdir, shuffle_seeds)
+  return _synthetic(config, batch_size, shuffle_seeds)
 
 
-def stacked(make: Callable[[int | None], TrainData], config: DataConfig,
-             num_seeds: int) -> TrainData:
-  """make(shuffle seed) of the run; for num_seeds > 1 the runs' streams stacked step by step
-  (run k's shuffle seed: seeds.shuffle_seed). Their batches have the same width at every
-  step and their epochs the same length, so the data position is that of any of them.
+def stacked(make: Callable[[int | None], TrainData],
+            shuffle_seeds: tuple[int | None, ...]) -> TrainData:
+  """make(shuffle seed) for one seed; for several, their streams stacked step by step.
+  Their batches have the same width at every step and their epochs the same length, so the
+  data position is that of any of them.
   """
-  runs = [make(seeds.shuffle_seed(config, k)) for k in range(num_seeds)]
-  if num_seeds == 1:
+  runs = [make(seed) for seed in shuffle_seeds]
+  if len(runs) == 1:
     return runs[0]
 
   def batch(step):
     batches = [r.batch(step) for r in runs]
     width = max(b.src.shape[1] for b in batches)  # differ only with subword_dropout
-    return seeds.stack_batches([dataset.widen(b, width) for b in batches])
+    return dataset.stack([dataset.widen(b, width) for b in batches])
   return runs[0]._replace(batch=batch)
 
 
-def _synthetic(config: DataConfig, batch_size: int, num_seeds: int) -> RunData:
+def _synthetic(config: DataConfig, batch_size: int,
+               shuffle_seeds: tuple[int | None, ...]) -> RunData:
   train_ds, eval_ds = tasks.make_datasets(config)
   if dataset.size(train_ds) < batch_size:
     raise ConfigError(f"batch_size: {batch_size} exceeds the training set ({dataset.size(train_ds)})")
@@ -127,7 +130,7 @@ def _synthetic(config: DataConfig, batch_size: int, num_seeds: int) -> RunData:
       batch=functools.partial(dataset.train_batch, train_ds, batch_size=batch_size,
                               seed=config.seed if shuffle_seed is None else shuffle_seed),
       position=functools.partial(dataset.data_position, train_ds, batch_size=batch_size),
-      size=dataset.size(train_ds), widths=(train_ds.src.shape[1],)), config, num_seeds)
+      size=dataset.size(train_ds), widths=(train_ds.src.shape[1],)), shuffle_seeds)
   summary = f"train {dataset.size(train_ds)} / eval {dataset.size(eval_ds)} examples"
   return RunData(train, EvalData(eval_batches, dataset.size(eval_ds), None), None, summary)
 
@@ -159,7 +162,8 @@ def bucketed_train(buckets: batching.Buckets, batch_size: int, seed: int,
       size=sum(dataset.size(s) for s in buckets.sets), widths=widths)
 
 
-def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: int) -> RunData:
+def _translation(config: DataConfig, batch_size: int, workdir: str,
+                 shuffle_seeds: tuple[int | None, ...]) -> RunData:
   available = corpus.languages(config.data_dir, TRAIN_SPLIT)
   for name in ("src_lang", "tgt_lang"):
     lang = getattr(config, name)
@@ -186,7 +190,7 @@ def _translation(config: DataConfig, batch_size: int, workdir: str, num_seeds: i
   resegment = (Resegment(text, vocabs, config.subword_dropout) if config.subword_dropout
                else None)
   train = stacked(functools.partial(bucketed_train, buckets, batch_size, config.seed,
-                                    resegment=resegment), config, num_seeds)
+                                    resegment=resegment), shuffle_seeds)
   summary = (f"train {train.size} pairs "
              f"({f'{len(distilled.src)} distilled pairs added, ' if distilled else ''}"
              f"{text.dropped_empty} empty dropped, {buckets.filtered} over max_len "

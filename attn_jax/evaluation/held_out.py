@@ -141,7 +141,7 @@ def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int
 
 def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8,
            progress: Callable[[], None] = no_progress) -> list[Example]:
-  """Every sentence of `ev` decoded by search(params, src, src_len, count) (steps.make_search)
+  """Every sentence of `ev` decoded by search(params, src, src_len, count) (searches.make_search)
   over decode_calls(ev, max_batches), in line order; `progress` is called after each call."""
   outputs: list[Example | None] = [None] * ev.size
   for call in decode_calls(ev, max_batches):

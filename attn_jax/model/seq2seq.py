@@ -6,7 +6,7 @@ import jax
 
 from attn_jax.model import decoder, encoder, precision
 from attn_jax.config import ModelConfig
-from attn_jax.data.dataset import Batch
+from attn_jax.batch import Batch
 
 
 def init(key: jax.Array, config: ModelConfig) -> dict:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attn_jax.decode import searches
 from attn_jax import compiling, config as config_lib
 from attn_jax.data import batching, pipeline, translation
 from attn_jax.evaluation import held_out
@@ -161,7 +162,7 @@ def time_decoding(config: ModelConfig, params: dict, ev: pipeline.EvalData, beam
   included); the outputs). with_weights keeps the attention weights, as translate does
   for --attention_plots.
   """
-  search = steps.make_search(config, beam_size, alpha, with_weights=with_weights,
+  search = searches.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
   run, compiled = held_out.compile_ahead(search, params, ev)
   seconds = []
@@ -201,7 +202,7 @@ def synthetic_data(count: int, mean_len: float, vocab_size: int, max_len: int,
   buckets = batching.bucket_pairs(*synthetic_pairs(count, mean_len, vocab_size, max_len, seed),
                                   widths)
   train = pipeline.stacked(functools.partial(pipeline.bucketed_train, buckets, batch_size, seed),
-                         config_lib.DataConfig(seed=seed), num_seeds)
+                         seeds.shuffle_seeds(config_lib.DataConfig(seed=seed), num_seeds))
   eval_buckets = batching.bucket_pairs(
       *synthetic_pairs(max(1, count // 29), mean_len, vocab_size, max_len, seed + 1), widths)
   return train, pipeline.eval_data(translation.Split(eval_buckets, None), batch_size)

@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from attn_jax.decode import searches
 from attn_jax.data import corpus, pipeline, tasks, translation
 from attn_jax.evaluation import bleu, metrics, held_out, plots
 from attn_jax.model import attention, seq2seq
@@ -193,7 +194,7 @@ def score_run(workdir: str, settings: dict, plan: Plan,
   """
   first = inference.load(workdir, "best", 0, translation_only=False)
   ev = _eval_data(first, plan.split, plan.batch_size, workdir)
-  search = steps.make_search(first.config.model, plan.beam_size, plan.length_penalty,
+  search = searches.make_search(first.config.model, plan.beam_size, plan.length_penalty,
                              slots=ev.batch_size)
   eval_step = steps.make_eval_step(first.config.model)
   line = _example_line(ev)
@@ -291,7 +292,7 @@ def beam_sweep(workdir: str, plan: Plan,
   for size in plan.beam_sizes:
     cells = []
     for alpha in plan.length_penalties:
-      search = steps.make_search(trained.config.model, size, alpha, slots=ev.batch_size)
+      search = searches.make_search(trained.config.model, size, alpha, slots=ev.batch_size)
       cells.append(f"{score(trained, ev, search, None, progress)[0].scores[metric]:.4g}")
     lines.append(f"| {size} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

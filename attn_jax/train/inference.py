@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from attn_jax.decode import searches
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
 from attn_jax.train import parallel, resume, seeds, steps
@@ -46,7 +47,7 @@ class Trained(NamedTuple):
 
   @property
   def search_config(self) -> ModelConfig | tuple[ModelConfig, ...]:
-    """What steps.make_search takes: the model config, or an ensemble's tuple of them."""
+    """What searches.make_search takes: the model config, or an ensemble's tuple of them."""
     if self.members:
       return tuple(c.model for c in self.member_configs)
     return self.config.model
@@ -178,7 +179,7 @@ def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
 def translate(trained: Trained, sentences: list[str], search: Callable, batch_size: int,
               stages: dict | None = None,
               progress: Callable[[], None] = held_out.no_progress) -> list[Example | None]:
-  """Every sentence through `search` (steps.make_search), batched by length, in input order.
+  """Every sentence through `search` (searches.make_search), batched by length, in input order.
 
   The search is compiled for every call shape before any sentence is decoded
   (held_out.compile_ahead). Blank sentences are not decoded: their entry is None.

@@ -9,6 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
+from attn_jax.decode import searches
 from attn_jax import compiling
 from attn_jax.data import pipeline, tasks
 from attn_jax.evaluation import metrics, held_out, plots
@@ -232,7 +233,8 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   placement.check_batch_size(tc.batch_size)
   os.makedirs(workdir, exist_ok=True)
   fine_tune.adopt_vocabs(config, workdir)  # init_from's, where the workdir has none
-  run_data = pipeline.load(config.data, tc.batch_size, workdir, tc.num_seeds)
+  run_data = pipeline.load(config.data, tc.batch_size, workdir,
+                           seeds.shuffle_seeds(config.data, tc.num_seeds))
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
@@ -250,9 +252,9 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   if main:
     _write_run_files(config, workdir, flagfile)
   if run_data.vocabs is None:
-    search = steps.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
+    search = searches.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
   else:
-    search = steps.make_search(config.model, slots=held_out.DECODE_BATCH_SIZE)
+    search = searches.make_search(config.model, slots=held_out.DECODE_BATCH_SIZE)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
                  host_memory.trimming(placement.on_batches(

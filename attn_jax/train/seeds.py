@@ -19,10 +19,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attn_jax.config import Config, DataConfig, TrainConfig
-from attn_jax.data.dataset import Batch
 
 
 def shuffle_seed(config: DataConfig, k: int) -> int | None:
@@ -65,9 +63,6 @@ def step_key(k_train: jax.Array, step: int) -> jax.Array:
   return jax.random.fold_in(k_train, step) if k_train.ndim == 0 else fold_in(k_train, step)
 
 
-def stack_batches(batches: list[Batch]) -> Batch:
-  """N batches of one shape [batch, width] -> one Batch [N, batch, width]."""
-  shapes = {tuple(x.shape for x in b) for b in batches}
-  if len(shapes) != 1:
-    raise ValueError(f"stacked runs' batches differ in shape: {sorted(shapes)}")
-  return Batch(*(np.stack(field) for field in zip(*batches)))
+def shuffle_seeds(config: DataConfig, num_seeds: int) -> tuple[int | None, ...]:
+  """The shuffle seeds of runs 0 .. num_seeds-1 (shuffle_seed), for pipeline.load."""
+  return tuple(shuffle_seed(config, k) for k in range(num_seeds))

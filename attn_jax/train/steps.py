@@ -1,4 +1,4 @@
-"""The jitted step functions: training update, teacher-forced evaluation, greedy decoding.
+"""The jitted step functions: training update and teacher-forced evaluation.
 
 Each is pure and compiled once per batch shape. Metrics leave as sums and
 counts; the host divides them (metrics.summarize) and only fetches them at log
@@ -8,14 +8,12 @@ steps.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax.decode import beam, ensemble, greedy_search
 from attn_jax.evaluation import metrics
 from attn_jax.model import decoder, output_loss, seq2seq
 from attn_jax.config import ModelConfig, TrainConfig
@@ -197,46 +195,3 @@ def make_eval_step(config: ModelConfig, chunk_rows: int = output_loss.DEFAULT_CH
             **metrics.attention_sums(weights, batch.align, mask)}
 
   return eval_step
-
-
-def make_greedy(config: ModelConfig, max_len: int):
-  """(params, src, src_len) -> greedy_search.Hypotheses, jitted."""
-  return jax.jit(functools.partial(greedy_search.greedy, config=config, max_len=max_len))
-
-
-def max_output_len(src_width: int, ratio: float, extra: int) -> int:
-  """The static output width for sources padded to src_width (EOS included)."""
-  return int(math.ceil(ratio * (src_width - 1))) + extra + 1
-
-
-def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,
-                alpha: float = 0.0, ratio: float = 1.5, extra: int = 10,
-                with_weights: bool = True, slots: int | None = None):
-  """(params, src, src_len[, count]) -> greedy_search.Hypotheses, jitted once per source shape.
-
-  A tuple of configs decodes with the ensemble of those models (ensemble.py; any
-  beam size, 1 included): params is then a tuple of parameter trees, one per config.
-
-  Each sentence may emit at most ceil(ratio * n) + extra tokens and EOS, n its
-  source length (greedy_search.output_limits). The rows stream through `slots` beams
-  (beam.search; None: all rows at once): a sentence that is done gives its slot to
-  the next row; rows from `count` on are not decoded. beam_size 1 is greedy search
-  (a beam of one with no length penalty finds greedy's hypotheses, greedy_search.greedy;
-  tested); larger sizes rank by the GNMT length penalty with exponent `alpha`.
-  with_weights=False returns no attention weights (Hypotheses.weights [rows, max_len, 0])
-  and spares beam search copying their history.
-  """
-  alpha = alpha if beam_size > 1 else 0.0
-
-  @jax.jit
-  def run(params: dict, src: jax.Array, src_len: jax.Array,
-          count: jax.Array | None = None) -> greedy_search.Hypotheses:
-    max_len = max_output_len(src.shape[1], ratio, extra)
-    limits = greedy_search.output_limits(src_len, ratio, extra, max_len)  # [rows]
-    if isinstance(config, tuple):
-      return ensemble.beam_search(params, src, src_len, config, max_len, beam_size, alpha,
-                                  limits, with_weights, slots, count)
-    return beam.beam_search(params, src, src_len, config, max_len, beam_size, alpha, limits,
-                            with_weights, slots, count)
-
-  return run

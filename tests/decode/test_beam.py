@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax.decode import beam, greedy_search
+from attn_jax.decode import beam, greedy_search, searches
 from attn_jax.model import attention, seq2seq
-from attn_jax.train import steps
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 
 MAX_LEN = 7
@@ -225,7 +224,7 @@ def test_without_weights_the_same_hypotheses_and_no_weights(beam_size):
   src, src_len = helpers.random_src(np.random.default_rng(5), SRC_LENGTHS, SRC_WIDTH)
   for cfg, p in ((config, params), ((config, config), (params, _params(config, 0.0)))):
     kept, dropped = jax.device_get(tuple(
-        steps.make_search(cfg, beam_size, 1.0, with_weights=w)(p, src, src_len)
+        searches.make_search(cfg, beam_size, 1.0, with_weights=w)(p, src, src_len)
         for w in (True, False)))
     np.testing.assert_array_equal(dropped.tokens, kept.tokens)
     np.testing.assert_array_equal(dropped.lengths, kept.lengths)

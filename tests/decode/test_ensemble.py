@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax.decode import beam, ensemble, greedy_search
+from attn_jax.decode import beam, ensemble, greedy_search, searches
 from attn_jax.model import decoder, encoder, seq2seq
-from attn_jax.train import steps
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 
 MAX_LEN = 7
@@ -115,8 +114,8 @@ def test_make_search_takes_a_tuple_of_configs_for_an_ensemble():
   configs = (A, B)
   params = (_params(A, seed=3), _params(B, seed=4, eos_bias=0.0))
   src, src_len = _src()
-  got = jax.device_get(steps.make_search(configs, beam_size=3, alpha=1.0)(params, src, src_len))
-  max_len = steps.max_output_len(SRC_WIDTH, 1.5, 10)
+  got = jax.device_get(searches.make_search(configs, beam_size=3, alpha=1.0)(params, src, src_len))
+  max_len = searches.max_output_len(SRC_WIDTH, 1.5, 10)
   limits = greedy_search.output_limits(jnp.asarray(src_len), 1.5, 10, max_len)
   direct = jax.device_get(jax.jit(lambda p, s, n, lim: ensemble.beam_search(
       p, s, n, configs, max_len, 3, 1.0, lim))(params, src, src_len, limits))

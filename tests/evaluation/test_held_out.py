@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 import helpers
+from attn_jax.decode import searches
 from attn_jax.data import batching, dataset, pipeline, tasks, translation
 from attn_jax.evaluation import held_out
 from attn_jax.train import steps
@@ -21,7 +22,7 @@ def _setup():
   _, eval_ds = tasks.make_datasets(CONFIG.data)
   params = helpers.init_params(CONFIG.model, seed=0)
   eval_step = steps.make_eval_step(CONFIG.model)
-  greedy = steps.make_greedy(CONFIG.model, max_len=eval_ds.tgt_out.shape[1])
+  greedy = searches.make_greedy(CONFIG.model, max_len=eval_ds.tgt_out.shape[1])
   return eval_ds, params, eval_step, greedy
 
 

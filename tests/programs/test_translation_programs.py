@@ -11,7 +11,8 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax.train import inference, loop, steps
+from attn_jax.decode import searches
+from attn_jax.train import inference, loop
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def test_translate_stdin_to_stdout_matches_the_library(trained):
   assert proc.returncode == 0, proc.stderr
   model = inference.load(trained["workdir"], "latest")
   expected = [inference.detokenize(o, model) for o in inference.translate(
-      model, sentences, steps.make_search(model.config.model), batch_size=64)]
+      model, sentences, searches.make_search(model.config.model), batch_size=64)]
   assert proc.stdout.split("\n")[:-1] == expected
 
 
@@ -172,7 +173,7 @@ def test_translate_ensemble_matches_the_library(trained):
   ens = inference.load_ensemble([workdir, workdir], "2")
   assert ens.search_config == (ens.config.model,) * 2 and ens.step == 2
   expected = [inference.detokenize(o, ens) for o in inference.translate(
-      ens, sentences, steps.make_search(ens.search_config, 2, 0.6), batch_size=64)]
+      ens, sentences, searches.make_search(ens.search_config, 2, 0.6), batch_size=64)]
   assert proc.stdout.split("\n")[:-1] == expected
 
 

@@ -23,7 +23,7 @@ N = 2
 def test_reshuffled_runs_have_batches_of_one_shape_and_stack(tmp_path):
   config = helpers.tiny_config(data_overrides=dict(
       task="translation", data_dir=helpers.write_corpus(tmp_path), vocab_size=300, max_len=15))
-  run_data = pipeline.load(config.data, 8, str(tmp_path), num_seeds=3)
+  run_data = pipeline.load(config.data, 8, str(tmp_path), seeds.shuffle_seeds(config.data, 3))
   runs = [pipeline.load(seeds.member_config(config, k).data, 8, str(tmp_path)) for k in range(3)]
   widths = set()
   for step in range(12):
@@ -40,7 +40,7 @@ def test_resegmented_runs_stack_at_the_widest_of_their_widths(tmp_path):
   config = helpers.tiny_config(data_overrides=dict(
       task="translation", data_dir=helpers.write_corpus(tmp_path), vocab_size=300, max_len=15,
       subword_dropout=0.5))
-  run_data = pipeline.load(config.data, 8, str(tmp_path), num_seeds=2)
+  run_data = pipeline.load(config.data, 8, str(tmp_path), seeds.shuffle_seeds(config.data, 2))
   runs = [pipeline.load(seeds.member_config(config, k).data, 8, str(tmp_path)) for k in range(2)]
   widened = 0
   for step in range(24):

@@ -12,7 +12,7 @@ import pytest
 
 import helpers
 from attn_jax.data import dataset, tasks
-from attn_jax.decode import greedy_search
+from attn_jax.decode import greedy_search, searches
 from attn_jax.evaluation import metrics
 from attn_jax.model import seq2seq
 from attn_jax.train import steps
@@ -109,7 +109,7 @@ def test_make_greedy_is_search_greedy(datasets):
   init, _ = _init_fn(CONFIG.model, CONFIG.train)
   params = init(jax.random.key(0)).params
   batch = dataset.take(datasets[1], np.arange(4))
-  got = steps.make_greedy(CONFIG.model, 6)(params, batch.src, batch.src_len)
+  got = searches.make_greedy(CONFIG.model, 6)(params, batch.src, batch.src_len)
   ref = jax.jit(lambda p, s, n: greedy_search.greedy(p, s, n, CONFIG.model, 6))(
       params, batch.src, batch.src_len)
   assert helpers.tree_equal(got, ref)

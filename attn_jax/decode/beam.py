@@ -20,6 +20,7 @@ done).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -120,6 +121,22 @@ def _rows(tree: Any, row: jax.Array, beam: int) -> Any:
       tree)
 
 
+class _Search(NamedTuple):
+  """What every step of one search shares: the step function, each row's start, the sizes."""
+  step_fn: StepFn
+  carry0: Any  # leaves [rows, ...]: each sentence's initial carry
+  context0: Any  # leaves [rows, ...]: each sentence's context
+  beam: int  # k (static)
+  rows: int  # sentences in the call (static)
+  slots: int  # sentences decoded at once (static)
+  width: int  # attention history kept per token: src_width, or 0 (static)
+  max_len: int  # most tokens per hypothesis (static)
+  alpha: float  # length-penalty exponent
+  count: jax.Array  # int32 []: rows [0, count) are decoded
+  limits: jax.Array  # int32 [rows + 1]: each row's length limit; 1 for the spare last row
+  max_lp: jax.Array  # float32 [rows + 1]: the length penalty at each row's limit
+
+
 def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len: int,
            beam_size: int, alpha: float = 0.0, limits: jax.Array | None = None,
            with_weights: bool = True, slots: int | None = None,
@@ -148,103 +165,142 @@ def search(step_fn: StepFn, carry0: Any, context0: Any, src_width: int, max_len:
   Returns:
     the best finished hypothesis of each row.
   """
-  k = beam_size
   rows = jax.tree.leaves(carry0)[0].shape[0]
-  slots = rows if slots is None else min(slots, rows)
-  width = src_width if with_weights else 0  # of the kept attention history
-  count = jnp.asarray(rows if count is None else count, jnp.int32)
   limits = jnp.full((rows,), max_len, jnp.int32) if limits is None else limits
   limits = jnp.concatenate([limits, jnp.ones((1,), jnp.int32)])  # [rows + 1]: empty slots too
-  max_lp = length_penalty(limits.astype(jnp.float32), alpha)  # [rows + 1]
-  in_top_k = jnp.arange(2 * k) < k  # [2k]
-  first_scores = jnp.array([0.0] + [_NEG] * (k - 1), jnp.float32)  # [beam]: one live prefix
+  s = _Search(step_fn=step_fn, carry0=carry0, context0=context0, beam=beam_size, rows=rows,
+              slots=rows if slots is None else min(slots, rows),
+              width=src_width if with_weights else 0, max_len=max_len, alpha=alpha,
+              count=jnp.asarray(rows if count is None else count, jnp.int32), limits=limits,
+              max_lp=length_penalty(limits.astype(jnp.float32), alpha))
+  final = jax.lax.while_loop(lambda state: jnp.any(state.sentence < s.count),
+                             lambda state: _refill(s, _advance(s, state)), _first_state(s))
+  return jax.tree.map(lambda x: x[:rows], final.out)
 
-  def improvable(state: BeamState) -> jax.Array:
-    """bool [slots]: whether a slot's sentence can still gain a better finished hypothesis;
-    a live one can at best keep its log P and reach the largest penalty."""
-    best_live = state.live_scores[:, 0]  # [slots]
-    return ((best_live / max_lp[state.sentence] > state.best_scores)
-            & (best_live > _NEG / 2) & (state.step < limits[state.sentence]))
 
-  def refill(state: BeamState) -> BeamState:
-    """Writes out the slots whose sentence is done and loads the next rows into them."""
-    occupied = state.sentence < count  # [slots]
-    finished = occupied & ~improvable(state)  # [slots]
-    dest = jnp.where(finished, state.sentence, rows)  # [slots]: row rows is the spare
-    out = jax.tree.map(lambda o, b: o.at[dest].set(b), state.out, state.best)
-    free = finished | ~occupied  # [slots]
-    wanted = state.loaded + jnp.cumsum(free) - 1  # [slots]: the row each free slot would take
-    loading = free & (wanted < count)  # [slots]
-    sentence = jnp.where(loading, wanted, jnp.where(free, count, state.sentence))  # [slots]
-    slot_order = jnp.nonzero(loading, size=slots, fill_value=0)[0]  # [slots]: loading ones first
+def _first_scores(s: _Search) -> jax.Array:
+  """float32 [beam]: a loaded sentence's scores, one live prefix (BOS) and k - 1 empty."""
+  return jnp.array([0.0] + [_NEG] * (s.beam - 1), jnp.float32)
 
-    def load(i, trees):
-      s = slot_order[i]
-      new = (_rows(carry0, sentence[s], k), _rows(context0, sentence[s], k))
-      return jax.tree.map(lambda x, n: jax.lax.dynamic_update_slice_in_dim(x, n, s * k, 0),
-                          trees, new)
 
-    carry, context = jax.lax.fori_loop(0, jnp.sum(loading), load, (state.carry, state.context))
-    fresh = lambda new, old: _where_rows(loading, new, old)
-    return BeamState(
-        step=fresh(0, state.step), sentence=sentence, loaded=state.loaded + jnp.sum(loading),
-        carry=carry, context=context,
-        live_tokens=fresh(PAD_ID, state.live_tokens), live_weights=fresh(0.0, state.live_weights),
-        live_scores=fresh(first_scores, state.live_scores), best=state.best,
-        best_scores=fresh(_NEG, state.best_scores), out=out)
+def _no_hypotheses(s: _Search, n: int) -> Hypotheses:
+  """n empty hypotheses (length 0, PAD, score 0): leaves [n, ...]."""
+  return Hypotheses(
+      tokens=jnp.full((n, s.max_len), PAD_ID, jnp.int32), lengths=jnp.zeros((n,), jnp.int32),
+      scores=jnp.zeros((n,), jnp.float32),
+      weights=jnp.zeros((n, s.max_len, s.width), jnp.float32))
 
-  def body(state: BeamState) -> BeamState:
-    t = state.step  # [slots]
-    limit = limits[state.sentence]  # [slots]
-    previous = jnp.take_along_axis(state.live_tokens, jnp.maximum(t - 1, 0)[:, None, None],
-                                   axis=2)[..., 0]  # [slots, beam]
-    last = jnp.where((t == 0)[:, None], BOS_ID, previous)  # [slots, beam]
-    log_p, carry, weights = step_fn(last.reshape(-1), state.carry, state.context)
-    vocab = log_p.shape[-1]
-    cand = state.live_scores[..., None] + log_p.reshape(slots, k, vocab)  # [slots, beam, vocab]
-    top_scores, top_index = top_k(cand.reshape(slots, k * vocab), 2 * k)  # [slots, 2k]
-    origin, token = top_index // vocab, top_index % vocab  # [slots, 2k]
-    now = (jnp.arange(max_len) == t[:, None])[:, None, :]  # [slots, 1, max_len]: position t
-    tokens = jnp.where(now, token[..., None], _gather(state.live_tokens, origin))  # [slots, 2k, max_len]
-    step_weights = _gather(weights[:, :width].reshape(slots, k, width), origin)  # [slots, 2k, width]
-    hist = jnp.where(now[..., None], step_weights[:, :, None, :],
-                     _gather(state.live_weights, origin))  # [slots, 2k, max_len, width]
-    ends = (token == EOS_ID) | (t + 1 >= limit)[:, None]  # [slots, 2k]
 
-    # Finished: the candidates ending now among the top k (as in fairseq, so beam 1 is
-    # greedy); the best of them by normalised score replaces the best so far if higher.
-    finishing = ends & in_top_k & (top_scores > _NEG / 2)
-    length = t + 1  # [slots]
-    new_done = jnp.where(finishing, top_scores / length_penalty(length, alpha)[:, None], _NEG)
-    pick = argmax(new_done)[:, None]  # [slots, 1]: the first of equals, as lax.top_k
-    pick_scores = _gather(new_done, pick)[:, 0]  # [slots]
-    better = pick_scores > state.best_scores  # [slots]; on a tie the earlier one stays
-    found = Hypotheses(tokens=_gather(tokens, pick)[:, 0], lengths=length,
-                       scores=_gather(top_scores, pick)[:, 0], weights=_gather(hist, pick)[:, 0])
-    best = _where_rows(better, found, state.best)
-
-    # Live: the best k candidates that did not end.
-    live_scores, keep = jax.lax.top_k(jnp.where(ends, _NEG, top_scores), k)  # [slots, k]
-    parent = _gather(origin, keep)  # [slots, k]: the beam each kept candidate came from
-    flat = (jnp.arange(slots)[:, None] * k + parent).reshape(-1)  # [slots*beam]
-    return refill(state._replace(
-        step=t + 1, carry=jax.tree.map(lambda x: x[flat], carry),
-        live_tokens=_gather(tokens, keep), live_weights=_gather(hist, keep),
-        live_scores=live_scores, best=best,
-        best_scores=jnp.where(better, pick_scores, state.best_scores)))
-
+def _first_state(s: _Search) -> BeamState:
+  """Every slot empty, then the first rows loaded."""
+  slots, k = s.slots, s.beam
   empty_rows = lambda tree: jax.tree.map(
       lambda x: jnp.zeros((slots * k,) + x.shape[1:], x.dtype), tree)
-  no_hypotheses = lambda n: Hypotheses(  # leaves [n, ...]: length 0, PAD, score 0
-      tokens=jnp.full((n, max_len), PAD_ID, jnp.int32), lengths=jnp.zeros((n,), jnp.int32),
-      scores=jnp.zeros((n,), jnp.float32), weights=jnp.zeros((n, max_len, width), jnp.float32))
-  first = refill(BeamState(
-      step=jnp.zeros((slots,), jnp.int32), sentence=jnp.full((slots,), count),
-      loaded=jnp.zeros((), jnp.int32), carry=empty_rows(carry0), context=empty_rows(context0),
-      live_tokens=jnp.full((slots, k, max_len), PAD_ID, jnp.int32),
-      live_weights=jnp.zeros((slots, k, max_len, width), jnp.float32),
+  return _refill(s, BeamState(
+      step=jnp.zeros((slots,), jnp.int32), sentence=jnp.full((slots,), s.count),
+      loaded=jnp.zeros((), jnp.int32), carry=empty_rows(s.carry0),
+      context=empty_rows(s.context0),
+      live_tokens=jnp.full((slots, k, s.max_len), PAD_ID, jnp.int32),
+      live_weights=jnp.zeros((slots, k, s.max_len, s.width), jnp.float32),
       live_scores=jnp.full((slots, k), _NEG, jnp.float32),
-      best=no_hypotheses(slots), best_scores=jnp.full((slots,), _NEG, jnp.float32),
-      out=no_hypotheses(rows + 1)))
-  final = jax.lax.while_loop(lambda state: jnp.any(state.sentence < count), body, first)
-  return jax.tree.map(lambda x: x[:rows], final.out)
+      best=_no_hypotheses(s, slots), best_scores=jnp.full((slots,), _NEG, jnp.float32),
+      out=_no_hypotheses(s, s.rows + 1)))
+
+
+def _improvable(s: _Search, state: BeamState) -> jax.Array:
+  """bool [slots]: whether a slot's sentence can still gain a better finished hypothesis;
+  a live one can at best keep its log P and reach the largest penalty."""
+  best_live = state.live_scores[:, 0]  # [slots]
+  return ((best_live / s.max_lp[state.sentence] > state.best_scores)
+          & (best_live > _NEG / 2) & (state.step < s.limits[state.sentence]))
+
+
+def _load_row(s: _Search, sentence: jax.Array, slot_order: jax.Array, i: jax.Array,
+              trees: tuple[Any, Any]) -> tuple[Any, Any]:
+  """(carry, context) with the i-th loading slot's rows [s*k, (s+1)*k) set to its new
+  sentence's start, tiled to the beam."""
+  slot = slot_order[i]
+  new = (_rows(s.carry0, sentence[slot], s.beam), _rows(s.context0, sentence[slot], s.beam))
+  return jax.tree.map(lambda x, n: jax.lax.dynamic_update_slice_in_dim(x, n, slot * s.beam, 0),
+                      trees, new)
+
+
+def _refill(s: _Search, state: BeamState) -> BeamState:
+  """Writes out the slots whose sentence is done and loads the next rows into them."""
+  occupied = state.sentence < s.count  # [slots]
+  finished = occupied & ~_improvable(s, state)  # [slots]
+  dest = jnp.where(finished, state.sentence, s.rows)  # [slots]: row `rows` is the spare
+  out = jax.tree.map(lambda o, b: o.at[dest].set(b), state.out, state.best)
+  free = finished | ~occupied  # [slots]
+  wanted = state.loaded + jnp.cumsum(free) - 1  # [slots]: the row each free slot would take
+  loading = free & (wanted < s.count)  # [slots]
+  sentence = jnp.where(loading, wanted, jnp.where(free, s.count, state.sentence))  # [slots]
+  slot_order = jnp.nonzero(loading, size=s.slots, fill_value=0)[0]  # [slots]: loading first
+  carry, context = jax.lax.fori_loop(
+      0, jnp.sum(loading), functools.partial(_load_row, s, sentence, slot_order),
+      (state.carry, state.context))
+  fresh = lambda new, old: _where_rows(loading, new, old)
+  return BeamState(
+      step=fresh(0, state.step), sentence=sentence, loaded=state.loaded + jnp.sum(loading),
+      carry=carry, context=context,
+      live_tokens=fresh(PAD_ID, state.live_tokens), live_weights=fresh(0.0, state.live_weights),
+      live_scores=fresh(_first_scores(s), state.live_scores), best=state.best,
+      best_scores=fresh(_NEG, state.best_scores), out=out)
+
+
+class _Candidates(NamedTuple):
+  """The 2k best extensions of each slot's live hypotheses at one step."""
+  scores: jax.Array  # float32 [slots, 2k]: log P
+  origin: jax.Array  # int32 [slots, 2k]: the live hypothesis each extends
+  tokens: jax.Array  # int32 [slots, 2k, max_len]: the whole hypothesis
+  history: jax.Array  # float32 [slots, 2k, max_len, width]: its attention weights
+  ends: jax.Array  # bool [slots, 2k]: ends here (EOS, or the row's length limit)
+  carry: Any  # the step function's new carry, leaves [slots*beam, ...], not yet reordered
+
+
+def _extend(s: _Search, state: BeamState) -> _Candidates:
+  """One step of the step function on every live hypothesis; its 2k best extensions."""
+  slots, k, width, t = s.slots, s.beam, s.width, state.step  # t: [slots]
+  previous = jnp.take_along_axis(state.live_tokens, jnp.maximum(t - 1, 0)[:, None, None],
+                                 axis=2)[..., 0]  # [slots, beam]
+  last = jnp.where((t == 0)[:, None], BOS_ID, previous)  # [slots, beam]
+  log_p, carry, weights = s.step_fn(last.reshape(-1), state.carry, state.context)
+  vocab = log_p.shape[-1]
+  cand = state.live_scores[..., None] + log_p.reshape(slots, k, vocab)  # [slots, beam, vocab]
+  top_scores, top_index = top_k(cand.reshape(slots, k * vocab), 2 * k)  # [slots, 2k]
+  origin, token = top_index // vocab, top_index % vocab  # [slots, 2k]
+  now = (jnp.arange(s.max_len) == t[:, None])[:, None, :]  # [slots, 1, max_len]: position t
+  tokens = jnp.where(now, token[..., None],
+                     _gather(state.live_tokens, origin))  # [slots, 2k, max_len]
+  step_weights = _gather(weights[:, :width].reshape(slots, k, width),
+                         origin)  # [slots, 2k, width]
+  history = jnp.where(now[..., None], step_weights[:, :, None, :],
+                      _gather(state.live_weights, origin))  # [slots, 2k, max_len, width]
+  ends = (token == EOS_ID) | (t + 1 >= s.limits[state.sentence])[:, None]  # [slots, 2k]
+  return _Candidates(top_scores, origin, tokens, history, ends, carry)
+
+
+def _advance(s: _Search, state: BeamState) -> BeamState:
+  """One step: the finished candidates compete with each slot's best, the rest stay live."""
+  c = _extend(s, state)
+  # Finished: the candidates ending now among the top k (as in fairseq, so beam 1 is
+  # greedy); the best of them by normalised score replaces the best so far if higher.
+  in_top_k = jnp.arange(2 * s.beam) < s.beam  # [2k]
+  finishing = c.ends & in_top_k & (c.scores > _NEG / 2)
+  length = state.step + 1  # [slots]
+  new_done = jnp.where(finishing, c.scores / length_penalty(length, s.alpha)[:, None], _NEG)
+  pick = argmax(new_done)[:, None]  # [slots, 1]: the first of equals, as lax.top_k
+  pick_scores = _gather(new_done, pick)[:, 0]  # [slots]
+  better = pick_scores > state.best_scores  # [slots]; on a tie the earlier one stays
+  found = Hypotheses(tokens=_gather(c.tokens, pick)[:, 0], lengths=length,
+                     scores=_gather(c.scores, pick)[:, 0],
+                     weights=_gather(c.history, pick)[:, 0])
+  # Live: the best k candidates that did not end.
+  live_scores, keep = jax.lax.top_k(jnp.where(c.ends, _NEG, c.scores), s.beam)  # [slots, k]
+  parent = _gather(c.origin, keep)  # [slots, k]: the beam each kept candidate came from
+  flat = (jnp.arange(s.slots)[:, None] * s.beam + parent).reshape(-1)  # [slots*beam]
+  return state._replace(
+      step=length, carry=jax.tree.map(lambda x: x[flat], c.carry),
+      live_tokens=_gather(c.tokens, keep), live_weights=_gather(c.history, keep),
+      live_scores=live_scores, best=_where_rows(better, found, state.best),
+      best_scores=jnp.where(better, pick_scores, state.best_scores))

@@ -318,61 +318,22 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
   leading = 0 if tc.num_seeds == 1 else 1  # stacked batches: [N, batch, width]
   start = int(state.step)
   key = seeds.step_key(k_train, start)  # read for its shape only
-  compiled = _compile_train_step(
+  run = _Run(compiled=_compile_train_step(
       state, ctx, pipeline.first_batch_per_width(ctx.data.train, start, tc.num_steps), key,
-      leading, {})
-  window, timer, result, bad_run = [], _Throughput(), {}, 0
-  one_in_flight = one_step_in_flight()
+      leading, {}), window=[], timer=_Throughput(), bad_run=0, leading=leading,
+      one_in_flight=one_step_in_flight())
+  result = {}
   for step in range(start, tc.num_steps):
-    batch = ctx.data.train.batch(step)
-    width = batch.src.shape[-1]
-    if width not in compiled:  # kept out of tokens/s
-      timer.pause()
-      compiled = _compile_train_step(state, ctx, {width: batch}, key, leading, compiled)
-      timer.resume()
-    if one_in_flight:
-      jax.block_until_ready(state)
-    state, sums = compiled[width](state, ctx.placement.batch(batch, leading),
-                                  seeds.step_key(k_train, step))
-    window.append(sums)
-    timer.tokens += int(batch.tgt_len.sum())
+    state, run = _step(state, ctx, run, step, k_train)
     done = step + 1
     if done % tc.log_every == 0 or done == tc.num_steps:
-      window = ctx.placement.fetch(window)
-      rates = _train_rates(window)
-      tokens_per_sec = timer.rate()
-      if tokens_per_sec is not None:
-        rates["tokens_per_sec"] = tokens_per_sec
-      if ctx.log is not None:
-        ctx.log.write(done, "train", rates)
-        ctx.log.progress(done, rates)
-      bad_run = _nonfinite_run(bad_run, window)
-      if bad_run >= tc.max_nonfinite_steps:
-        ctx.ckpt.wait()
-        raise NonFiniteLossError(
-            f"{bad_run} consecutive steps with a non-finite loss or gradient, the last at step "
-            f"{done} (--max_nonfinite_steps={tc.max_nonfinite_steps}); their updates were "
-            f"skipped; last checkpoint: step {ctx.ckpt.latest_step()}")
-      window = []
+      run = _log_window(ctx, run, done)
     is_eval = done % tc.eval_every == 0 or done == tc.num_steps
     if is_eval or done % tc.checkpoint_every == 0:
-      timer.pause()
-      score = None
-      if is_eval:
-        host_memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
-        result = _evaluate(state.params, done, ctx, ctx.log)
-        host_memory.release_compiler_code()  # its searches may have compiled
-        score = result.get(score_name(ctx.config))
-        patience = patience.update(score, done)
-        if on_plateau(patience, score, tc.plateau_patience):
-          state = steps.lower_rate(state, tc.plateau_factor)
-          scale = steps.rate_scale(state)
-          print(f"no better {score_name(ctx.config)} in {patience.waited} evaluations: "
-                f"learning rate scaled by {scale:g}", flush=True)
-          if ctx.log is not None:
-            ctx.log.write(done, "plateau", {"lr_scale": scale})
-      _save(ctx.ckpt, state, done, ctx, k_train, score, patience)
-      timer.resume()
+      run.timer.pause()
+      state, patience, result = _evaluate_and_save(state, ctx, patience, done, k_train,
+                                                   result, is_eval)
+      run.timer.resume()
       if tc.patience and patience.waited >= tc.patience:
         print(f"stopping early at step {done}: no better {score_name(ctx.config)} in "
               f"{patience.waited} evaluations (best {patience.best:.4f} at step "
@@ -386,3 +347,78 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
             f"to resume", flush=True)
       return {**result, "stopped": reason}
   return result
+
+
+class _Run(NamedTuple):
+  """The loop's bookkeeping between steps."""
+  compiled: dict  # width -> the train step's executable
+  window: list  # the steps' sums since the last log step, on the device
+  timer: _Throughput  # target tokens per second, compilation and evaluation left out
+  bad_run: int  # consecutive non-finite steps at the last log step
+  leading: int  # 1 if batches are stacked [N, batch, width] (num_seeds > 1), else 0
+  one_in_flight: bool  # dispatch a step only once the last has finished
+
+
+def _step(state: steps.TrainState, ctx: _Context, run: _Run, step: int,
+          k_train: jax.Array) -> tuple[steps.TrainState, _Run]:
+  """One training step on batch `step` (its width compiled first if new)."""
+  batch = ctx.data.train.batch(step)
+  width = batch.src.shape[-1]
+  compiled = run.compiled
+  if width not in compiled:  # kept out of tokens/s
+    run.timer.pause()
+    compiled = _compile_train_step(state, ctx, {width: batch}, seeds.step_key(k_train, step),
+                                   run.leading, compiled)
+    run.timer.resume()
+  if run.one_in_flight:
+    jax.block_until_ready(state)
+  state, sums = compiled[width](state, ctx.placement.batch(batch, run.leading),
+                                seeds.step_key(k_train, step))
+  run.timer.tokens += int(batch.tgt_len.sum())
+  return state, run._replace(compiled=compiled, window=run.window + [sums])
+
+
+def _log_window(ctx: _Context, run: _Run, done: int) -> _Run:
+  """Fetches the window's sums, logs their rates; NonFiniteLossError after too many
+  consecutive non-finite steps."""
+  tc = ctx.config.train
+  window = ctx.placement.fetch(run.window)
+  rates = _train_rates(window)
+  tokens_per_sec = run.timer.rate()
+  if tokens_per_sec is not None:
+    rates["tokens_per_sec"] = tokens_per_sec
+  if ctx.log is not None:
+    ctx.log.write(done, "train", rates)
+    ctx.log.progress(done, rates)
+  bad_run = _nonfinite_run(run.bad_run, window)
+  if bad_run >= tc.max_nonfinite_steps:
+    ctx.ckpt.wait()
+    raise NonFiniteLossError(
+        f"{bad_run} consecutive steps with a non-finite loss or gradient, the last at step "
+        f"{done} (--max_nonfinite_steps={tc.max_nonfinite_steps}); their updates were "
+        f"skipped; last checkpoint: step {ctx.ckpt.latest_step()}")
+  return run._replace(window=[], bad_run=bad_run)
+
+
+def _evaluate_and_save(state: steps.TrainState, ctx: _Context, patience: _Patience,
+                       done: int, k_train: jax.Array, result: dict, is_eval: bool
+                       ) -> tuple[steps.TrainState, _Patience, dict]:
+  """At an evaluation step: evaluate, update patience, lower the rate on a plateau; then
+  checkpoint (with the score, if evaluated). Returns the state, patience and last result."""
+  tc = ctx.config.train
+  score = None
+  if is_eval:
+    host_memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
+    result = _evaluate(state.params, done, ctx, ctx.log)
+    host_memory.release_compiler_code()  # its searches may have compiled
+    score = result.get(score_name(ctx.config))
+    patience = patience.update(score, done)
+    if on_plateau(patience, score, tc.plateau_patience):
+      state = steps.lower_rate(state, tc.plateau_factor)
+      scale = steps.rate_scale(state)
+      print(f"no better {score_name(ctx.config)} in {patience.waited} evaluations: "
+            f"learning rate scaled by {scale:g}", flush=True)
+      if ctx.log is not None:
+        ctx.log.write(done, "plateau", {"lr_scale": scale})
+  _save(ctx.ckpt, state, done, ctx, k_train, score, patience)
+  return state, patience, result

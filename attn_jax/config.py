@@ -3,13 +3,17 @@
 One `Config` describes an experiment. It is built once by an entry point in
 `experiments/` (from flags) and passed down unchanged; jitted functions receive
 the parts they need as static arguments, never through globals.
+
+Each field is declared with `option`: its default, help text and bounds. The flags
+of experiments/config_flags.py are made from these fields, and `check_bounds`
+enforces the bounds; checks across fields are written out in `__post_init__`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from attn_jax.model import attention, cells, output_loss, precision
 
@@ -38,40 +42,107 @@ def is_checkpoint_choice(which: str) -> bool:
   return which in ("best", "latest") or which.isdigit()
 
 
-def _positive(obj: Any, *names: str) -> None:
-  for name in names:
-    value = getattr(obj, name)
-    _check(value > 0, name, f"must be positive, got {value}")
+_BOUND_KEYS = ("lower", "upper", "above", "below")
 
 
-def _non_negative(obj: Any, *names: str) -> None:
-  for name in names:
-    value = getattr(obj, name)
-    _check(value >= 0, name, f"must be >= 0, got {value}")
+def option(default: Any, help: str, *,  # pylint: disable=redefined-builtin
+           lower: Any = None, upper: Any = None, above: Any = None, below: Any = None) -> Any:
+  """A config field with its help text and bounds: the one place an option is defined.
+
+  experiments/config_flags.py makes each field's flag from this metadata, and
+  `check_bounds` enforces the bounds on every instance.
+
+  Args:
+    default: the field's default.
+    help: what the option does (the flag's help text).
+    lower: the least value allowed.
+    upper: the greatest value allowed.
+    above: a bound the value must exceed. An integer flag's lower bound is above + 1; a
+      float flag's is `above` itself (absl bounds are inclusive), which the dataclass
+      alone then rejects.
+    below: a bound the value must stay under, as `above`.
+
+  Returns:
+    A dataclasses.field whose metadata holds help, lower, upper, above and below.
+  """
+  return dataclasses.field(default=default, metadata={
+      "help": help, "lower": lower, "upper": upper, "above": above, "below": below})
+
+
+def has_bounds(field: dataclasses.Field) -> bool:
+  """Whether the field's metadata bounds its value."""
+  return any(field.metadata.get(k) is not None for k in _BOUND_KEYS)
+
+
+def _in_bounds(value: Any, meta: Mapping[str, Any]) -> bool:
+  """Whether `value` satisfies the bounds in a field's metadata."""
+  lower, upper, above, below = (meta.get(k) for k in _BOUND_KEYS)
+  return ((lower is None or value >= lower) and (upper is None or value <= upper)
+          and (above is None or value > above) and (below is None or value < below))
+
+
+def _bounds_text(meta: Mapping[str, Any]) -> str:
+  """The bounds in a field's metadata in words, e.g. 'positive', '>= 0' or 'in [0, 1)'."""
+  lower, upper, above, below = (meta.get(k) for k in _BOUND_KEYS)
+  low = f"[{lower:g}" if lower is not None else f"({above:g}" if above is not None else ""
+  high = f"{upper:g}]" if upper is not None else f"{below:g})" if below is not None else ""
+  if low and high:
+    return f"in {low}, {high}"
+  if above == 0:
+    return "positive"
+  if low:
+    return {"[": ">= ", "(": "> "}[low[0]] + low[1:]
+  return {"]": "<= ", ")": "< "}[high[-1]] + high[:-1]
+
+
+def check_bounds(obj: Any) -> None:
+  """Raises ConfigError for the first field of dataclass `obj` outside its bounds."""
+  for field in dataclasses.fields(obj):
+    value = getattr(obj, field.name)
+    if has_bounds(field) and value is not None:
+      _check(_in_bounds(value, field.metadata), field.name,
+             f"must be {_bounds_text(field.metadata)}, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture options; every field changes the parameter tree or the graph."""
 
-  src_vocab_size: int = 20
-  tgt_vocab_size: int = 20
-  cell: str = "gru"
-  embed_size: int = 64
-  hidden_size: int = 128  # the decoder's state; the encoder's too unless encoder_size is set
-  encoder_size: int = 0  # hidden units of each encoder direction; 0: hidden_size
-  encoder_layers: int = 1
-  bidirectional: bool = True
-  attention: str = "additive"
-  attention_size: int = 128  # additive attention's inner size
-  query: str = "current"
-  input_feeding: bool = True
-  dropout: float = 0.0
-  tie_embeddings: bool = False  # output layer W_o = target embedding E (Press & Wolf 2017)
-  layer_norm: bool = False  # layer-normalised GRU/LSTM projections (Ba et al. 2016)
-  window: int = 10  # local attention's half-width D (Luong et al. 2015 use 10)
-  location_positions: int = 128  # source positions location attention scores; later ones get 0
-  matmul_dtype: str = "float32"  # operands of the kernels' products (precision.matmul): "bfloat16"
+  # Not flags: both are the task's vocab_size (--vocab_size).
+  src_vocab_size: int = option(20, "Source vocabulary size including PAD, BOS, EOS.",
+                               above=NUM_SPECIAL)
+  tgt_vocab_size: int = option(20, "Target vocabulary size including PAD, BOS, EOS.",
+                               above=NUM_SPECIAL)
+  cell: str = option("gru", "Recurrent cell.")
+  embed_size: int = option(64, "Embedding size.", above=0)
+  hidden_size: int = option(128, "Hidden size of the decoder, and of each encoder direction "
+                            "unless --encoder_size is set.", above=0)
+  encoder_size: int = option(0, "Hidden size of each encoder direction; 0: --hidden_size. (dot "
+                             "and scaled_dot attention need encoder states of the decoder's "
+                             "size.)", lower=0)
+  encoder_layers: int = option(1, "Stacked encoder layers.", above=0)
+  bidirectional: bool = option(True, "Bidirectional encoder.")
+  attention: str = option("additive", "Attention variant.")
+  attention_size: int = option(128, "Inner size of additive attention.", above=0)
+  query: str = option("current",
+                      "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
+  input_feeding: bool = option(True, "Feed the last attentional vector/context to the cell.")
+  dropout: float = option(0.0, "Dropout rate.", lower=0.0, upper=0.99)
+  # Press & Wolf 2017: the output layer's W_o is the target embedding E.
+  tie_embeddings: bool = option(
+      False, "Output layer shares the target embedding (needs embed_size == hidden_size).")
+  # Ba et al. 2016.
+  layer_norm: bool = option(False, "Layer-normalise the RNN cells' projections.")
+  # Luong et al. 2015 use D = 10.
+  window: int = option(10, "Local attention: half-width D of the window [p_t-D, p_t+D].",
+                       above=0)
+  location_positions: int = option(
+      128, "Location attention: source positions scored (later ones get weight 0).", above=0)
+  # precision.matmul's operands.
+  matmul_dtype: str = option(
+      "float32", "Operands of the products with the kernels, attention's excepted (float32 "
+      "accumulation; parameters, gradients and everything else stay float32): bfloat16 for "
+      "GPUs, TPUs and CPUs with bfloat16 instructions.")
 
   def __post_init__(self):
     _check(self.cell in cells.CELLS, "cell",
@@ -82,11 +153,7 @@ class ModelConfig:
            f"must be one of {tuple(attention.VARIANTS)}, got {self.attention!r}")
     _check(self.matmul_dtype in precision.MATMUL_DTYPES, "matmul_dtype",
            f"must be one of {precision.MATMUL_DTYPES}, got {self.matmul_dtype!r}")
-    _positive(self, "embed_size", "hidden_size", "encoder_layers", "attention_size", "window",
-              "location_positions")
-    _check(self.src_vocab_size > NUM_SPECIAL, "src_vocab_size",
-           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.src_vocab_size}")
-    _non_negative(self, "encoder_size")
+    check_bounds(self)
     _check(not attention.VARIANTS[self.attention].needs_equal_sizes
            or self.encoder_output_size == self.hidden_size, "attention",
            f"{self.attention} scores q . k without parameters, so an encoder state "
@@ -94,9 +161,6 @@ class ModelConfig:
            f"{self.encoder_hidden_size} per direction) must have the decoder's hidden_size "
            f"({self.hidden_size}): set encoder_size to "
            f"{self.hidden_size // (2 if self.bidirectional else 1)}, or use general attention")
-    _check(self.tgt_vocab_size > NUM_SPECIAL, "tgt_vocab_size",
-           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.tgt_vocab_size}")
-    _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
     _check(not self.tie_embeddings or self.embed_size == self.hidden_size, "tie_embeddings",
            f"needs embed_size == hidden_size, got {self.embed_size} and {self.hidden_size}")
 
@@ -121,31 +185,38 @@ class DataConfig:
   language), and drops training pairs longer than max_len subwords.
   """
 
-  task: str = "reverse"
-  vocab_size: int = 20  # including the special tokens PAD, BOS, EOS
-  min_len: int = 1
-  max_len: int = 30
-  train_size: int = 50_000
-  eval_size: int = 1_000
-  seed: int = 0  # synthetic data and the training order
-  # Reshuffles the training pairs (None: no): synthetic tasks take their order from it
-  # instead of `seed`; translation reshuffles the rows within each length bucket but keeps
-  # the sequence of bucket widths that `seed` gives, so runs differing only here have
-  # batches of the same shape at every step (and can train as one program, seeds.py).
-  shuffle_seed: int | None = None
-  data_dir: str = ""
-  src_lang: str = "en"
-  tgt_lang: str = "de"
-  joint_vocab: bool = True
-  # Translation: BPE-dropout of the training pairs (Provilkov et al. 2020), every epoch's
-  # sentences segmented afresh with each merge skipped at this rate (translation.Resegmented);
-  # 0: the one fixed segmentation. Validation and test text are always segmented as usual.
-  subword_dropout: float = 0.0
-  # Translation: sequence-level knowledge distillation (Kim & Rush 2016). A file of a
-  # teacher's translations of the training split's source lines, line for line (as
-  # experiments.translate writes them from train.<src_lang>); each (source, translation)
-  # pair joins the training pairs. The vocabulary is still trained on the training split.
-  distilled_targets: str = ""
+  task: str = option("reverse", "A synthetic task, or translation of --data_dir.")
+  vocab_size: int = option(
+      20, "Vocabulary size including PAD, BOS, EOS (translation: SentencePiece pieces).",
+      above=NUM_SPECIAL)
+  min_len: int = option(1, "Shortest source sequence (synthetic tasks).", above=0)
+  max_len: int = option(
+      30, "Longest source sequence; translation: longest training pair in subwords.", above=0)
+  train_size: int = option(50_000, "Training examples.", above=0)
+  eval_size: int = option(1_000, "Held-out evaluation examples.", above=0)
+  seed: int = option(0, "Seed of the generated data and of the training order.")
+  # Translation keeps the sequence of bucket widths that `seed` gives, so runs differing
+  # only here have batches of the same shape at every step (and can train as one program,
+  # seeds.py).
+  shuffle_seed: int | None = option(
+      None, "Reshuffles the training order: synthetic tasks take it from this seed; "
+      "translation reshuffles the pairs within each length bucket, keeping the sequence of "
+      "batch widths of --data_seed.")
+  data_dir: str = option("", "Translation: directory of <split>.<lang>[.gz] files.")
+  src_lang: str = option("en", "Translation: source language code.")
+  tgt_lang: str = option("de", "Translation: target language code.")
+  joint_vocab: bool = option(True, "Translation: one vocabulary for both languages.")
+  # Each merge is skipped at this rate (translation.Resegmented). Validation and test text
+  # are always segmented as usual.
+  subword_dropout: float = option(
+      0.0, "Translation: BPE-dropout rate of the training pairs, each epoch's sentences "
+      "segmented afresh (Provilkov et al. 2020 use 0.1); 0: one fixed segmentation.",
+      lower=0.0, upper=0.99)
+  # Kim & Rush 2016. The vocabulary is still trained on the training split.
+  distilled_targets: str = option(
+      "", "Translation: a file of a teacher's translations of the training split's source "
+      "lines, line for line (experiments.translate of train.<src_lang>); its pairs join the "
+      "training pairs (sequence-level knowledge distillation).")
 
   def __post_init__(self):
     _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
@@ -153,11 +224,7 @@ class DataConfig:
       _check(bool(self.data_dir), "data_dir", "is required for task 'translation'")
       _check(self.src_lang != self.tgt_lang, "tgt_lang",
              f"must differ from src_lang, got {self.tgt_lang!r} for both")
-    _check(self.vocab_size > NUM_SPECIAL, "vocab_size",
-           f"must exceed {NUM_SPECIAL} (the special tokens), got {self.vocab_size}")
-    _positive(self, "min_len", "max_len", "train_size", "eval_size")
-    _check(0.0 <= self.subword_dropout < 1.0, "subword_dropout",
-           f"must be in [0, 1), got {self.subword_dropout}")
+    check_bounds(self)
     _check(self.subword_dropout == 0.0 or self.task == "translation", "subword_dropout",
            f"applies to task 'translation' only, not {self.task!r}")
     _check(not self.distilled_targets or self.task == "translation", "distilled_targets",
@@ -170,57 +237,62 @@ class DataConfig:
 class TrainConfig:
   """Optimisation and bookkeeping options."""
 
-  num_steps: int = 1_200
-  batch_size: int = 64
-  learning_rate: float = 3e-3
-  warmup_steps: int = 200
-  cooldown_steps: int = 300
-  clip_norm: float = 1.0
-  label_smoothing: float = 0.0
-  seed: int = 0
-  log_every: int = 100
-  eval_every: int = 400
-  checkpoint_every: int = 400
-  keep_checkpoints: int = 2
-  num_plots: int = 3  # eval examples drawn as attention heatmaps
-  bleu_every: int = 0  # translation: steps between validation BLEU evaluations; 0: at each eval
-  patience: int = 0  # stop after this many BLEU evaluations without a new best; 0: never
-  # Learning-rate decay on a plateau (as the LIUM systems train): after this many scored
-  # evaluations without a new best, the rate is multiplied by plateau_factor, and again
-  # after as many more, on top of the schedule (steps.learning_rate). 0: never.
-  plateau_patience: int = 0
-  plateau_factor: float = 0.5
-  max_nonfinite_steps: int = 10  # stop after this many consecutive skipped (non-finite) updates
-  num_seeds: int = 1  # independent runs trained as one program (seeds.py); 1: a plain run
-  # Target positions (batch x time) whose logits the loss forms at once (output_loss.py);
-  # 0: all. Changes speed and memory, not results (beyond float rounding).
-  loss_chunk_rows: int = output_loss.DEFAULT_CHUNK_ROWS
-  # Batches at least this wide (source or target positions) recompute the encoder's and
-  # decoder's time steps in the backward pass instead of keeping every step's activations
-  # (jax.checkpoint): the widest, rarest batches set the step's peak memory. 0: never.
-  # Changes speed and memory, not results (beyond float rounding).
-  remat_width: int = 0
-  # Fine-tuning (fine_tune.py): a training workdir whose parameters at its checkpoint
-  # init_checkpoint (best, latest or a step) start this run in place of the initialiser,
-  # with a fresh optimizer state at step 0. Read only while the run has no checkpoint of
-  # its own. "": the initialiser.
-  init_from: str = ""
-  init_checkpoint: str = "best"
+  num_steps: int = option(1_200, "Training steps.", above=0)
+  batch_size: int = option(64, "Sentences per batch.", above=0)
+  learning_rate: float = option(3e-3, "Adam's peak learning rate.", above=0.0)
+  warmup_steps: int = option(200, "Linear warm-up steps.", lower=0)
+  cooldown_steps: int = option(300, "Final steps over which the rate decays to 0.", lower=0)
+  clip_norm: float = option(1.0, "Global gradient-norm clip; 0 disables.", lower=0.0)
+  label_smoothing: float = option(0.0, "Label smoothing.", lower=0.0, upper=0.99)
+  seed: int = option(0, "Seed of initialisation and dropout.")
+  log_every: int = option(100, "Steps between log lines.", above=0)
+  eval_every: int = option(400, "Steps between evaluations.", above=0)
+  checkpoint_every: int = option(400, "Steps between checkpoints.", above=0)
+  keep_checkpoints: int = option(2, "Latest checkpoints kept (the best is kept too).", above=0)
+  num_plots: int = option(3, "Evaluation examples drawn as attention heatmaps.", lower=0)
+  bleu_every: int = option(
+      0, "Translation: steps between validation BLEU scores; 0: at every evaluation.", lower=0)
+  patience: int = option(
+      0, "Stop after this many scored evaluations without a new best; 0: never.", lower=0)
+  # As the LIUM systems train (steps.learning_rate).
+  plateau_patience: int = option(
+      0, "Multiply the learning rate by --plateau_factor after this many scored evaluations "
+      "without a new best, and again after as many more (on top of the schedule); 0: never.",
+      lower=0)
+  plateau_factor: float = option(
+      0.5, "Learning-rate factor on a plateau (--plateau_patience).", above=0.0, below=1.0)
+  max_nonfinite_steps: int = option(
+      10, "Stop after this many consecutive steps with a non-finite loss or gradient (their "
+      "updates are skipped).", above=0)
+  # 1: a plain run.
+  num_seeds: int = option(
+      1, "Train this many independent models as one vmapped program: model k has "
+      "--seed=seed+k and --shuffle_seed=shuffle_seed+k (data_seed+k if unset; model 0 keeps "
+      "the flags' own order).", above=0)
+  loss_chunk_rows: int = option(
+      output_loss.DEFAULT_CHUNK_ROWS, "Target positions (batch x time) whose logits the loss "
+      "forms at once; 0: all. Speed and memory only: results are the same up to float "
+      "rounding.", lower=0)
+  # jax.checkpoint: the widest, rarest batches set the step's peak memory.
+  remat_width: int = option(
+      0, "Batches at least this wide (source or target subwords + EOS) recompute the "
+      "encoder's and decoder's time steps in the backward pass instead of keeping their "
+      "activations: less peak memory, more time on those batches; 0: never. Results are the "
+      "same up to float rounding.", lower=0)
+  # Fine-tuning (fine_tune.py). Read only while the run has no checkpoint of its own.
+  init_from: str = option(
+      "", "Fine-tuning: a training workdir whose parameters (at --init_checkpoint) start this "
+      "run, with a fresh optimizer state and schedule; its vocabulary is copied into a new "
+      "workdir. The model must have the same parameter shapes. Read only until this run "
+      "saves its first checkpoint.")
+  init_checkpoint: str = option(
+      "best", "Checkpoint of --init_from: best (by validation score), latest, or a step.")
 
   def __post_init__(self):
-    _positive(self, "num_steps", "batch_size", "learning_rate", "log_every",
-              "eval_every", "checkpoint_every", "keep_checkpoints", "max_nonfinite_steps",
-              "num_seeds")
-    _non_negative(self, "warmup_steps", "cooldown_steps", "clip_norm", "num_plots",
-                  "bleu_every", "patience", "plateau_patience", "loss_chunk_rows",
-                  "remat_width")
-    _check(0.0 < self.plateau_factor < 1.0, "plateau_factor",
-           f"must be in (0, 1), got {self.plateau_factor}")
+    check_bounds(self)
     _check(not self.plateau_patience or self.num_seeds == 1, "plateau_patience",
            f"lowers one run's rate on its own plateau, not those of num_seeds={self.num_seeds} "
            f"stacked runs")
-    _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
-           f"must be in [0, 1), got {self.label_smoothing}")
     _check(is_checkpoint_choice(self.init_checkpoint), "init_checkpoint", f"expected best, latest or a step number, got "
            f"{self.init_checkpoint!r}")
     _check(not self.init_from or self.num_seeds == 1, "init_from",

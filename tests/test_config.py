@@ -119,3 +119,20 @@ def test_dot_attention_needs_encoder_states_of_the_decoder_size():
   assert m.encoder_hidden_size == 64 and m.encoder_output_size == 128
   assert ModelConfig(attention="local_p_scaled_dot", bidirectional=False).encoder_output_size == 128
   assert ModelConfig(encoder_size=32).encoder_output_size == 64  # general, additive: any size
+
+
+def test_every_field_has_help():
+  for cls in (ModelConfig, DataConfig, TrainConfig):
+    for field in dataclasses.fields(cls):
+      assert field.metadata.get("help"), f"{cls.__name__}.{field.name}"
+
+
+def test_bounds_read_as_words():
+  cases = [(ModelConfig, "hidden_size", 0, "must be positive, got 0"),
+           (ModelConfig, "encoder_size", -1, "must be >= 0, got -1"),
+           (ModelConfig, "dropout", 1.0, r"must be in \[0, 0.99\], got 1.0"),
+           (DataConfig, "vocab_size", 3, "must be > 3, got 3"),
+           (TrainConfig, "plateau_factor", 1.0, r"must be in \(0, 1\), got 1.0")]
+  for cls, name, value, message in cases:
+    with pytest.raises(ConfigError, match=f"^{name}: {message}$"):
+      cls(**{name: value})

@@ -2,7 +2,7 @@ r"""Compares attention variants, several seeds each, and writes the reports.
 
   python -m experiments.compare --workdir=runs/compare_reverse \
       --variants=none,dot,general,additive,location,local_m_general,local_p_general \
-      --num_seeds=3 [--flagfile=experiments/configs/compare_reverse.flags]
+      --num_seeds=3 [--flagfile=experiments/configs/compare_reverse60.flags]
 
 Every variant trains with the model, data and training flags (only --attention
 differs), its seeds as one vmapped program (--num_seeds); then each seed is

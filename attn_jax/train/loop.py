@@ -238,29 +238,19 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   optimizer = steps.make_optimizer(tc)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  vocab_ids = pipeline.vocab_ids(run_data.vocabs)
-  state, metadata = resume.restore_or_init(config, ckpt, optimizer, ckpt_dir, vocab_ids,
-                                           placement)
-  origin = metadata.get("init_from")
-  if tc.init_from and not metadata:  # no checkpoint of its own yet
-    state, origin = fine_tune.start_state(state, config, vocab_ids, optimizer)
-    state, origin = placement.replicate(state), origin._asdict()
-    print(f"parameters from {origin['workdir']} at step {origin['step']}", flush=True)
+  state, metadata, origin = _starting_state(config, ckpt, ckpt_dir, optimizer, run_data,
+                                            placement)
   patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
   start = int(state.step)
   main = placement.is_main_process  # process 0 alone writes logs, plots and run files
   if main:
     _write_run_files(config, workdir, flagfile)
-  if run_data.vocabs is None:
-    search = searches.make_greedy(config.model, max_len=run_data.eval.batches[0][1].tgt_out.shape[1])
-  else:
-    search = searches.make_search(config.model, slots=held_out.DECODE_BATCH_SIZE)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
                  host_memory.trimming(placement.on_batches(
                      steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
-                 host_memory.trimming(placement.on_batches(search, 2)), ckpt, log,
-                 stop_requested, progress, placement, origin)
+                 host_memory.trimming(placement.on_batches(_search(config, run_data), 2)),
+                 ckpt, log, stop_requested, progress, placement, origin)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 
@@ -277,6 +267,32 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     log.close()
     plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
   return result
+
+
+def _starting_state(config: Config, ckpt: Checkpointer, ckpt_dir: str, optimizer,
+                    run_data: pipeline.RunData, placement: parallel.Placement
+                    ) -> tuple[steps.TrainState, dict, dict | None]:
+  """(state, checkpoint metadata, fine-tuning origin): the latest checkpoint's, or a fresh
+  state, or, for a fine-tuning run without a checkpoint of its own, --init_from's
+  parameters."""
+  vocab_ids = pipeline.vocab_ids(run_data.vocabs)
+  state, metadata = resume.restore_or_init(config, ckpt, optimizer, ckpt_dir, vocab_ids,
+                                           placement)
+  origin = metadata.get("init_from")
+  if config.train.init_from and not metadata:  # no checkpoint of its own yet
+    state, origin = fine_tune.start_state(state, config, vocab_ids, optimizer)
+    state, origin = placement.replicate(state), origin._asdict()
+    print(f"parameters from {origin['workdir']} at step {origin['step']}", flush=True)
+  return state, metadata, origin
+
+
+def _search(config: Config, run_data: pipeline.RunData):
+  """The evaluations' search: greedy for a synthetic task, the streaming search (beam 1)
+  for translation."""
+  if run_data.vocabs is None:
+    max_len = run_data.eval.batches[0][1].tgt_out.shape[1]
+    return searches.make_greedy(config.model, max_len=max_len)
+  return searches.make_search(config.model, slots=held_out.DECODE_BATCH_SIZE)
 
 
 def one_step_in_flight() -> bool:

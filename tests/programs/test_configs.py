@@ -69,3 +69,21 @@ def parsed() -> dict[str, str]:
 def test_flagfile_names_its_command_and_parses_into_a_valid_config(path, parsed):
   assert _program(path), f"{path}: the header has no '# Command:  python -m experiments.…' line"
   assert parsed[path] == "ok", f"{path}: {parsed[path]}"
+
+
+def _includes(path: str) -> list[str]:
+  with open(path, encoding="utf-8") as f:
+    return [line.strip()[len("--flagfile="):] for line in f
+            if line.strip().startswith("--flagfile=")]
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_flagfile_includes_at_most_one_level_and_names_no_run_outputs(path):
+  """A recipe may include one base flagfile, which includes nothing; run outputs (runs/...)
+  belong on the command line of the documented workflow, not in a flagfile."""
+  for included in _includes(path):
+    base = os.path.join(ROOT, included)
+    assert os.path.exists(base), f"{path}: includes {included}, which does not exist"
+    assert not _includes(base), f"{path}: its base {included} includes another flagfile"
+  with open(path, encoding="utf-8") as f:
+    assert "runs/" not in f.read(), f"{path}: names a runs/ path"

@@ -15,9 +15,17 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-from attn_jax.model import attention, cells, output_loss, precision
-
 QUERIES = ("previous", "current")
+# The names of the model's variants. The registries that implement them (model.cells.CELLS,
+# model.attention.VARIANTS, model.precision) check on import that they implement exactly these.
+CELLS = ("gru", "lstm")
+SCORES = ("dot", "scaled_dot", "general", "additive", "location")  # global attention scores
+PARAMETER_FREE_SCORES = ("dot", "scaled_dot")  # q . k: the keys must have the query's size
+LOCAL_SCORES = tuple(s for s in SCORES if s != "location")  # what local-m/local-p windows wrap
+ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
+              + tuple(f"local_p_{s}" for s in LOCAL_SCORES))
+MATMUL_DTYPES = ("float32", "bfloat16")
+LOSS_CHUNK_ROWS = 256  # the loss's default rows of logits at once: 256 x 8,000 logits, 8 MB
 SYNTHETIC_TASKS = ("copy", "reverse", "sort")
 TASKS = SYNTHETIC_TASKS + ("translation",)
 
@@ -35,6 +43,19 @@ class ConfigError(ValueError):
 def _check(ok: bool, name: str, message: str) -> None:
   if not ok:
     raise ConfigError(f"{name}: {message}")
+
+
+def needs_equal_sizes(attention: str) -> bool:
+  """Whether the attention variant scores q . k without parameters (dot, scaled_dot, and the
+  local windows around them): its keys, the encoder states, need the query's size."""
+  return attention.removeprefix("local_m_").removeprefix("local_p_") in PARAMETER_FREE_SCORES
+
+
+def check_registry(kind: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> None:
+  """Raises RuntimeError unless a registry implements exactly the names config gives."""
+  if tuple(implemented) != tuple(names):
+    raise RuntimeError(f"{kind}: the registry implements {tuple(implemented)}, config names "
+                       f"{tuple(names)}")
 
 
 def is_checkpoint_choice(which: str) -> bool:
@@ -145,16 +166,15 @@ class ModelConfig:
       "GPUs, TPUs and CPUs with bfloat16 instructions.")
 
   def __post_init__(self):
-    _check(self.cell in cells.CELLS, "cell",
-           f"must be one of {tuple(cells.CELLS)}, got {self.cell!r}")
+    _check(self.cell in CELLS, "cell", f"must be one of {CELLS}, got {self.cell!r}")
     _check(self.query in QUERIES, "query",
            f"must be one of {QUERIES}, got {self.query!r}")
-    _check(self.attention in attention.VARIANTS, "attention",
-           f"must be one of {tuple(attention.VARIANTS)}, got {self.attention!r}")
-    _check(self.matmul_dtype in precision.MATMUL_DTYPES, "matmul_dtype",
-           f"must be one of {precision.MATMUL_DTYPES}, got {self.matmul_dtype!r}")
+    _check(self.attention in ATTENTIONS, "attention",
+           f"must be one of {ATTENTIONS}, got {self.attention!r}")
+    _check(self.matmul_dtype in MATMUL_DTYPES, "matmul_dtype",
+           f"must be one of {MATMUL_DTYPES}, got {self.matmul_dtype!r}")
     check_bounds(self)
-    _check(not attention.VARIANTS[self.attention].needs_equal_sizes
+    _check(not needs_equal_sizes(self.attention)
            or self.encoder_output_size == self.hidden_size, "attention",
            f"{self.attention} scores q . k without parameters, so an encoder state "
            f"({self.encoder_output_size} = {'2 x ' if self.bidirectional else ''}"
@@ -270,7 +290,7 @@ class TrainConfig:
       "--seed=seed+k and --shuffle_seed=shuffle_seed+k (data_seed+k if unset; model 0 keeps "
       "the flags' own order).", above=0)
   loss_chunk_rows: int = option(
-      output_loss.DEFAULT_CHUNK_ROWS, "Target positions (batch x time) whose logits the loss "
+      LOSS_CHUNK_ROWS, "Target positions (batch x time) whose logits the loss "
       "forms at once; 0: all. Speed and memory only: results are the same up to float "
       "rounding.", lower=0)
   # jax.checkpoint: the widest, rarest batches set the step's peak memory.

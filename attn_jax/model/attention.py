@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attn_jax import config as config_lib
 from attn_jax.model import layers
 
 _MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
@@ -289,6 +290,10 @@ VARIANTS: dict[str, Variant] = {
     **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
+config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)
+config_lib.check_registry("parameter-free attention",
+                          tuple(n for n, v in VARIANTS.items() if v.needs_equal_sizes),
+                          tuple(n for n in VARIANTS if config_lib.needs_equal_sizes(n)))
 
 
 def batched(variant: Variant, window: int = 0) -> tuple[Callable, Callable]:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from attn_jax import config as config_lib
 from attn_jax.model import layers, precision
 
 
@@ -133,6 +134,7 @@ CELLS: dict[str, Cell] = {
     "gru": Cell(gates=3, step=gru_step, has_memory=False),
     "lstm": Cell(gates=4, step=lstm_step, has_memory=True),
 }
+config_lib.check_registry("cell", tuple(CELLS), config_lib.CELLS)
 
 
 def masked_update(mask: jax.Array, new: CellState, old: CellState) -> CellState:

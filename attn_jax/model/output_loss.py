@@ -24,10 +24,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from attn_jax import config as config_lib
 from attn_jax.model import precision
 from attn_jax.model.argmax import argmax
 
-DEFAULT_CHUNK_ROWS = 256  # 256 x 8,000 logits: 8 MB
+DEFAULT_CHUNK_ROWS = config_lib.LOSS_CHUNK_ROWS  # 256 x 8,000 logits: 8 MB
 
 
 def chunk_steps(batch: int, chunk_rows: int, tgt_len: int) -> int:

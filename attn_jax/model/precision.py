@@ -17,7 +17,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-MATMUL_DTYPES = ("float32", "bfloat16")
+from attn_jax import config as config_lib
+
+MATMUL_DTYPES = config_lib.MATMUL_DTYPES
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["kernel"],

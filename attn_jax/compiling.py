@@ -5,7 +5,8 @@ any of them: the compile time is measured apart from running, the number of
 compilations is known (one per length bucket), and the compiler's working memory
 (about 0.2-0.3 GiB on the host for the matched model's train step) is spent before
 the steps' buffers exist rather than on top of them. The heap the compiler freed is
-handed back after each compilation, and its code once all are done (host_memory).
+handed back after each compilation, and its code once all are done, by the hooks a program
+installs (memory.HostMemory).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, NamedTuple
 
-from attn_jax.perf import host_memory
+from attn_jax import memory as memory_lib
 
 
 class Compiled(NamedTuple):
@@ -30,16 +31,18 @@ def _temp_bytes(executable) -> int | None:
     return None
 
 
-def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple]) -> Compiled:
+def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple],
+                      memory: memory_lib.HostMemory = memory_lib.NONE) -> Compiled:
   """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
   shape), timing each. The arguments are only read for their shapes, types and
-  placement (a donated argument is not consumed)."""
+  placement (a donated argument is not consumed). `memory`'s hooks run after each
+  compilation and after the last."""
   by_shape, seconds, temp = {}, {}, {}
   for shape, args in sorted(args_by_shape.items()):
     began = time.perf_counter()
     by_shape[shape] = fn.lower(*args).compile()
     seconds[shape] = time.perf_counter() - began
     temp[shape] = _temp_bytes(by_shape[shape])
-    host_memory.release_freed()
-  host_memory.release_compiler_code()
+    memory.release_freed()
+  memory.release_compiler_code()
   return Compiled(by_shape, seconds, temp)

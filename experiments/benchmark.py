@@ -31,9 +31,9 @@ import jax
 from attn_jax import config as config_lib
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
-from attn_jax.perf import benchmark, host_memory, step_profile
+from attn_jax.perf import benchmark, rss, step_profile
 from attn_jax.train import inference, seeds
-from experiments import cli, config_flags
+from experiments import cli, config_flags, host_memory
 
 FLAGS = flags.FLAGS
 
@@ -138,7 +138,7 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
     for name, beam_size in (("greedy", 1), (f"beam{FLAGS.beam_size}", FLAGS.beam_size)):
       row, outputs = benchmark.time_decoding(config.model, params, ev, beam_size,
                                              FLAGS.length_penalty, FLAGS.decode_passes,
-                                             FLAGS.decode_weights)
+                                             FLAGS.decode_weights, host_memory.GLIBC)
       if ev.text is not None:
         scores, _ = held_out.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
         row["bleu_tok_lc"] = scores["bleu_tok_lc"]
@@ -185,14 +185,14 @@ def measure() -> dict:
   if low:  # the peak with the training's operand type too
     results["matmul_peak_low_flops_per_sec"] = benchmark.matmul_peak(
         FLAGS.matmul_size, dtype=config.model.matmul_dtype)
-  imported = host_memory.resident_gib()
+  imported = rss.resident_gib()
   with tempfile.TemporaryDirectory() as tmp:
     train, vocabs, description = _training_data(config, tmp)
     results["data"] = description
-    loaded = host_memory.resident_gib()
+    loaded = rss.resident_gib()
     began = time.perf_counter()
     training, state = benchmark.time_training(config, train, FLAGS.windows, FLAGS.window_steps,
-                                              FLAGS.warmup)
+                                              FLAGS.warmup, host_memory.GLIBC)
     training["resident_gib_by_stage"] = {"imports and matmul peak": imported,
                                          "data loaded": loaded,
                                          **training["resident_gib_by_stage"]}
@@ -222,7 +222,7 @@ def measure() -> dict:
     results["decode_passes"], results["decode_weights"] = FLAGS.decode_passes, FLAGS.decode_weights
     sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
     results["eval_step_compile"] = benchmark.compile_eval_step(
-        decode_config.model, params, next(iter(sets.values())))
+        decode_config.model, params, next(iter(sets.values())), host_memory.GLIBC)
     results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
                                  else "untrained (after the timed steps)")
     results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model,

@@ -18,9 +18,8 @@ import jax
 from attn_jax import config as config_lib
 from attn_jax.data import corpus
 from attn_jax.evaluation import held_out
-from attn_jax.perf import host_memory
 from attn_jax.train import inference, loop, resume
-from experiments import watchdog
+from experiments import host_memory, watchdog
 
 FLAGS = flags.FLAGS
 

@@ -20,7 +20,7 @@ from absl import app, flags
 
 from attn_jax.model import attention
 from attn_jax.study import comparison
-from experiments import cli, config_flags
+from experiments import cli, config_flags, host_memory
 
 FLAGS = flags.FLAGS
 
@@ -72,7 +72,7 @@ def main(argv):
     plan = _plan()
     began = time.time()
     stopped = comparison.compare(config_flags.build_config(), FLAGS.workdir, plan,
-                                 watch.stop_requested, watch.progress)
+                                 watch.stop_requested, watch.progress, host_memory.GLIBC)
     if stopped:
       print(f"stopped by {stopped}: run the same command to continue", flush=True)
       return

@@ -20,7 +20,7 @@ from absl import app, flags
 import jax
 
 from attn_jax.train import loop
-from experiments import cli, config_flags
+from experiments import cli, config_flags, host_memory
 
 FLAGS = flags.FLAGS
 
@@ -57,7 +57,8 @@ def main(argv):
       jax.config.update("jax_debug_nans", True)
     loop.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
                                 flagfile=config_flags.flagfile_text("workdir"),
-                                stop_requested=watch.stop_requested, progress=watch.progress)
+                                stop_requested=watch.stop_requested, progress=watch.progress,
+                                memory=host_memory.GLIBC)
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
           keep_freed_pages=FLAGS.keep_freed_pages, polls_stop=True)
 

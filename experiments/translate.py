@@ -30,7 +30,7 @@ from attn_jax.data import corpus
 from attn_jax.evaluation import plots
 from attn_jax.model import attention
 from attn_jax.train import inference
-from experiments import cli
+from experiments import cli, host_memory
 
 FLAGS = flags.FLAGS
 
@@ -103,7 +103,7 @@ def main(argv):
     search = searches.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
                                with_weights=plotting, slots=FLAGS.batch_size)
     outputs = inference.translate(trained, sentences, search, FLAGS.batch_size, stages,
-                                  watch.progress)
+                                  watch.progress, host_memory.GLIBC)
     lap = time.perf_counter()
     write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
     done("write_output")

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import compiling
+from attn_jax import compiling, memory as memory_lib
 from attn_jax.data import dataset
 from attn_jax.evaluation import bleu, metrics
 from attn_jax.data.pipeline import EvalData
@@ -126,15 +126,17 @@ def _call(group: list[tuple[np.ndarray, dataset.Batch]], batches: int) -> Decode
                     np.concatenate([src_len, src_len[filler]]))
 
 
-def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8
+def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8,
+                  memory: memory_lib.HostMemory = memory_lib.NONE
                   ) -> tuple[Callable, compiling.Compiled]:
   """`search` compiled for every call shape of decode_calls(ev, max_batches) before any
   runs (compiling.compile_per_shape: one compilation per shape, each timed), and a function
-  with the search's signature that runs the executable of its arguments' shape, for decode."""
+  with the search's signature that runs the executable of its arguments' shape, for decode.
+  `memory`: the host-memory hooks run after the compilations."""
   by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches)}
   compiled = compiling.compile_per_shape(
       search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
-               for shape, c in by_shape.items()})
+               for shape, c in by_shape.items()}, memory)
   return (lambda p, src, src_len, count: compiled.by_shape[src.shape](p, src, src_len, count),
           compiled)
 

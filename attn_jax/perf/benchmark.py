@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn_jax.decode import searches
-from attn_jax import compiling, config as config_lib
+from attn_jax import compiling, config as config_lib, memory as memory_lib
 from attn_jax.data import batching, pipeline, translation
 from attn_jax.evaluation import held_out
-from attn_jax.perf import flops, host_memory
+from attn_jax.perf import flops, rss
 from attn_jax.train import loop, seeds, steps
 from attn_jax.config import Config, ModelConfig
 
@@ -77,7 +77,8 @@ def _compile_summary(compiled: compiling.Compiled) -> dict:
 
 
 def time_training(config: Config, train: pipeline.TrainData, windows: int, window_steps: int,
-                  warmup_steps: int) -> tuple[dict, steps.TrainState]:
+                  warmup_steps: int, memory: memory_lib.HostMemory = memory_lib.NONE
+                  ) -> tuple[dict, steps.TrainState]:
   """Compiles the train step for every width, then times `windows` windows of steps.
 
   Returns (report, the state after the timed steps). Report: compile summary,
@@ -90,15 +91,15 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
   k_init, key = seeds.run_keys(config.train)
   state = steps.init_state(k_init, config.model, optimizer)
   jax.block_until_ready(state)
-  resident = {"parameters and optimizer state": host_memory.resident_gib()}
+  resident = {"parameters and optimizer state": rss.resident_gib()}
   train_step = steps.make_train_step(config.model, config.train, optimizer)
   # every width of the first epoch, and any a later epoch of the steps run adds (subword_dropout)
   first = {**pipeline.first_batch_per_width(train, 0, warmup_steps + windows * window_steps,
                                           within_epoch=False),
            **pipeline.first_batch_per_width(train, 0)}
   compiled = compiling.compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
-                                                      for w, b in first.items()})
-  resident["train step compiled"] = host_memory.resident_gib()
+                                                      for w, b in first.items()}, memory)
+  resident["train step compiled"] = rss.resident_gib()
   step = 0
   one_in_flight = loop.one_step_in_flight()  # as training runs its steps
 
@@ -121,7 +122,7 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
 
   run(warmup_steps)
   jax.block_until_ready(state)
-  resident["warm-up steps"] = host_memory.resident_gib()
+  resident["warm-up steps"] = rss.resident_gib()
   rows = []
   for _ in range(windows):
     began = time.perf_counter()
@@ -134,7 +135,7 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
                  "sentences_per_sec": totals["sentences"] / seconds,
                  "flops_per_sec": totals["flops"] / seconds,
                  "flops_per_target_token": totals["flops"] / totals["tgt"]})
-  resident["timed steps"] = host_memory.resident_gib()
+  resident["timed steps"] = rss.resident_gib()
   report = {"compile": _compile_summary(compiled), "warmup_steps": warmup_steps,
             "window_steps": window_steps, "windows": rows, "resident_gib_by_stage": resident}
   for name in ("target_tokens_per_sec", "tokens_per_sec", "sentences_per_sec", "flops_per_sec"):
@@ -143,16 +144,18 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
   return report, state
 
 
-def compile_eval_step(config: ModelConfig, params: dict, ev: pipeline.EvalData) -> dict:
+def compile_eval_step(config: ModelConfig, params: dict, ev: pipeline.EvalData,
+                      memory: memory_lib.HostMemory = memory_lib.NONE) -> dict:
   """Compile summary of the teacher-forced eval step over the widths of `ev`."""
   eval_step = steps.make_eval_step(config)
   by_width = {b.src.shape[1]: b for _, b in ev.batches}
   return _compile_summary(compiling.compile_per_shape(
-      eval_step, {w: (params, b) for w, b in by_width.items()}))
+      eval_step, {w: (params, b) for w, b in by_width.items()}, memory))
 
 
 def time_decoding(config: ModelConfig, params: dict, ev: pipeline.EvalData, beam_size: int,
-                  alpha: float, passes: int = 1, with_weights: bool = False
+                  alpha: float, passes: int = 1, with_weights: bool = False,
+                  memory: memory_lib.HostMemory = memory_lib.NONE
                   ) -> tuple[dict, list[held_out.Example]]:
   """Compiles the search for every call shape of `ev`, then decodes all of it `passes`
   times, each timed.
@@ -164,7 +167,7 @@ def time_decoding(config: ModelConfig, params: dict, ev: pipeline.EvalData, beam
   """
   search = searches.make_search(config, beam_size, alpha, with_weights=with_weights,
                              slots=ev.batch_size)  # as translate and evaluate
-  run, compiled = held_out.compile_ahead(search, params, ev)
+  run, compiled = held_out.compile_ahead(search, params, ev, memory=memory)
   seconds = []
   for _ in range(passes):
     began = time.perf_counter()

@@ -36,7 +36,7 @@ from attn_jax.evaluation import bleu, metrics, held_out, plots
 from attn_jax.model import attention, seq2seq
 from attn_jax.study import significance
 from attn_jax.train import inference, loop, steps
-from attn_jax import config as config_lib
+from attn_jax import config as config_lib, memory as memory_lib
 from attn_jax.config import Config, ConfigError
 from attn_jax.data.pipeline import EvalData
 from attn_jax.train.runlog import read_records
@@ -321,7 +321,7 @@ class _Stopped(Exception):
 
 def _train_and_score(config: Config, workdir: str, plan: Plan,
                      stop_requested: Callable[[], str | None],
-                     progress: Callable[[], None]) -> dict:
+                     progress: Callable[[], None], memory: memory_lib.HostMemory) -> dict:
   """The run's scores (score_run), trained first unless scores of this config and plan are
   already in workdir/scores.json. Raises _Stopped if training was stopped."""
   settings = _settings(config, plan)
@@ -330,7 +330,7 @@ def _train_and_score(config: Config, workdir: str, plan: Plan,
     return cached
   print(f"== {os.path.basename(workdir)}: {config.train.num_seeds} seed(s)", flush=True)
   result = loop.train_and_evaluate(config, workdir, stop_requested=stop_requested,
-                                      progress=progress)
+                                   progress=progress, memory=memory)
   if "stopped" in result:
     raise _Stopped(result["stopped"])
   return score_run(workdir, settings, plan, progress)
@@ -350,26 +350,28 @@ def _header(base: Config, plan: Plan) -> str:
 
 def compare(base: Config, workdir: str, plan: Plan,
             stop_requested: Callable[[], str | None] = lambda: None,
-            progress: Callable[[], None] = held_out.no_progress) -> str | None:
+            progress: Callable[[], None] = held_out.no_progress,
+            memory: memory_lib.HostMemory = memory_lib.NONE) -> str | None:
   """Trains and scores every variant (and the ablation), then writes the reports (see the
   module docstring). Returns the reason if stopped early (rerun to continue), else None.
-  stop_requested and progress: as in loop.train_and_evaluate."""
+  stop_requested, progress and memory: as in loop.train_and_evaluate."""
   try:
-    _compare(base, workdir, plan, stop_requested, progress)
+    _compare(base, workdir, plan, stop_requested, progress, memory)
   except _Stopped as e:
     return str(e)
   return None
 
 
 def _compare(base: Config, workdir: str, plan: Plan,
-             stop_requested: Callable[[], str | None], progress: Callable[[], None]) -> None:
+             stop_requested: Callable[[], str | None], progress: Callable[[], None],
+             memory: memory_lib.HostMemory) -> None:
   configs = _variant_configs(base, plan.variants)
   os.makedirs(workdir, exist_ok=True)
   metric = main_metric(base)
   records: dict[str, dict] = {}
   for variant, config in configs.items():
     records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,
-                                        stop_requested, progress)
+                                        stop_requested, progress, memory)
   best = max(records, key=lambda name: _summary(records[name], metric)[0])
   sections = ["# Attention variants compared\n", _header(base, plan),
               report_table(records, base, plan),
@@ -388,7 +390,7 @@ def _compare(base: Config, workdir: str, plan: Plan,
         name = f"{best}_{query}_{'feeding' if feeding else 'nofeeding'}"
         ablation[(query, feeding)] = _train_and_score(
             _run_config(base, attention=best, query=query, input_feeding=feeding),
-            os.path.join(workdir, name), plan, stop_requested, progress)
+            os.path.join(workdir, name), plan, stop_requested, progress, memory)
     sections += [f"\n## Query placement and input feeding ({best})\n\n",
                  ablation_table(ablation, base)]
   _plots(records, base, workdir)

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from attn_jax import memory as memory_lib
 from attn_jax.decode import searches
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
@@ -178,14 +179,15 @@ def load_ensemble(workdirs: list[str], which: str = "best", average: int = 1,
 
 def translate(trained: Trained, sentences: list[str], search: Callable, batch_size: int,
               stages: dict | None = None,
-              progress: Callable[[], None] = held_out.no_progress) -> list[Example | None]:
+              progress: Callable[[], None] = held_out.no_progress,
+              memory: memory_lib.HostMemory = memory_lib.NONE) -> list[Example | None]:
   """Every sentence through `search` (searches.make_search), batched by length, in input order.
 
   The search is compiled for every call shape before any sentence is decoded
   (held_out.compile_ahead). Blank sentences are not decoded: their entry is None.
   stages: if given, receives the seconds spent segmenting ("tokenise"), compiling
   ("compile", with the count in "compilations") and searching ("search").
-  progress: called after each search call.
+  progress: called after each search call. memory: host-memory hooks for the compilations.
   """
   stages = {} if stages is None else stages
   began = time.perf_counter()
@@ -198,7 +200,7 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
   split = translation.source_split([sentences[i] for i in keep], trained.vocabs, widths)
   ev = pipeline.eval_data(split, batch_size)
   stages["tokenise"] = time.perf_counter() - began
-  run, compiled = held_out.compile_ahead(search, trained.params, ev)
+  run, compiled = held_out.compile_ahead(search, trained.params, ev, memory=memory)
   stages["compile"], stages["compilations"] = sum(compiled.seconds.values()), len(compiled.seconds)
   began = time.perf_counter()
   for i, example in zip(keep, held_out.decode(trained.params, ev, run, progress=progress)):

@@ -10,11 +10,10 @@ import jax
 import numpy as np
 
 from attn_jax.decode import searches
-from attn_jax import compiling
+from attn_jax import compiling, memory as memory_lib
 from attn_jax.data import pipeline, tasks
 from attn_jax.evaluation import metrics, held_out, plots
 from attn_jax.model import attention
-from attn_jax.perf import host_memory
 from attn_jax.train import fine_tune, parallel, resume, seeds, steps
 from attn_jax.train.checkpoint import Checkpointer
 from attn_jax.config import Config
@@ -107,6 +106,7 @@ class _Context(NamedTuple):
   log: RunLog | None
   stop_requested: Callable[[], str | None]  # the reason to stop now (e.g. "SIGTERM"), or None
   progress: Callable[[], None]  # told of each evaluation batch and decode call
+  memory: memory_lib.HostMemory  # host-memory hooks: after compilations, around evaluations
   placement: parallel.Placement  # the devices: batches split over them, state replicated
   init_from: dict | None  # fine_tune.Origin of a fine-tuned run's parameters; None if fresh
 
@@ -215,7 +215,8 @@ def _write_run_files(config: Config, workdir: str, flagfile: str | None) -> None
 
 def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None,
                        stop_requested: Callable[[], str | None] = lambda: None,
-                       progress: Callable[[], None] = held_out.no_progress
+                       progress: Callable[[], None] = held_out.no_progress,
+                       memory: memory_lib.HostMemory = memory_lib.NONE
                        ) -> dict[str, float]:
   """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
 
@@ -225,7 +226,8 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   `workdir` is found compatible with `config`. `stop_requested` is asked after
   every step; when it gives a reason, the step's state is checkpointed and
   training returns ({"stopped": reason}), to be resumed by the same call.
-  `progress` is told of every evaluation batch and decode call.
+  `progress` is told of every evaluation batch and decode call. `memory`: the host-memory
+  hooks run after compilations and around evaluations (the programs install glibc's).
   Returns the last evaluation's metrics.
   """
   tc = config.train
@@ -247,10 +249,10 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     _write_run_files(config, workdir, flagfile)
   log = RunLog(workdir, start, tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
-                 host_memory.trimming(placement.on_batches(
+                 memory.trimming(placement.on_batches(
                      steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
-                 host_memory.trimming(placement.on_batches(_search(config, run_data), 2)),
-                 ckpt, log, stop_requested, progress, placement, origin)
+                 memory.trimming(placement.on_batches(_search(config, run_data), 2)),
+                 ckpt, log, stop_requested, progress, memory, placement, origin)
   print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
 
@@ -314,7 +316,7 @@ def _compile_train_step(state: steps.TrainState, ctx: _Context, batches: dict[in
   compiled ahead of time (compiling.compile_per_shape), and one line printed."""
   widths = ctx.data.train.widths
   new = compiling.compile_per_shape(ctx.train_step, {
-      w: (state, ctx.placement.batch(b, leading), key) for w, b in batches.items()})
+      w: (state, ctx.placement.batch(b, leading), key) for w, b in batches.items()}, ctx.memory)
   compiled = {**compiled, **new.by_shape}
   print(f"train step compiled for width{'s' * (len(new.seconds) > 1)} "
         f"{', '.join(map(str, new.seconds))} ({len(compiled)} of {len(widths)} shapes) in "
@@ -424,9 +426,9 @@ def _evaluate_and_save(state: steps.TrainState, ctx: _Context, patience: _Patien
   tc = ctx.config.train
   score = None
   if is_eval:
-    host_memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
+    ctx.memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
     result = _evaluate(state.params, done, ctx, ctx.log)
-    host_memory.release_compiler_code()  # its searches may have compiled
+    ctx.memory.release_compiler_code()  # its searches may have compiled
     score = result.get(score_name(ctx.config))
     patience = patience.update(score, done)
     if on_plateau(patience, score, tc.plateau_patience):

@@ -75,8 +75,8 @@ def test_ablation_trains_the_other_three_combinations_of_the_best_variant(tmp_pa
   plan = comparison.Plan(variants=("none", "dot"), baseline="none", split="eval")
   trained = []
 
-  def fake_run(run_config, workdir, plan, stop_requested, progress):
-    del plan, stop_requested, progress
+  def fake_run(run_config, workdir, plan, stop_requested, progress, memory):
+    del plan, stop_requested, progress, memory
     m = run_config.model
     trained.append((os.path.basename(workdir), m.attention, m.query, m.input_feeding))
     accuracy = {"none": 0.2, "dot": 0.9}[m.attention] - 0.1 * (m.query == "previous")

@@ -15,9 +15,8 @@ import ctypes
 import functools
 import os
 import sys
-from typing import Callable
 
-import jax
+from attn_jax import memory
 
 
 @functools.cache
@@ -31,33 +30,11 @@ def _glibc(name: str):
     return None
 
 
-def resident_gib() -> float | None:
-  """This process's resident memory now (not its peak), from /proc; None off Linux."""
-  try:
-    with open("/proc/self/statm", encoding="ascii") as f:
-      pages = int(f.read().split()[1])
-  except (OSError, ValueError, IndexError):
-    return None
-  return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
-
-
 def release_freed() -> None:
   """Returns the freed pages of the heap to the OS (a no-op without glibc)."""
   trim = _glibc("malloc_trim")
   if trim is not None:
     trim(0)
-
-
-def trimming(fn: Callable) -> Callable:
-  """`fn`, each call waited for and then followed by release_freed: for calls off the hot
-  path, such as evaluation's, whose first call at each shape compiles and whose buffers
-  would otherwise stay in a kept heap (keep_freed_pages) after they are done."""
-  @functools.wraps(fn)
-  def call(*args, **kwargs):
-    out = jax.block_until_ready(fn(*args, **kwargs))
-    release_freed()
-    return out
-  return call
 
 
 _MADV_DONTNEED = 4
@@ -126,3 +103,8 @@ def keep_freed_pages() -> bool:
     return False
   return all(mallopt(param, value) == 1 for param, value in (
       (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
+
+
+# The library's host-memory hooks with glibc's calls (no-ops where there is no glibc).
+GLIBC = memory.HostMemory(release_freed=release_freed,
+                          release_compiler_code=release_compiler_code, trims_calls=True)

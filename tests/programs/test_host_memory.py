@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import conftest
-from attn_jax.perf import host_memory
+from attn_jax import memory
+from attn_jax.perf import rss
+from experiments import host_memory
 
 
 def _rss_mib() -> float:
@@ -22,10 +24,10 @@ def _rss_mib() -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_resident_gib_is_the_current_resident_set():
-  before = host_memory.resident_gib()
+  before = rss.resident_gib()
   assert abs(before * 1024 - _rss_mib()) < 5
   block = bytearray(256 << 20)  # 256 MiB, zero-filled: every page touched
-  assert host_memory.resident_gib() - before > 0.24
+  assert rss.resident_gib() - before > 0.24
   del block
 
 
@@ -40,10 +42,10 @@ def test_freed_heap_is_returned_to_the_os():
   host_memory.release_freed()  # harmless when there is nothing to return
 
 
-def test_trimming_returns_the_result_once_ready_and_then_trims(monkeypatch):
+def test_trimming_returns_the_result_once_ready_and_then_trims():
   trims = []
-  monkeypatch.setattr(host_memory, "release_freed", lambda: trims.append(1))
-  double = host_memory.trimming(jax.jit(lambda x: 2 * x))
+  hooks = host_memory.GLIBC._replace(release_freed=lambda: trims.append(1))
+  double = hooks.trimming(jax.jit(lambda x: 2 * x))
   out = double(jnp.arange(3))
   assert out.is_ready() and trims == [1]
   np.testing.assert_array_equal(out, [0, 2, 4])
@@ -51,7 +53,7 @@ def test_trimming_returns_the_result_once_ready_and_then_trims(monkeypatch):
 
 _REUSE = r"""
 import resource, sys, threading
-from attn_jax.perf import host_memory
+from experiments import host_memory
 if sys.argv[1] == "keep":
   assert host_memory.keep_freed_pages()
 faults = []
@@ -85,7 +87,7 @@ def test_keep_freed_pages_reuses_a_large_buffer_without_page_faults():
 _CODE = r"""
 import os
 import numpy as np
-from attn_jax.perf import host_memory
+from experiments import host_memory
 
 def rss_file_kib():
   with open("/proc/self/status", encoding="ascii") as f:
@@ -105,3 +107,10 @@ print(advised, before - after, int(again == expected))
 def test_release_code_pages_drops_a_librarys_code_which_still_runs():
   advised, dropped_kib, same = map(int, conftest.run_python(_CODE))
   assert advised > 0 and dropped_kib > 0 and same == 1
+
+
+def test_the_library_default_neither_wraps_nor_trims():
+  fn = jax.jit(lambda x: 2 * x)
+  assert memory.NONE.trimming(fn) is fn
+  assert memory.NONE.release_freed() is None and memory.NONE.release_compiler_code() is None
+

@@ -2,8 +2,8 @@
 
 `jit(f).lower(*args).compile()` for every shape a program will meet, before it runs
 any of them: the compile time is measured apart from running, the number of
-compilations is known (one per length bucket), and the compiler's working memory
-(about 0.2-0.3 GiB on the host for the matched model's train step) is spent before
+compilations is known (one per length bucket), and the compiler's working memory is
+spent before
 the steps' buffers exist rather than on top of them. The heap the compiler freed is
 handed back after each compilation, and its code once all are done, by the hooks a program
 installs (memory.HostMemory).

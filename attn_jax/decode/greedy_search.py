@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.model import decoder, encoder, seq2seq
-from attn_jax.model.argmax import argmax
+from attn_jax.model.selection import argmax
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
 

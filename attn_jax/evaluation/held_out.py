@@ -19,8 +19,8 @@ from attn_jax.data.pipeline import EvalData
 from attn_jax.decode.greedy_search import Hypotheses
 from attn_jax.data.vocab import Vocab
 
-# Sentences decoded at once by translate and evaluate: on a 2-core AVX-512 CPU beam
-# search (beam 5) ran 1.5 times as fast with 16 as with 64 (see README, Speed).
+# Sentences decoded at once by translate and evaluate: on CPUs beam search ran faster with
+# 16 than with 64 (experiments/results/speed.md).
 DECODE_BATCH_SIZE = 16
 
 

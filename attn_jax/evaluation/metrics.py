@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.model.argmax import argmax
+from attn_jax.model.selection import argmax
 
 
 def target_mask(tgt_len: jax.Array, width: int) -> jax.Array:

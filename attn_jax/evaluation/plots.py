@@ -1,8 +1,8 @@
 """Figures: attention heatmaps and training curves (matplotlib, Agg backend).
 
-matplotlib is imported at the first figure, not with this module: about 40 MB of
-resident memory and a few tenths of a second that a program drawing nothing (a
-benchmark, a training run before its first evaluation) does not pay.
+matplotlib is imported at the first figure, not with this module: resident memory and
+start-up time that a program drawing nothing (a benchmark, a training run before its first
+evaluation) does not pay (figures in experiments/results/speed.md).
 """
 
 from __future__ import annotations

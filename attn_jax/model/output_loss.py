@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from attn_jax import config as config_lib
 from attn_jax.model import precision
-from attn_jax.model.argmax import argmax
+from attn_jax.model.selection import argmax
 
 DEFAULT_CHUNK_ROWS = config_lib.LOSS_CHUNK_ROWS  # 256 x 8,000 logits: 8 MB
 

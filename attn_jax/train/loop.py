@@ -303,9 +303,9 @@ def one_step_in_flight() -> bool:
   There, with asynchronous dispatch (programs that keep freed pages dispatch inline
   instead), a queued step starts on a worker thread as soon as its inputs are ready
   and allocates its temporaries then, while the last step's may not yet be freed: the
-  temporaries resident double (matched model: peak RSS 1.45 -> 1.13 GiB), and running
-  the steps one by one measured no slower. An accelerator keeps the next step queued
-  while it runs the last.
+  temporaries resident double, and running the steps one by one is no slower (figures in
+  experiments/results/speed.md). An accelerator keeps the next step queued while it runs
+  the last.
   """
   return jax.default_backend() == "cpu"
 

@@ -95,8 +95,8 @@ def init_state(key: jax.Array, config: ModelConfig,
   (params and opt_state [N, ...], one shared step counter).
 
   Jitted: one executable instead of one per initialiser operation, each kept by JAX
-  for the rest of the process (the same values; about 50 MB less resident memory for
-  the matched model).
+  for the rest of the process (the same values, less resident memory; figures in
+  experiments/results/speed.md).
 
   N runs are initialised one after the other (`lax.map`), not `vmap`-ed: under vmap the
   orthogonal recurrent kernels become batched QR factorisations, and jaxlib's CPU LAPACK
@@ -146,7 +146,7 @@ def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: 
 
   # A conditional rather than a select of new or old values: a select needs the old
   # parameters and Adam moments after the new ones are written over their donated
-  # buffers, so XLA copies each of them first (the matched model's step: 3 % slower).
+  # buffers, so XLA copies each of them first (a slower step: experiments/results/speed.md).
   # Under vmap (num_seeds > 1) the predicate is batched and it becomes that select.
   new_params, new_opt_state = jax.lax.cond(
       finite, apply, lambda grads, params, opt_state: (params, opt_state),

@@ -28,9 +28,9 @@ from typing import Callable
 
 from absl import app, flags
 
-from attn_jax.decode import searches
 from attn_jax import config as config_lib
 from attn_jax.data import pipeline, translation
+from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, plots
 from attn_jax.train import inference
 from experiments import cli

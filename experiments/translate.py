@@ -25,8 +25,8 @@ import sys
 
 from absl import app, flags
 
-from attn_jax.decode import searches
 from attn_jax.data import corpus
+from attn_jax.decode import searches
 from attn_jax.evaluation import plots
 from attn_jax.model import attention
 from attn_jax.train import inference

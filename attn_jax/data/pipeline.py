@@ -17,8 +17,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from attn_jax.data import batching, corpus, dataset, tasks, translation
 from attn_jax.config import ConfigError, DataConfig
+from attn_jax.data import batching, corpus, dataset, tasks, translation
 
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "val"  # evaluated during training; test sets are for experiments.evaluate only
@@ -59,6 +59,14 @@ class RunData(NamedTuple):
 def vocab_ids(vocabs: translation.Vocabs | None) -> dict | None:
   """{"src": sha256, "tgt": sha256} of the vocabularies (checkpoint metadata)."""
   return None if vocabs is None else {"src": vocabs.src.sha256, "tgt": vocabs.tgt.sha256}
+
+
+def token_names(vocabs: translation.Vocabs | None) -> tuple[Callable, Callable]:
+  """(source, target) functions from token ids to their names, for plots: the synthetic
+  tasks' symbols, or the vocabularies' pieces."""
+  if vocabs is None:
+    return tasks.token_names, tasks.token_names
+  return vocabs.src.pieces, vocabs.tgt.pieces
 
 
 def first_batch_per_width(train: TrainData, start: int, stop: int | None = None,

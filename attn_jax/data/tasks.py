@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from attn_jax.config import ConfigError, DataConfig, NUM_SPECIAL
 from attn_jax.data import dataset
-from attn_jax.config import NUM_SPECIAL, ConfigError, DataConfig
 
 SPECIAL_NAMES = ("<pad>", "<s>", "</s>")
 

@@ -18,8 +18,8 @@ import random
 
 import sentencepiece as spm
 
+from attn_jax.config import BOS_ID, ConfigError, EOS_ID, PAD_ID
 from attn_jax.data import bpe_dropout
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ConfigError
 
 UNK_ID = 3
 

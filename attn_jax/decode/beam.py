@@ -26,10 +26,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attn_jax.config import BOS_ID, EOS_ID, ModelConfig, PAD_ID
+from attn_jax.decode.greedy_search import Hypotheses, never_emit
 from attn_jax.model import decoder, encoder, seq2seq
 from attn_jax.model.selection import argmax
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
-from attn_jax.decode.greedy_search import Hypotheses, never_emit
 from attn_jax.model.selection import top_k
 
 _NEG = -1.0e9  # score of an empty or impossible slot (finite: keeps arithmetic NaN-free)

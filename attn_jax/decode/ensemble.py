@@ -20,10 +20,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from attn_jax.decode import beam
-from attn_jax.model import decoder, seq2seq
 from attn_jax.config import ModelConfig
+from attn_jax.decode import beam
 from attn_jax.decode.greedy_search import Hypotheses, never_emit
+from attn_jax.model import decoder, seq2seq
 
 
 def mean_log_probs(log_ps: jax.Array) -> jax.Array:

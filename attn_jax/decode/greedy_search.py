@@ -7,9 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attn_jax.config import BOS_ID, EOS_ID, ModelConfig, PAD_ID
 from attn_jax.model import decoder, encoder, seq2seq
 from attn_jax.model.selection import argmax
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID, ModelConfig
 
 
 def never_emit(vocab_size: int) -> jax.Array:

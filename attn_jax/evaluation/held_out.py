@@ -14,10 +14,10 @@ import numpy as np
 
 from attn_jax import compiling, memory as memory_lib
 from attn_jax.data import dataset
-from attn_jax.evaluation import bleu, metrics
 from attn_jax.data.pipeline import EvalData
-from attn_jax.decode.greedy_search import Hypotheses
 from attn_jax.data.vocab import Vocab
+from attn_jax.decode.greedy_search import Hypotheses
+from attn_jax.evaluation import bleu, metrics
 
 # Sentences decoded at once by translate and evaluate: on CPUs beam search ran faster with
 # 16 than with 64 (experiments/results/speed.md).

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax.model import attention, cells, layers, precision
 from attn_jax.config import ModelConfig
+from attn_jax.model import attention, cells, layers, precision
 from attn_jax.model.encoder import EncoderOutput
 
 

@@ -12,8 +12,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from attn_jax.model import cells, layers
 from attn_jax.config import ModelConfig
+from attn_jax.model import cells, layers
 
 
 class EncoderOutput(NamedTuple):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import jax
 
-from attn_jax.model import decoder, encoder, precision
-from attn_jax.config import ModelConfig
 from attn_jax.batch import Batch
+from attn_jax.config import ModelConfig
+from attn_jax.model import decoder, encoder, precision
 
 
 def init(key: jax.Array, config: ModelConfig) -> dict:

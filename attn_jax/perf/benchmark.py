@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attn_jax.decode import searches
 from attn_jax import compiling, config as config_lib, memory as memory_lib
+from attn_jax.config import Config, ModelConfig
 from attn_jax.data import batching, pipeline, translation
+from attn_jax.decode import searches
 from attn_jax.evaluation import held_out
 from attn_jax.perf import flops, rss
 from attn_jax.train import loop, seeds, steps
-from attn_jax.config import Config, ModelConfig
 
 
 def spread(values: list[float]) -> dict[str, float]:

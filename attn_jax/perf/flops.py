@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from attn_jax.model import attention, cells, decoder
 from attn_jax.config import ModelConfig
+from attn_jax.model import attention, cells, decoder
 
 
 def _encoder_per_token(config: ModelConfig) -> int:

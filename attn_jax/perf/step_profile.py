@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from attn_jax.config import Config
 from attn_jax.data import pipeline
+from attn_jax.data.dataset import Batch
 from attn_jax.evaluation import metrics
 from attn_jax.model import decoder, encoder, output_loss, precision, seq2seq
 from attn_jax.train import steps
-from attn_jax.config import Config
-from attn_jax.data.dataset import Batch
 
 PARTS = ("encoder", "decoder", "output", "update")
 

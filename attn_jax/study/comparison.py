@@ -30,15 +30,15 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from attn_jax import config as config_lib, memory as memory_lib
+from attn_jax.config import Config, ConfigError
+from attn_jax.data import corpus, pipeline, translation
+from attn_jax.data.pipeline import EvalData
 from attn_jax.decode import searches
-from attn_jax.data import corpus, pipeline, tasks, translation
-from attn_jax.evaluation import bleu, metrics, held_out, plots
+from attn_jax.evaluation import bleu, held_out, metrics, plots
 from attn_jax.model import attention, seq2seq
 from attn_jax.study import significance
 from attn_jax.train import inference, loop, steps
-from attn_jax import config as config_lib, memory as memory_lib
-from attn_jax.config import Config, ConfigError
-from attn_jax.data.pipeline import EvalData
 from attn_jax.train.runlog import read_records
 
 LENGTH_BUCKET = 10  # source words (translation) or symbols (synthetic) per length bucket
@@ -49,10 +49,6 @@ class Scores(NamedTuple):
   scores: dict[str, float]  # main metric(s), alignment accuracy and AER (synthetic), entropy
   per_sentence: list  # translation: detokenised outputs; synthetic: 1/0 exact matches
   by_length: dict[str, float]  # source-length bucket ("1-10", ...) -> main metric
-
-
-def main_metric(config: Config) -> str:
-  return "bleu_tok_lc" if config.data.task == "translation" else "sequence_accuracy"
 
 
 def _references(ev: EvalData) -> list[np.ndarray]:
@@ -133,12 +129,6 @@ def _eval_data(trained: inference.Trained, split: str, batch_size: int,
   return pipeline.eval_data(loaded, batch_size)
 
 
-def _token_names(trained: inference.Trained) -> tuple[Callable, Callable]:
-  if trained.vocabs is None:
-    return tasks.token_names, tasks.token_names
-  return trained.vocabs.src.pieces, trained.vocabs.tgt.pieces
-
-
 def _example_line(ev: EvalData, length: int = 12) -> int:
   """The first sentence whose source (ids, EOS included) is closest to `length`: the same
   sentence for every run of one data config."""
@@ -205,7 +195,7 @@ def score_run(workdir: str, settings: dict, plan: Plan,
     scores, outputs = score(trained, ev, search, eval_step, progress)
     record["seeds"].append(scores._asdict())
     if k == 0:
-      src_names, tgt_names = _token_names(trained)
+      src_names, tgt_names = pipeline.token_names(trained.vocabs)
       e = outputs[line]
       record["example"] = {"line": line, "src": src_names(e.src), "output": tgt_names(e.output),
                            "weights": np.asarray(e.weights, np.float64).round(4).tolist()}
@@ -270,7 +260,7 @@ def report_table(records: dict[str, dict], config: Config, plan: Plan) -> str:
 
 def ablation_table(records: dict[tuple[str, bool], dict], config: Config) -> str:
   """query x input_feeding: mean ± 95 % CI of the main metric (records keyed by both)."""
-  metric = main_metric(config)
+  metric = loop.score_name(config)
   scale = 100.0 if metric == "sequence_accuracy" else 1.0
   lines = ["| query | input feeding | no input feeding |", "|---|---|---|"]
   for query in ("previous", "current"):
@@ -286,7 +276,7 @@ def beam_sweep(workdir: str, plan: Plan,
   (translation: pipeline.EVAL_SPLIT); a markdown table of the main metric."""
   trained = inference.load(workdir, "best", 0, translation_only=False)
   ev = _eval_data(trained, pipeline.EVAL_SPLIT, plan.batch_size, workdir)
-  metric = main_metric(trained.config)
+  metric = loop.score_name(trained.config)
   lines = ["| beam | " + " | ".join(f"α = {a}" for a in plan.length_penalties) + " |",
            "|---|" + "---|" * len(plan.length_penalties)]
   for size in plan.beam_sizes:
@@ -299,7 +289,7 @@ def beam_sweep(workdir: str, plan: Plan,
 
 
 def _plots(records: dict[str, dict], config: Config, workdir: str) -> None:
-  metric = main_metric(config)
+  metric = loop.score_name(config)
   series = {name: {bucket: float(np.mean([s["by_length"].get(bucket, np.nan)
                                           for s in r["seeds"]]))
                    for bucket in r["seeds"][0]["by_length"]}
@@ -343,7 +333,7 @@ def _header(base: Config, plan: Plan) -> str:
   last = t.seed + t.num_seeds - 1
   return (f"Task: {task}. {t.num_seeds} seeds per variant (seeds {t.seed}…{last}, trained "
           f"together as one program), {t.num_steps} steps each; every seed scored at "
-          f"its best checkpoint by validation {main_metric(base)} on "
+          f"its best checkpoint by validation {loop.score_name(base)} on "
           f"{plan.split if d.task == 'translation' else 'the held-out set'}, "
           f"beam {plan.beam_size}, length penalty {plan.length_penalty}.\n")
 
@@ -367,7 +357,7 @@ def _compare(base: Config, workdir: str, plan: Plan,
              memory: memory_lib.HostMemory) -> None:
   configs = _variant_configs(base, plan.variants)
   os.makedirs(workdir, exist_ok=True)
-  metric = main_metric(base)
+  metric = loop.score_name(base)
   records: dict[str, dict] = {}
   for variant, config in configs.items():
     records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,

@@ -24,9 +24,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from attn_jax.config import Config, ConfigError, differing_fields, field_value
 from attn_jax.data import pipeline, translation
 from attn_jax.train import inference, steps
-from attn_jax.config import Config, ConfigError, differing_fields, field_value
 
 
 class Origin(NamedTuple):

@@ -16,13 +16,12 @@ from typing import Callable, NamedTuple
 import jax
 
 from attn_jax import memory as memory_lib
-from attn_jax.decode import searches
+from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
+from attn_jax.evaluation.held_out import Example
 from attn_jax.train import parallel, resume, seeds, steps
 from attn_jax.train.checkpoint import Checkpointer
-from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
-from attn_jax.evaluation.held_out import Example
 
 class ModelLoadError(ValueError):
   """The workdir holds no usable model; the message names the directory or file."""

@@ -9,16 +9,16 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax.decode import searches
 from attn_jax import compiling, memory as memory_lib
-from attn_jax.data import pipeline, tasks
-from attn_jax.evaluation import metrics, held_out, plots
+from attn_jax.config import Config
+from attn_jax.data import pipeline
+from attn_jax.data.dataset import Batch
+from attn_jax.decode import searches
+from attn_jax.evaluation import held_out, metrics, plots
+from attn_jax.evaluation.held_out import Example
 from attn_jax.model import attention
 from attn_jax.train import fine_tune, parallel, resume, seeds, steps
 from attn_jax.train.checkpoint import Checkpointer
-from attn_jax.config import Config
-from attn_jax.data.dataset import Batch
-from attn_jax.evaluation.held_out import Example
 from attn_jax.train.runlog import RunLog, read_records
 
 # The validation metric that picks the best checkpoint (higher is better).
@@ -132,13 +132,6 @@ def on_plateau(patience: _Patience, score: float | None, plateau_patience: int) 
           and patience.waited % plateau_patience == 0)
 
 
-def _token_names(ctx: _Context) -> tuple[Callable, Callable]:
-  vocabs = ctx.data.vocabs
-  if vocabs is None:
-    return tasks.token_names, tasks.token_names
-  return vocabs.src.pieces, vocabs.tgt.pieces
-
-
 def _bleu_due(ctx: _Context, step: int) -> bool:
   tc = ctx.config.train
   return not tc.bleu_every or step % tc.bleu_every == 0 or step == tc.num_steps
@@ -189,7 +182,8 @@ def _evaluate_run(params: dict, step: int, ctx: _Context, log: RunLog | None,
   if log is not None:
     log.write(step, split, result)
     if examples:
-      _plot_attention(examples, step, ctx.workdir, log, _token_names(ctx), split)
+      _plot_attention(examples, step, ctx.workdir, log,
+                      pipeline.token_names(ctx.data.vocabs), split)
   return result
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import jax
 
+from attn_jax.config import Config, field_value, incompatible_fields
 from attn_jax.train import parallel, seeds, steps
 from attn_jax.train.checkpoint import Checkpointer
-from attn_jax.config import Config, field_value, incompatible_fields
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from attn_jax.evaluation import metrics
-from attn_jax.model import decoder, output_loss, seq2seq
 from attn_jax.config import ModelConfig, TrainConfig
 from attn_jax.data.dataset import Batch
+from attn_jax.evaluation import metrics
+from attn_jax.model import decoder, output_loss, seq2seq
 
 
 class TrainState(NamedTuple):

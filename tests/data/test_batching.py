@@ -7,8 +7,8 @@ import collections
 import numpy as np
 import pytest
 
-from attn_jax.data import batching, dataset, pipeline
 from attn_jax.config import EOS_ID
+from attn_jax.data import batching, dataset, pipeline
 
 WIDTHS = (4, 8, 12)
 

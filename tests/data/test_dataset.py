@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attn_jax.data import dataset
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
+from attn_jax.data import dataset
 
 
 def _dataset(n=10, width=6, seed=0):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from attn_jax import config as config_lib
-from attn_jax.data import tasks
 from attn_jax.config import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
+from attn_jax.data import tasks
 
 
 def _data_config(task, **kw):

@@ -12,8 +12,8 @@ import pytest
 
 import conftest
 
-from attn_jax.data import vocab
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
+from attn_jax.data import vocab
 
 SENTENCES = [f"the {a} {b} sat on the {c} mat." for a in ("black", "white", "small")
              for b in ("cat", "dog", "bird") for c in ("red", "blue", "green", "old")] * 3

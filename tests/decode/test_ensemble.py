@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import helpers
+from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 from attn_jax.decode import beam, ensemble, greedy_search, searches
 from attn_jax.model import decoder, encoder, seq2seq
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 
 MAX_LEN = 7
 SRC_LENGTHS = [1, 3, 6, 2, 5]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import helpers
+from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 from attn_jax.data import dataset
 from attn_jax.decode import greedy_search
 from attn_jax.model import seq2seq
-from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 
 MAX_LEN = 7
 SRC_LENGTHS = [1, 3, 6, 2, 5, 4, 6, 3]

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 import helpers
-from attn_jax.decode import searches
 from attn_jax.data import batching, dataset, pipeline, tasks, translation
+from attn_jax.decode import searches
 from attn_jax.evaluation import held_out
 from attn_jax.train import steps
 

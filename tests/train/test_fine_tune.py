@@ -10,9 +10,9 @@ import pytest
 
 import conftest
 import helpers
+from attn_jax.config import ConfigError
 from attn_jax.data import translation
 from attn_jax.train import checkpoint, fine_tune, loop
-from attn_jax.config import ConfigError
 
 pytestmark = pytest.mark.slow
 

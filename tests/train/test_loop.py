@@ -12,8 +12,8 @@ import jax
 import pytest
 
 import helpers
-from attn_jax.train import checkpoint, loop, resume, steps
 from attn_jax.config import Config
+from attn_jax.train import checkpoint, loop, resume, steps
 
 pytestmark = pytest.mark.slow
 

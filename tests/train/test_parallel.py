@@ -12,8 +12,8 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax.train import inference, parallel, runlog
 from attn_jax.config import ConfigError
+from attn_jax.train import inference, parallel, runlog
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import helpers
+from attn_jax.config import Config
 from attn_jax.data import dataset, pipeline
 from attn_jax.train import checkpoint, inference, loop, resume, seeds, steps
-from attn_jax.config import Config
 
 pytestmark = pytest.mark.slow
 

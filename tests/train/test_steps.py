@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import helpers
+from attn_jax.config import TrainConfig
 from attn_jax.data import dataset, tasks
 from attn_jax.decode import greedy_search, searches
 from attn_jax.evaluation import metrics
 from attn_jax.model import seq2seq
 from attn_jax.train import steps
-from attn_jax.config import TrainConfig
 
 CONFIG = helpers.tiny_config(data_overrides=dict(task="copy"))
 

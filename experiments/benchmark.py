@@ -143,16 +143,22 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
         scores, _ = held_out.translation_scores(outputs, ev.text.tgt, vocabs.tgt)
         row["bleu_tok_lc"] = scores["bleu_tok_lc"]
       if model is not None and ev.text is not None:
-        source = os.path.join(tmp, f"{split}.src")
-        with open(source, "w", encoding="utf-8") as f:
-          f.write("".join(s + "\n" for s in ev.text.src))
-        whole = _whole_program(FLAGS.decode_workdir, source, beam_size, batch_size)
-        row["program_seconds"] = whole["seconds"]
-        row["program_sentences_per_sec"] = ev.size / whole["seconds"]
-        row["program_peak_rss_gib"] = whole["peak_rss_gib_children"]
-        row["program_stages"] = whole["stages"]
+        row.update(_whole_program_row(split, ev, beam_size, batch_size, tmp))
       report[f"{split}/{name}"] = row
   return report
+
+
+def _whole_program_row(split: str, ev, beam_size: int, batch_size: int, tmp: str) -> dict:
+  """The whole translate program on the split's sources: seconds, sentences/s, peak RSS
+  and the seconds of its stages."""
+  source = os.path.join(tmp, f"{split}.src")
+  with open(source, "w", encoding="utf-8") as f:
+    f.write("".join(s + "\n" for s in ev.text.src))
+  whole = _whole_program(FLAGS.decode_workdir, source, beam_size, batch_size)
+  return {"program_seconds": whole["seconds"],
+          "program_sentences_per_sec": ev.size / whole["seconds"],
+          "program_peak_rss_gib": whole["peak_rss_gib_children"],
+          "program_stages": whole["stages"]}
 
 
 def benchmark_config() -> config_lib.Config:
@@ -209,24 +215,30 @@ def measure() -> dict:
       batches = step_profile.common_width_batches(train, FLAGS.window_steps)
       results["profile"] = step_profile.profile(config, batches, jax.random.key(1),
                                                 repeats=FLAGS.windows)
-    if not FLAGS.decode:
-      return results
-    model = None
-    params, decode_config, decode_vocabs = state.params, config, vocabs
-    if config.train.num_seeds > 1:  # decode with the first of the runs trained together
-      params = seeds.member(params, 0)
-    if FLAGS.decode_workdir:
-      model = inference.load(FLAGS.decode_workdir, "best")
-      params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
-    results["decode_batch_size"] = FLAGS.decode_batch_size or config.train.batch_size
-    results["decode_passes"], results["decode_weights"] = FLAGS.decode_passes, FLAGS.decode_weights
-    sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
-    results["eval_step_compile"] = benchmark.compile_eval_step(
-        decode_config.model, params, next(iter(sets.values())), host_memory.GLIBC)
-    results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
-                                 else "untrained (after the timed steps)")
-    results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model,
-                                     results["decode_batch_size"], tmp)
+    if FLAGS.decode:
+      results.update(_decoding_results(config, state, vocabs, tmp))
+  return results
+
+
+def _decoding_results(config: config_lib.Config, state, vocabs, tmp: str) -> dict:
+  """The decoding figures: of the model just timed (the first of stacked runs), or of
+  --decode_workdir's trained model."""
+  model = None
+  params, decode_config, decode_vocabs = state.params, config, vocabs
+  if config.train.num_seeds > 1:  # decode with the first of the runs trained together
+    params = seeds.member(params, 0)
+  if FLAGS.decode_workdir:
+    model = inference.load(FLAGS.decode_workdir, "best")
+    params, decode_config, decode_vocabs = model.params, model.config, model.vocabs
+  results = {"decode_batch_size": FLAGS.decode_batch_size or config.train.batch_size,
+             "decode_passes": FLAGS.decode_passes, "decode_weights": FLAGS.decode_weights}
+  sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
+  results["eval_step_compile"] = benchmark.compile_eval_step(
+      decode_config.model, params, next(iter(sets.values())), host_memory.GLIBC)
+  results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
+                               else "untrained (after the timed steps)")
+  results["decoding"] = _decoding(decode_config, params, decode_vocabs, sets, model,
+                                  results["decode_batch_size"], tmp)
   return results
 
 
@@ -274,8 +286,12 @@ def print_report(r: dict) -> None:
     print(f"the train step in parts, {p['steps']} batches of width {p['width']}:")
     for name, ms in p["ms_per_step"].items():
       print(f"  {name:14s} {ms:8.1f} ms/step  {100 * ms / step:5.1f} % of the step")
-  if "decoding" not in r:
-    return
+  if "decoding" in r:
+    _print_decoding(r)
+
+
+def _print_decoding(r: dict) -> None:
+  """The decoding part of print_report: a line per evaluation set and search."""
   print(f"compilation: eval step {r['eval_step_compile']['count']} x, "
         f"{r['eval_step_compile']['seconds']:.1f} s")
   print(f"decoding with {r['decoding_model']}, batches of {r['decode_batch_size']}"

@@ -100,41 +100,17 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
   compiled = compiling.compile_per_shape(train_step, {w: (state, b, seeds.step_key(key, 0))
                                                       for w, b in first.items()}, memory)
   resident["train step compiled"] = rss.resident_gib()
-  step = 0
   one_in_flight = loop.one_step_in_flight()  # as training runs its steps
-
-  def run(count: int) -> dict[str, float]:
-    nonlocal state, step
-    totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
-    for _ in range(count):
-      batch = train.batch(step)
-      if one_in_flight:
-        jax.block_until_ready(state)
-      state, _ = compiled.by_shape[batch.src.shape[-1]](
-          state, batch, seeds.step_key(key, step))
-      real = batch.tgt_len > 0
-      totals["tgt"] += float(batch.tgt_len.sum())
-      totals["src"] += float(batch.src_len[real].sum())
-      totals["sentences"] += float(real.sum())
-      totals["flops"] += flops.train(config.model, batch.src_len, batch.tgt_len)
-      step += 1
-    return totals
-
-  run(warmup_steps)
+  run = functools.partial(_run_steps, compiled, train, config, key, one_in_flight)
+  state, step, _ = run(state, 0, warmup_steps)
   jax.block_until_ready(state)
   resident["warm-up steps"] = rss.resident_gib()
   rows = []
   for _ in range(windows):
     began = time.perf_counter()
-    totals = run(window_steps)
+    state, step, totals = run(state, step, window_steps)
     jax.block_until_ready(state)
-    seconds = time.perf_counter() - began
-    rows.append({"seconds": seconds,
-                 "target_tokens_per_sec": totals["tgt"] / seconds,
-                 "tokens_per_sec": (totals["tgt"] + totals["src"]) / seconds,
-                 "sentences_per_sec": totals["sentences"] / seconds,
-                 "flops_per_sec": totals["flops"] / seconds,
-                 "flops_per_target_token": totals["flops"] / totals["tgt"]})
+    rows.append(_window_row(totals, time.perf_counter() - began))
   resident["timed steps"] = rss.resident_gib()
   report = {"compile": _compile_summary(compiled), "warmup_steps": warmup_steps,
             "window_steps": window_steps, "windows": rows, "resident_gib_by_stage": resident}
@@ -142,6 +118,36 @@ def time_training(config: Config, train: pipeline.TrainData, windows: int, windo
     report[name] = spread([r[name] for r in rows])
   report["flops_per_target_token"] = rows[0]["flops_per_target_token"]
   return report, state
+
+
+def _run_steps(compiled: compiling.Compiled, train: pipeline.TrainData, config: Config,
+               key: jax.Array, one_in_flight: bool, state: steps.TrainState, step: int,
+               count: int) -> tuple[steps.TrainState, int, dict[str, float]]:
+  """`count` training steps from `step`: (state, the next step, totals of target and source
+  tokens, sentences and useful matmul FLOPs)."""
+  totals = {"tgt": 0.0, "src": 0.0, "sentences": 0.0, "flops": 0.0}
+  for _ in range(count):
+    batch = train.batch(step)
+    if one_in_flight:
+      jax.block_until_ready(state)
+    state, _ = compiled.by_shape[batch.src.shape[-1]](state, batch, seeds.step_key(key, step))
+    real = batch.tgt_len > 0
+    totals["tgt"] += float(batch.tgt_len.sum())
+    totals["src"] += float(batch.src_len[real].sum())
+    totals["sentences"] += float(real.sum())
+    totals["flops"] += flops.train(config.model, batch.src_len, batch.tgt_len)
+    step += 1
+  return state, step, totals
+
+
+def _window_row(totals: dict[str, float], seconds: float) -> dict[str, float]:
+  """A timed window's rates from its totals."""
+  return {"seconds": seconds,
+          "target_tokens_per_sec": totals["tgt"] / seconds,
+          "tokens_per_sec": (totals["tgt"] + totals["src"]) / seconds,
+          "sentences_per_sec": totals["sentences"] / seconds,
+          "flops_per_sec": totals["flops"] / seconds,
+          "flops_per_target_token": totals["flops"] / totals["tgt"]}
 
 
 def compile_eval_step(config: ModelConfig, params: dict, ev: pipeline.EvalData,

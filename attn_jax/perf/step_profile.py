@@ -121,32 +121,35 @@ def profile(config: Config, batches: list[Batch], key: jax.Array, repeats: int =
   step_fn = train_step.lower(state, batches[0], keys[0]).compile()
   compile_seconds["step"] = time.perf_counter() - began
 
-  def time_part(name: str) -> float:
-    fn = compiled[name]
-    jax.block_until_ready([fn(params, opt_state, *a) for a in args])  # warm-up pass
-    passes = []
-    for _ in range(repeats):
-      began = time.perf_counter()
-      for a in args:
-        result = fn(params, opt_state, *a)
-      jax.block_until_ready(result)
-      passes.append(time.perf_counter() - began)
-    return 1e3 * statistics.median(passes) / len(args)
-
-  def time_step() -> float:
-    nonlocal state
-    passes = []
-    for r in range(repeats + 1):
-      began = time.perf_counter()
-      for batch, k, _, _ in args:
-        state, _ = step_fn(state, batch, k)
-      jax.block_until_ready(state)
-      if r:  # the first pass warms up
-        passes.append(time.perf_counter() - began)
-    return 1e3 * statistics.median(passes) / len(args)
-
-  ms = {name: time_part(name) for name in PARTS}
+  ms = {name: _time_part(compiled[name], params, opt_state, args, repeats) for name in PARTS}
   ms["sum of parts"] = sum(ms.values())
-  ms["step"] = time_step()
+  ms["step"] = _time_step(step_fn, state, args, repeats)
   return {"width": int(batches[0].src.shape[-1]), "steps": len(batches), "ms_per_step": ms,
           "compile_seconds": compile_seconds}
+
+
+def _time_part(fn, params: dict, opt_state, args: list, repeats: int) -> float:
+  """Milliseconds per call of a part's executable: the median of `repeats` passes over
+  `args` after a warm-up pass."""
+  jax.block_until_ready([fn(params, opt_state, *a) for a in args])  # warm-up pass
+  passes = []
+  for _ in range(repeats):
+    began = time.perf_counter()
+    for a in args:
+      result = fn(params, opt_state, *a)
+    jax.block_until_ready(result)
+    passes.append(time.perf_counter() - began)
+  return 1e3 * statistics.median(passes) / len(args)
+
+
+def _time_step(step_fn, state, args: list, repeats: int) -> float:
+  """Milliseconds per whole train step: the median of `repeats` passes after a warm-up pass."""
+  passes = []
+  for r in range(repeats + 1):
+    began = time.perf_counter()
+    for batch, k, _, _ in args:
+      state, _ = step_fn(state, batch, k)
+    jax.block_until_ready(state)
+    if r:  # the first pass warms up
+      passes.append(time.perf_counter() - began)
+  return 1e3 * statistics.median(passes) / len(args)

@@ -23,6 +23,7 @@ W/<name>/scores.json, so an interrupted comparison continues where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -352,6 +353,23 @@ def compare(base: Config, workdir: str, plan: Plan,
   return None
 
 
+def _ablation(base: Config, workdir: str, plan: Plan, best: str, best_record: dict,
+              stop_requested: Callable[[], str | None], progress: Callable[[], None],
+              memory: memory_lib.HostMemory) -> dict[tuple[str, bool], dict]:
+  """The best variant under both query placements, with and without input feeding:
+  (query, input_feeding) -> its record (the base combination is the variant's own run)."""
+  ablation: dict[tuple[str, bool], dict] = {}
+  for query, feeding in itertools.product(("previous", "current"), (True, False)):
+    if (query, feeding) == (base.model.query, base.model.input_feeding):
+      ablation[(query, feeding)] = best_record
+      continue
+    name = f"{best}_{query}_{'feeding' if feeding else 'nofeeding'}"
+    ablation[(query, feeding)] = _train_and_score(
+        _run_config(base, attention=best, query=query, input_feeding=feeding),
+        os.path.join(workdir, name), plan, stop_requested, progress, memory)
+  return ablation
+
+
 def _compare(base: Config, workdir: str, plan: Plan,
              stop_requested: Callable[[], str | None], progress: Callable[[], None],
              memory: memory_lib.HostMemory) -> None:
@@ -371,16 +389,8 @@ def _compare(base: Config, workdir: str, plan: Plan,
               f"{metric} against {plan.baseline}, seed k against seed k, the largest p over "
               f"the seeds. Train tokens/s: all seeds together.\n"]
   if plan.ablation:
-    ablation: dict[tuple[str, bool], dict] = {}
-    for query in ("previous", "current"):
-      for feeding in (True, False):
-        if (query, feeding) == (base.model.query, base.model.input_feeding):
-          ablation[(query, feeding)] = records[best]
-          continue
-        name = f"{best}_{query}_{'feeding' if feeding else 'nofeeding'}"
-        ablation[(query, feeding)] = _train_and_score(
-            _run_config(base, attention=best, query=query, input_feeding=feeding),
-            os.path.join(workdir, name), plan, stop_requested, progress, memory)
+    ablation = _ablation(base, workdir, plan, best, records[best], stop_requested, progress,
+                         memory)
     sections += [f"\n## Query placement and input feeding ({best})\n\n",
                  ablation_table(ablation, base)]
   _plots(records, base, workdir)

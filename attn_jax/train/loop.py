@@ -387,7 +387,8 @@ def _step(state: steps.TrainState, ctx: _Context, run: _Run, step: int,
   state, sums = compiled[width](state, ctx.placement.batch(batch, run.leading),
                                 seeds.step_key(k_train, step))
   run.timer.tokens += int(batch.tgt_len.sum())
-  return state, run._replace(compiled=compiled, window=run.window + [sums])
+  run.window.append(sums)  # as before the split: no copy of the window per step
+  return state, run._replace(compiled=compiled)
 
 
 def _log_window(ctx: _Context, run: _Run, done: int) -> _Run:

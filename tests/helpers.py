@@ -16,7 +16,7 @@ import numpy as np
 
 from attn_jax import config as config_lib
 from attn_jax.data import dataset
-from attn_jax.model import attention, seq2seq
+from attn_jax.model import seq2seq
 from attn_jax.train import inference
 
 VOCAB = 8  # PAD, BOS, EOS + 5 symbols
@@ -32,9 +32,8 @@ def tiny_model(**overrides) -> config_lib.ModelConfig:
             attention_size=8)
   kw.update(overrides)
   defaults = config_lib.ModelConfig()
-  variant = attention.VARIANTS[kw.get("attention", defaults.attention)]
-  if (variant.needs_equal_sizes and kw.get("bidirectional", defaults.bidirectional)
-      and "encoder_size" not in kw):
+  if (config_lib.needs_equal_sizes(kw.get("attention", defaults.attention))
+      and kw.get("bidirectional", defaults.bidirectional) and "encoder_size" not in kw):
     kw["encoder_size"] = kw["hidden_size"] // 2
   return config_lib.ModelConfig(**kw)
 

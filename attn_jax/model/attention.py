@@ -11,11 +11,12 @@ decoder. A variant has these pure functions:
   (context [V], weights [S])``; t is the decoder step (0 for the first output
   token) and `window` the local half-width D (a static int); global variants
   ignore both.
-* ``flops(sizes) -> Flops``: matmul FLOPs, for utilisation figures (flops.py).
 
 dot and scaled_dot have no parameters, so they need encoder states of the
 decoder's size (with a bidirectional encoder, half the decoder's units per
-direction: ModelConfig.encoder_size); general is q^T W k for any sizes.
+direction: ModelConfig.encoder_size; config.needs_equal_sizes names them);
+general is q^T W k for any sizes. Matmul FLOPs are counted by tracing these
+functions (perf/flops.py), so nothing here is written for the count.
 
 Global variants score every source position with a ``score(params, query, keys)
 -> [S]`` function. The local variants of Luong et al. (2015, section 3.2) wrap
@@ -49,13 +50,6 @@ class Sizes(NamedTuple):
   positions: int  # source positions the location variant scores (its W_a has this many rows)
 
 
-class Flops(NamedTuple):
-  """Matmul FLOPs (2 m n k) of one sentence's attention, by what they scale with."""
-  per_key: int  # prepare_keys, per source position
-  per_query: int  # per decoder step, whatever the source length
-  per_pair: int  # per (decoder step, source position): scores and context
-
-
 Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H], keys) -> [S]
 
 
@@ -63,10 +57,8 @@ class Variant(NamedTuple):
   init: Callable[[jax.Array, Sizes], dict]
   prepare_keys: Callable[[dict, jax.Array, jax.Array], jax.Array]
   attend: Callable[..., tuple[jax.Array, jax.Array]]
-  flops: Callable[[Sizes], Flops]
   score: Score | None = None  # global scoring, which the local variants reuse
   has_weights: bool = True  # False for the fixed-context baseline
-  needs_equal_sizes: bool = False  # parameter-free q . k: Sizes.key must equal Sizes.query
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -86,9 +78,8 @@ def _attend_with(score: Score):
   return attend
 
 
-def _global(init, prepare_keys, score: Score, flops, needs_equal_sizes=False) -> Variant:
-  return Variant(init, prepare_keys, _attend_with(score), flops, score,
-                 needs_equal_sizes=needs_equal_sizes)
+def _global(init, prepare_keys, score: Score) -> Variant:
+  return Variant(init, prepare_keys, _attend_with(score), score)
 
 
 # -- none: the RNNencdec baseline (Cho et al. 2014) ---------------------------
@@ -107,11 +98,6 @@ def _none_attend(params, query, keys, values, mask, t, window):
   """c_t = c for every t: the encoder's final state, whatever the query."""
   del params, query, values, t, window
   return keys[0], jnp.zeros(mask.shape, jnp.float32)
-
-
-def _none_flops(sizes):
-  del sizes
-  return Flops(0, 0, 0)
 
 
 # -- dot, scaled dot, general (Luong et al. 2015, eq. 8) ----------------------
@@ -152,16 +138,6 @@ def scaled_dot_score(params, query, keys):
   return keys @ query / math.sqrt(query.shape[-1])  # [S]
 
 
-def _dot_flops(sizes):
-  # q.k and the context per pair
-  return Flops(0, 0, 2 * sizes.query + 2 * sizes.key)
-
-
-def _general_flops(sizes):
-  # W k once per key; q.(W k) and the context per pair
-  return Flops(2 * sizes.key * sizes.query, 0, 2 * sizes.query + 2 * sizes.key)
-
-
 # -- additive / concat (Bahdanau et al. 2014, eq. 6) ---------------------------
 
 def _additive_init(key, sizes):
@@ -194,12 +170,6 @@ def additive_score(params, query, keys):
   return _tanh_scores(params["v"], keys, layers.dense(params["query"], query))  # [S]
 
 
-def _additive_flops(sizes):
-  # U k once per key; W q once per step; v.tanh(...) and the context per pair
-  return Flops(2 * sizes.key * sizes.attention, 2 * sizes.query * sizes.attention,
-               2 * sizes.attention + 2 * sizes.key)
-
-
 # -- location (Luong et al. 2015, section 3.1) ---------------------------------
 
 def _location_init(key, sizes):
@@ -218,10 +188,6 @@ def location_score(params, query, keys):
   if length > scores.shape[0]:
     scores = jnp.pad(scores, (0, length - scores.shape[0]), constant_values=_MASKED)
   return scores[:length]  # [S]
-
-
-def _location_flops(sizes):
-  return Flops(0, 2 * sizes.query * sizes.positions, 2 * sizes.key)
 
 
 # -- local attention (Luong et al. 2015, section 3.2) --------------------------
@@ -266,34 +232,25 @@ def _local_p(base: Variant) -> Variant:
     weights = align * jnp.exp(-jnp.square(positions - centre) / (2.0 * sigma**2))  # [S]
     return weights @ values, weights  # [V], [S]
 
-  def flops(sizes):
-    f = base.flops(sizes)
-    return f._replace(per_query=f.per_query + 2 * sizes.query * sizes.attention
-                      + 2 * sizes.attention)
-
-  return base._replace(init=init, attend=attend, flops=flops)
+  return base._replace(init=init, attend=attend)
 
 
 _GLOBAL: dict[str, Variant] = {
-    "dot": _global(_dot_init, _raw_keys, dot_score, _dot_flops, needs_equal_sizes=True),
-    "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score, _dot_flops,
-                          needs_equal_sizes=True),
-    "general": _global(_general_init, _project_keys, dot_score, _general_flops),
-    "additive": _global(_additive_init, _additive_prepare, additive_score, _additive_flops),
-    "location": _global(_location_init, _no_keys, location_score, _location_flops),
+    "dot": _global(_dot_init, _raw_keys, dot_score),
+    "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score),
+    "general": _global(_general_init, _project_keys, dot_score),
+    "additive": _global(_additive_init, _additive_prepare, additive_score),
+    "location": _global(_location_init, _no_keys, location_score),
 }
 
 VARIANTS: dict[str, Variant] = {
-    "none": Variant(_none_init, _none_prepare, _none_attend, _none_flops, has_weights=False),
+    "none": Variant(_none_init, _none_prepare, _none_attend, has_weights=False),
     **_GLOBAL,
     **{f"local_m_{name}": _local_m(v) for name, v in _GLOBAL.items() if name != "location"},
     **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)
-config_lib.check_registry("parameter-free attention",
-                          tuple(n for n, v in VARIANTS.items() if v.needs_equal_sizes),
-                          tuple(n for n in VARIANTS if config_lib.needs_equal_sizes(n)))
 
 
 def batched(variant: Variant, window: int = 0) -> tuple[Callable, Callable]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import helpers
+from attn_jax import config as config_lib
 from attn_jax.model import attention
 
 GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
@@ -20,7 +21,7 @@ T, WINDOW = 2, 2  # decoder step and local half-width D used by default
 
 def _wide(variant: str) -> int:
   """A key size other than the query's where the variant allows one (dot needs A == H)."""
-  return H if attention.VARIANTS[variant].needs_equal_sizes else 2 * H
+  return H if config_lib.needs_equal_sizes(variant) else 2 * H
 
 
 def _sizes(key_size: int, positions: int = POSITIONS) -> attention.Sizes:
@@ -112,11 +113,16 @@ def test_dot_with_equal_sizes_is_exactly_q_dot_k(variant):
   np.testing.assert_allclose(weights, helpers.masked_softmax(scores, mask), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("variant", ["dot", "scaled_dot", "local_p_dot"])
-def test_dot_has_no_parameters_so_needs_equal_sizes(variant):
-  assert attention.VARIANTS[variant].needs_equal_sizes
-  with pytest.raises(ValueError, match="equal query and key sizes"):
-    attention.VARIANTS[variant].init(jax.random.key(0), _sizes(2 * H))
+@pytest.mark.parametrize("variant", ALL)
+def test_unequal_sizes_fail_exactly_for_the_variants_config_names(variant):
+  """config.needs_equal_sizes (which ModelConfig checks) names exactly the variants whose
+  init rejects keys of another size than the query."""
+  init = lambda: attention.VARIANTS[variant].init(jax.random.key(0), _sizes(2 * H))
+  if config_lib.needs_equal_sizes(variant):
+    with pytest.raises(ValueError, match="equal query and key sizes"):
+      init()
+  else:
+    init()
 
 
 def test_general_and_additive_parameter_shapes():

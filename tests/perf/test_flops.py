@@ -1,37 +1,56 @@
-"""flops.py's formulas against the matmuls actually traced in the model's forward pass."""
+"""flops.py: the closed-form count against the matmuls traced in the model's forward pass,
+the attention counts against the equations counted by hand, the counter on known programs."""
 
 from __future__ import annotations
 
-import math
-
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import helpers
-from attn_jax.model import seq2seq
+from attn_jax import config as config_lib
+from attn_jax.model import attention, seq2seq
 from attn_jax.perf import flops
 
 
-def _traced_matmul_flops(jaxpr: jax.extend.core.Jaxpr) -> float:
-  """2 m k n over every dot_general, scan bodies counted once per iteration."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      (l_contract, _), (l_batch, _) = eqn.params["dimension_numbers"]
-      lhs, rhs = (v.aval.shape for v in eqn.invars)
-      out = eqn.outvars[0].aval.shape
-      contract = math.prod(lhs[i] for i in l_contract)
-      total += 2.0 * math.prod(out) * contract
-      del rhs, l_batch
-    repeat = eqn.params["length"] if eqn.primitive.name == "scan" else 1
-    for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else [value]):
-        if isinstance(sub, jax.extend.core.ClosedJaxpr):
-          total += repeat * _traced_matmul_flops(sub.jaxpr)
-        elif isinstance(sub, jax.extend.core.Jaxpr):
-          total += repeat * _traced_matmul_flops(sub)
-  return total
+def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
+  """The variants' matmuls counted by hand from their equations (per key, per step, per pair)."""
+  context = 2 * s.key  # weights @ values, per pair
+  dot = flops.AttentionFlops(0, 0, 2 * s.query + context)
+  local_p = 2 * s.query * s.attention + 2 * s.attention  # v_p^T tanh(W_p h_t)
+  base = name.removeprefix("local_m_").removeprefix("local_p_")
+  counted = {
+      "none": flops.AttentionFlops(0, 0, 0),
+      "dot": dot, "scaled_dot": dot,
+      "general": dot._replace(per_key=2 * s.key * s.query),  # W k once per key
+      "additive": flops.AttentionFlops(2 * s.key * s.attention, 2 * s.query * s.attention,
+                                       2 * s.attention + context),
+      "location": flops.AttentionFlops(0, 2 * s.query * s.positions, context),
+  }[base]
+  if name.startswith("local_p_"):
+    counted = counted._replace(per_query=counted.per_query + local_p)
+  return counted
+
+
+@pytest.mark.parametrize("name", attention.VARIANTS)
+def test_traced_attention_counts_match_the_equations(name):
+  sizes = attention.Sizes(query=6, key=6 if config_lib.needs_equal_sizes(name) else 10,
+                          attention=5, positions=9)
+  assert flops.attention_flops(name, sizes) == _hand_counted(name, sizes)
+
+
+def test_matmul_counter_on_known_programs():
+  x, w = jax.ShapeDtypeStruct((3, 4), np.float32), jax.ShapeDtypeStruct((4, 5), np.float32)
+  assert flops.matmul_flops(jnp.matmul, x, w) == 2 * 3 * 4 * 5
+  batched = jax.ShapeDtypeStruct((7, 3, 4), np.float32)
+  assert flops.matmul_flops(jax.vmap(jnp.matmul, (0, None)), batched, w) == 7 * 2 * 3 * 4 * 5
+  square = jax.ShapeDtypeStruct((4, 4), np.float32)
+  looped = lambda c, m: jax.lax.scan(lambda c, _: (c @ m, None), c, None, length=6)[0]
+  assert flops.matmul_flops(jax.checkpoint(looped), x, square) == 6 * 2 * 3 * 4 * 4
+  branch = lambda p, a: jax.lax.cond(p, lambda: a @ a @ a, lambda: a @ a)
+  pred = jax.ShapeDtypeStruct((), np.bool_)
+  assert flops.matmul_flops(branch, pred, square) == 2 * 2 * 4 * 4 * 4  # the costlier branch
 
 
 @pytest.mark.parametrize("overrides", [
@@ -52,9 +71,8 @@ def test_formula_matches_the_traced_forward_pass(rng, overrides):
   params = helpers.init_params(config)
   src_len, tgt_len, batch = 6, 5, 3  # no padding: every traced matmul is useful work
   b = helpers.random_batch(rng, [src_len] * batch, [tgt_len] * batch, src_len, tgt_len)
-  jaxpr = jax.make_jaxpr(lambda p: seq2seq.forward(p, b, config))(params).jaxpr
   expected = flops.forward(config, np.full(batch, src_len), np.full(batch, tgt_len))
-  assert _traced_matmul_flops(jaxpr) == pytest.approx(expected, rel=1e-12)
+  assert flops.matmul_flops(lambda p: seq2seq.forward(p, b, config), params) == expected
 
 
 def test_filler_rows_and_training_factor():

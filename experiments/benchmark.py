@@ -31,7 +31,7 @@ import jax
 from attn_jax import config as config_lib
 from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
-from attn_jax.perf import benchmark, rss, step_profile
+from attn_jax.perf import rss, step_profile, timing
 from attn_jax.train import inference, seeds
 from experiments import cli, config_flags, host_memory
 
@@ -82,7 +82,7 @@ def _training_data(config: config_lib.Config, workdir: str):
                         seeds.shuffle_seeds(config.data, config.train.num_seeds))
     return run.train, run.vocabs, run.summary
   count = 29_000 if not FLAGS.quick else 2_000
-  train, _ = benchmark.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,
+  train, _ = timing.synthetic_data(count, FLAGS.mean_len, config.model.src_vocab_size,
                                       _synthetic_max_len(config), config.train.batch_size,
                                       num_seeds=config.train.num_seeds)
   return train, None, f"synthetic, {count} pairs, mean source length {FLAGS.mean_len}"
@@ -100,7 +100,7 @@ def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
       sets[split] = pipeline.eval_data(s, batch_size)
     return sets
   count = 2_000 if not FLAGS.quick else 200
-  _, synthetic = benchmark.synthetic_data(count * 29, FLAGS.mean_len,
+  _, synthetic = timing.synthetic_data(count * 29, FLAGS.mean_len,
                                          config.model.src_vocab_size, _synthetic_max_len(config),
                                          batch_size, seed=1)
   return {"synthetic": synthetic}
@@ -136,7 +136,7 @@ def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) ->
   report = {}
   for split, ev in sets.items():
     for name, beam_size in (("greedy", 1), (f"beam{FLAGS.beam_size}", FLAGS.beam_size)):
-      row, outputs = benchmark.time_decoding(config.model, params, ev, beam_size,
+      row, outputs = timing.time_decoding(config.model, params, ev, beam_size,
                                              FLAGS.length_penalty, FLAGS.decode_passes,
                                              FLAGS.decode_weights, host_memory.GLIBC)
       if ev.text is not None:
@@ -185,11 +185,11 @@ def measure() -> dict:
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
       "config": config.to_dict(), "quick": FLAGS.quick,
       "compilation_cache": FLAGS.compilation_cache}
-  results["matmul_peak_flops_per_sec"] = benchmark.matmul_peak(FLAGS.matmul_size)
+  results["matmul_peak_flops_per_sec"] = timing.matmul_peak(FLAGS.matmul_size)
   results["matmul_size"] = FLAGS.matmul_size
   low = config.model.matmul_dtype != "float32"
   if low:  # the peak with the training's operand type too
-    results["matmul_peak_low_flops_per_sec"] = benchmark.matmul_peak(
+    results["matmul_peak_low_flops_per_sec"] = timing.matmul_peak(
         FLAGS.matmul_size, dtype=config.model.matmul_dtype)
   imported = rss.resident_gib()
   with tempfile.TemporaryDirectory() as tmp:
@@ -197,14 +197,14 @@ def measure() -> dict:
     results["data"] = description
     loaded = rss.resident_gib()
     began = time.perf_counter()
-    training, state = benchmark.time_training(config, train, FLAGS.windows, FLAGS.window_steps,
+    training, state = timing.time_training(config, train, FLAGS.windows, FLAGS.window_steps,
                                               FLAGS.warmup, host_memory.GLIBC)
     training["resident_gib_by_stage"] = {"imports and matmul peak": imported,
                                          "data loaded": loaded,
                                          **training["resident_gib_by_stage"]}
     training["seconds_incl_compile"] = time.perf_counter() - began
-    training["peak_rss_gib"] = benchmark.peak_rss_gib()
-    training["device_peak_gib"] = benchmark.device_memory_gib()
+    training["peak_rss_gib"] = timing.peak_rss_gib()
+    training["device_peak_gib"] = timing.device_memory_gib()
     training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
                                       / results["matmul_peak_flops_per_sec"])
     if low:
@@ -233,7 +233,7 @@ def _decoding_results(config: config_lib.Config, state, vocabs, tmp: str) -> dic
   results = {"decode_batch_size": FLAGS.decode_batch_size or config.train.batch_size,
              "decode_passes": FLAGS.decode_passes, "decode_weights": FLAGS.decode_weights}
   sets = _decode_sets(decode_config, decode_vocabs, results["decode_batch_size"])
-  results["eval_step_compile"] = benchmark.compile_eval_step(
+  results["eval_step_compile"] = timing.compile_eval_step(
       decode_config.model, params, next(iter(sets.values())), host_memory.GLIBC)
   results["decoding_model"] = (f"{FLAGS.decode_workdir} (step {model.step})" if model
                                else "untrained (after the timed steps)")

@@ -1,1 +1,1 @@
-"""Performance tooling: the benchmark, the step profile, FLOP counts and host memory."""
+"""Performance tooling: timed loops, the step profile, FLOP counts and resident memory."""

@@ -1,4 +1,5 @@
-"""Speed and memory of training and decoding, on whatever backend JAX sees.
+"""Speed and memory of training and decoding, on whatever backend JAX sees: the timed
+loops that experiments/benchmark.py runs and reports.
 
 Compilation is timed apart from running: each step function is lowered and
 compiled ahead of time once per batch shape (`jit(f).lower(*args).compile()`),

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import conftest
-from attn_jax.perf import benchmark
+from attn_jax.perf import timing
 
 TINY = ["--embed_size=8", "--hidden_size=8", "--attention_size=8", "--vocab_size=40",
         "--max_len=20", "--batch_size=8"]
 
 
 def test_synthetic_pairs_stay_within_max_len():
-  src, tgt = benchmark.synthetic_pairs(500, 14.0, 40, 20, seed=0)
+  src, tgt = timing.synthetic_pairs(500, 14.0, 40, 20, seed=0)
   lengths = np.array([len(s) for s in src])
   assert lengths.min() >= 1 and lengths.max() <= 20 and 10 < lengths.mean() < 16
   assert all(1 <= len(t) <= 20 for t in tgt)

@@ -69,44 +69,46 @@ class Merges:
         self._queues[word] = queue
     return queue
 
+  def _merged(self, word: str, dropout: float, draw) -> list[str] | str:
+    """The word's symbols after merging, each merge skipped when draw() < dropout; ""
+    marks a symbol merged into its left neighbour. The word itself when nothing merges."""
+    queue = self._queue(word)
+    if not queue:
+      return word
+    queue, pieces, n = queue.copy(), self.pieces, len(word)
+    symbols = list(word)  # symbols[i]: the symbol starting at character i, "" once merged away
+    nxt = list(range(1, n + 1))  # the next live symbol's start (n: none)
+    prv = list(range(-1, n - 1))  # the previous live symbol's start (-1: none)
+    while queue:
+      _, left, right, length = heapq.heappop(queue)
+      a, b = symbols[left], symbols[right]
+      if not a or not b or len(a) + len(b) != length:
+        continue  # stale: one of the two symbols was merged since the pair was queued
+      if draw() < dropout:
+        continue
+      symbols[left] = merged = a + b
+      symbols[right] = ""
+      after = nxt[left] = nxt[right]
+      if after < n:
+        prv[after] = left
+        hit = pieces.get(merged + symbols[after])
+        if hit is not None:
+          heapq.heappush(queue, (hit[0], left, after, len(merged) + len(symbols[after])))
+      before = prv[left]
+      hit = pieces.get(symbols[before] + merged) if before >= 0 else None
+      if hit is not None:
+        heapq.heappush(queue, (hit[0], before, left, len(symbols[before]) + len(merged)))
+    return symbols
+
   def _merge_word(self, word: str, dropout: float, draw, ids: list[int]) -> None:
     """Appends to `ids` the word's ids, each merge skipped when draw() < dropout."""
     pieces = self.pieces
-    symbols: list[str] | str = word
-    queue = self._queue(word)
-    if queue:
-      queue = queue.copy()
-      n = len(word)
-      symbols = list(word)  # symbols[i]: the symbol starting at character i, "" once merged away
-      nxt = list(range(1, n + 1))  # the next live symbol's start (n: none)
-      prv = list(range(-1, n - 1))  # the previous live symbol's start (-1: none)
-      while queue:
-        _, left, right, length = heapq.heappop(queue)
-        a, b = symbols[left], symbols[right]
-        if not a or not b or len(a) + len(b) != length:
-          continue  # stale: one of the two symbols was merged since the pair was queued
-        if draw() < dropout:
-          continue
-        symbols[left] = merged = a + b
-        symbols[right] = ""
-        after = nxt[left] = nxt[right]
-        if after < n:
-          prv[after] = left
-          hit = pieces.get(merged + symbols[after])
-          if hit is not None:
-            heapq.heappush(queue, (hit[0], left, after, len(merged) + len(symbols[after])))
-        before = prv[left]
-        if before >= 0:
-          hit = pieces.get(symbols[before] + merged)
-          if hit is not None:
-            heapq.heappush(queue, (hit[0], before, left, len(symbols[before]) + len(merged)))
-    for symbol in symbols:
-      if symbol:
-        hit = pieces.get(symbol)
-        if hit is not None:
-          ids.append(hit[1])
-        else:  # byte fallback: a character outside the pieces becomes its UTF-8 bytes
-          ids.extend(self.byte_ids[b] for b in symbol.encode("utf-8"))
+    for symbol in self._merged(word, dropout, draw):
+      hit = pieces.get(symbol)
+      if hit is not None:
+        ids.append(hit[1])
+      elif symbol:  # byte fallback: a character outside the pieces becomes its UTF-8 bytes
+        ids.extend(self.byte_ids[b] for b in symbol.encode("utf-8"))
 
   def segment(self, text: str, dropout: float, rng: random.Random) -> list[int]:
     """Ids of `text` (without BOS/EOS), each merge skipped with probability `dropout`."""

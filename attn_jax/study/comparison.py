@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 from typing import Callable, NamedTuple
 
@@ -33,12 +32,12 @@ import numpy as np
 
 from attn_jax import config as config_lib, memory as memory_lib
 from attn_jax.config import Config, ConfigError
-from attn_jax.data import corpus, pipeline, translation
+from attn_jax.data import pipeline, translation
 from attn_jax.data.pipeline import EvalData
 from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, metrics, plots
 from attn_jax.model import attention, seq2seq
-from attn_jax.study import significance
+from attn_jax.study import report
 from attn_jax.train import inference, loop, steps
 from attn_jax.train.runlog import read_records
 
@@ -204,73 +203,6 @@ def score_run(workdir: str, settings: dict, plan: Plan,
   return record
 
 
-def _summary(record: dict, metric: str) -> tuple[float, float]:
-  return significance.mean_ci([s["scores"][metric] for s in record["seeds"]])
-
-
-def _fmt(mean: float, half: float, scale: float = 1.0) -> str:
-  if math.isnan(half):
-    return f"{scale * mean:.2f}"
-  return f"{scale * mean:.2f} ± {scale * half:.2f}"
-
-
-def _metric_columns(config: Config) -> list[tuple[str, str, float]]:
-  """(score key, column title, display scale) of the report's metric columns."""
-  if config.data.task == "translation":
-    return [("bleu_tok_lc", "BLEU tok-lc", 1.0), ("bleu", "sacreBLEU", 1.0),
-            ("attention_entropy", "attention entropy (nats)", 1.0)]
-  return [("sequence_accuracy", "exact-sequence accuracy (%)", 100.0),
-          ("alignment_accuracy", "alignment accuracy (%)", 100.0), ("aer", "AER (%)", 100.0),
-          ("attention_entropy", "attention entropy (nats)", 1.0)]
-
-
-def _references_of(config: Config, plan: Plan) -> list[str]:
-  d = config.data
-  if d.task != "translation":
-    return []
-  return corpus.read_lines(corpus.split_path(d.data_dir, plan.split, d.tgt_lang))
-
-
-def report_table(records: dict[str, dict], config: Config, plan: Plan) -> str:
-  """The markdown table of report.md: one row per run in `records` (name -> score_run)."""
-  columns = _metric_columns(config)
-  refs = _references_of(config, plan)
-  base = records.get(plan.baseline)
-  head = (["variant", "parameters"] + [title for _, title, _ in columns]
-          + ["train tokens/s", f"p vs {plan.baseline}"])
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for name, record in records.items():
-    cells = [name, f"{record['params']:,}"]
-    for key, _, scale in columns:
-      if all(key in s["scores"] for s in record["seeds"]):
-        cells.append(_fmt(*_summary(record, key), scale))
-      else:
-        cells.append("–")
-    cells.append(f"{record['tokens_per_sec']:,.0f}")
-    if base is None or name == plan.baseline:
-      cells.append("–")
-    else:
-      # The largest (most conservative) p-value over the seed pairs (seed k vs seed k).
-      p = max(significance.paired_bootstrap(config.data.task, b["per_sentence"],
-                                            s["per_sentence"], refs)
-              for b, s in zip(base["seeds"], record["seeds"]))
-      cells.append(f"{p:.3f}")
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def ablation_table(records: dict[tuple[str, bool], dict], config: Config) -> str:
-  """query x input_feeding: mean ± 95 % CI of the main metric (records keyed by both)."""
-  metric = loop.score_name(config)
-  scale = 100.0 if metric == "sequence_accuracy" else 1.0
-  lines = ["| query | input feeding | no input feeding |", "|---|---|---|"]
-  for query in ("previous", "current"):
-    cells = [_fmt(*_summary(records[(query, feeding)], metric), scale)
-             for feeding in (True, False)]
-    lines.append(f"| {query} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
 def beam_sweep(workdir: str, plan: Plan,
                progress: Callable[[], None] = held_out.no_progress) -> str:
   """Beam size x length penalty for seed 0 of the run in `workdir`, on the validation data
@@ -327,18 +259,6 @@ def _train_and_score(config: Config, workdir: str, plan: Plan,
   return score_run(workdir, settings, plan, progress)
 
 
-def _header(base: Config, plan: Plan) -> str:
-  d, t = base.data, base.train
-  task = f"{d.src_lang}→{d.tgt_lang} ({d.data_dir})" if d.task == "translation" else (
-      f"synthetic {d.task}, lengths {d.min_len}–{d.max_len}")
-  last = t.seed + t.num_seeds - 1
-  return (f"Task: {task}. {t.num_seeds} seeds per variant (seeds {t.seed}…{last}, trained "
-          f"together as one program), {t.num_steps} steps each; every seed scored at "
-          f"its best checkpoint by validation {loop.score_name(base)} on "
-          f"{plan.split if d.task == 'translation' else 'the held-out set'}, "
-          f"beam {plan.beam_size}, length penalty {plan.length_penalty}.\n")
-
-
 def compare(base: Config, workdir: str, plan: Plan,
             stop_requested: Callable[[], str | None] = lambda: None,
             progress: Callable[[], None] = held_out.no_progress,
@@ -380,19 +300,16 @@ def _compare(base: Config, workdir: str, plan: Plan,
   for variant, config in configs.items():
     records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,
                                         stop_requested, progress, memory)
-  best = max(records, key=lambda name: _summary(records[name], metric)[0])
-  sections = ["# Attention variants compared\n", _header(base, plan),
-              report_table(records, base, plan),
-              f"\nMean ± half-width of the 95 % Student-t confidence interval over seeds. "
-              f"p: sacreBLEU-style paired bootstrap ({significance.BOOTSTRAP_SAMPLES} "
-              f"resamples) of "
-              f"{metric} against {plan.baseline}, seed k against seed k, the largest p over "
-              f"the seeds. Train tokens/s: all seeds together.\n"]
+  best = max(records, key=lambda name: report.summary(records[name], metric)[0])
+  sections = ["# Attention variants compared\n",
+              report.header(base, plan.split, plan.beam_size, plan.length_penalty),
+              report.variants_table(records, base, plan.baseline, plan.split),
+              report.caption(metric, plan.baseline)]
   if plan.ablation:
     ablation = _ablation(base, workdir, plan, best, records[best], stop_requested, progress,
                          memory)
     sections += [f"\n## Query placement and input feeding ({best})\n\n",
-                 ablation_table(ablation, base)]
+                 report.ablation_table(ablation, base)]
   _plots(records, base, workdir)
   sweep_path = os.path.join(workdir, "beam_sweep.md")
   sweep = (f"# Beam size × length penalty: {best}, seed {base.train.seed}, "

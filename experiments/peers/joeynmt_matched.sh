@@ -8,7 +8,7 @@
 #
 # Environment (defaults): PY=/tmp/venv_peers/bin/python (requirements-peers.txt),
 # DATA=<repo>/../shared/data/multi30k, SPM=/tmp/peers/spm.ende.model (the joint 8,000-piece
-# model of attn_jax.vocab.train), WORK=/tmp/peers/joey, STEPS=240, LOG_EVERY=40, SENTENCES=1000.
+# model of attn_jax.data.vocab.train), WORK=/tmp/peers/joey, STEPS=240, LOG_EVERY=40, SENTENCES=1000.
 #
 # Training figures: Joey logs "Tokens per Sec" every LOG_EVERY updates: target tokens (subwords
 # + EOS, no BOS, the loss's count) over the wall time since the previous log line, data loading

@@ -38,7 +38,7 @@ from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, metrics, plots
 from attn_jax.model import attention, seq2seq
 from attn_jax.study import report
-from attn_jax.train import inference, loop, steps
+from attn_jax.train import inference, loop, steps, writer_lock
 from attn_jax.train.runlog import read_records
 
 LENGTH_BUCKET = 10  # source words (translation) or symbols (synthetic) per length bucket
@@ -267,7 +267,8 @@ def compare(base: Config, workdir: str, plan: Plan,
   module docstring). Returns the reason if stopped early (rerun to continue), else None.
   stop_requested, progress and memory: as in loop.train_and_evaluate."""
   try:
-    _compare(base, workdir, plan, stop_requested, progress, memory)
+    with writer_lock.WriterLock(workdir, "compare"):
+      _compare(base, workdir, plan, stop_requested, progress, memory)
   except _Stopped as e:
     return str(e)
   return None

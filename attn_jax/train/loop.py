@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Callable, NamedTuple
@@ -17,7 +18,7 @@ from attn_jax.decode import searches
 from attn_jax.evaluation import held_out, metrics, plots
 from attn_jax.evaluation.held_out import Example
 from attn_jax.model import attention
-from attn_jax.train import fine_tune, parallel, resume, seeds, steps
+from attn_jax.train import fine_tune, parallel, resume, seeds, steps, writer_lock
 from attn_jax.train.checkpoint import Checkpointer
 from attn_jax.train.runlog import RunLog, read_records
 
@@ -215,41 +216,84 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
   """Trains, evaluating and checkpointing on the way; resumes from `workdir` if it can.
 
   Writes workdir/config.json, flags.txt (`flagfile`, if given), metrics.jsonl,
-  checkpoints/, plots/, tensorboard/ (and the vocabularies for translation).
-  Nothing but a missing vocabulary is written before a checkpoint already in
-  `workdir` is found compatible with `config`. `stop_requested` is asked after
+  checkpoints/, plots/, tensorboard/ (and the vocabularies for translation), holding
+  the workdir's writer lock (writer_lock.py) all the while: a second writer gets
+  WorkdirBusyError before anything is read or written. Nothing but a missing
+  vocabulary is written before a checkpoint already in `workdir` is found compatible
+  with `config`, and a start that fails before its first step removes the files it
+  wrote (a vocabulary it trained, one it adopted). `stop_requested` is asked after
   every step; when it gives a reason, the step's state is checkpointed and
   training returns ({"stopped": reason}), to be resumed by the same call.
   `progress` is told of every evaluation batch and decode call. `memory`: the host-memory
   hooks run after compilations and around evaluations (the programs install glibc's).
   Returns the last evaluation's metrics.
   """
-  tc = config.train
   placement = parallel.Placement()
-  placement.check_batch_size(tc.batch_size)
-  os.makedirs(workdir, exist_ok=True)
-  fine_tune.adopt_vocabs(config, workdir)  # init_from's, where the workdir has none
-  run_data = pipeline.load(config.data, tc.batch_size, workdir,
-                           seeds.shuffle_seeds(config.data, tc.num_seeds))
-  optimizer = steps.make_optimizer(tc)
+  placement.check_batch_size(config.train.batch_size)
+  lock = (writer_lock.WriterLock(workdir, "train") if placement.is_main_process
+          else contextlib.nullcontext())
+  with lock:
+    os.makedirs(workdir, exist_ok=True)
+    ctx, state, patience = _start(config, workdir, flagfile, stop_requested, progress, memory,
+                                  placement)
+    return _run(ctx, state, patience)
+
+
+def _start(config: Config, workdir: str, flagfile: str | None,
+           stop_requested: Callable[[], str | None], progress: Callable[[], None],
+           memory: memory_lib.HostMemory, placement: parallel.Placement
+           ) -> tuple[_Context, steps.TrainState, _Patience]:
+  """The run's data, its starting state (resumed, fine-tuned or fresh) and its context;
+  the run files written. A failed fresh start removes the files it wrote first."""
+  tc = config.train
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
-  state, metadata, origin = _starting_state(config, ckpt, ckpt_dir, optimizer, run_data,
-                                            placement)
+  before = set(os.listdir(workdir))
+  fresh = not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir)
+  ckpt = None
+  try:
+    fine_tune.adopt_vocabs(config, workdir)  # init_from's, where the workdir has none
+    run_data = pipeline.load(config.data, tc.batch_size, workdir,
+                             seeds.shuffle_seeds(config.data, tc.num_seeds))
+    optimizer = steps.make_optimizer(tc)
+    ckpt = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints)
+    state, metadata, origin = _starting_state(config, ckpt, ckpt_dir, optimizer, run_data,
+                                              placement)
+  except BaseException:
+    if ckpt is not None:
+      ckpt.close()
+    if fresh and placement.is_main_process:
+      _remove_new_files(workdir, before)
+    raise
   patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
-  start = int(state.step)
   main = placement.is_main_process  # process 0 alone writes logs, plots and run files
   if main:
     _write_run_files(config, workdir, flagfile)
-  log = RunLog(workdir, start, tc.num_steps) if main else None
+  log = RunLog(workdir, int(state.step), tc.num_steps) if main else None
   ctx = _Context(config, workdir, run_data, steps.make_train_step(config.model, tc, optimizer),
                  memory.trimming(placement.on_batches(
                      steps.make_eval_step(config.model, tc.loss_chunk_rows), 1)),
                  memory.trimming(placement.on_batches(_search(config, run_data), 2)),
                  ckpt, log, stop_requested, progress, memory, placement, origin)
-  print(f"devices: {jax.devices()} | start step {start} of {tc.num_steps} | "
+  print(f"devices: {jax.devices()} | start step {int(state.step)} of {tc.num_steps} | "
         f"{run_data.summary}", flush=True)
+  return ctx, state, patience
 
+
+def _remove_new_files(workdir: str, before: set[str]) -> None:
+  """Removes what a failed start added to `workdir` (files, and the checkpoint directory
+  while it holds no checkpoint), so a later start adopts nothing from it."""
+  for name in sorted(set(os.listdir(workdir)) - before):
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      os.remove(path)
+    elif os.path.isdir(path) and not os.listdir(path):
+      os.rmdir(path)
+
+
+def _run(ctx: _Context, state: steps.TrainState, patience: _Patience) -> dict[str, float]:
+  """Trains from `state` to the configured step (or only evaluates when there), then
+  closes the checkpointer and the log."""
+  start, tc = int(state.step), ctx.config.train
   stopped = tc.patience and patience.waited >= tc.patience
   if start >= tc.num_steps or stopped:
     print(f"already trained to step {start}{' (stopped early)' if stopped else ''}; evaluating",
@@ -257,11 +301,11 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
     result = _evaluate(state.params, start, ctx, None)
   else:
     result = _train_loop(state, ctx, patience)
-  ckpt.wait()
-  ckpt.close()
-  if log is not None:
-    log.close()
-    plots.curves(read_records(log.path), os.path.join(workdir, "plots", "curves.png"))
+  ctx.ckpt.wait()
+  ctx.ckpt.close()
+  if ctx.log is not None:
+    ctx.log.close()
+    plots.curves(read_records(ctx.log.path), os.path.join(ctx.workdir, "plots", "curves.png"))
   return result
 
 

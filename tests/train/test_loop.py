@@ -13,7 +13,7 @@ import pytest
 
 import helpers
 from attn_jax.config import Config
-from attn_jax.train import checkpoint, loop, resume, steps
+from attn_jax.train import checkpoint, loop, resume, steps, writer_lock
 
 pytestmark = pytest.mark.slow
 
@@ -88,10 +88,13 @@ def _records(workdir: str) -> list[dict]:
 
 
 def _snapshot(workdir: str) -> dict[str, tuple]:
-  """Every file under workdir: (size, mtime, sha256)."""
+  """Every file under workdir but the writer lock (which each attempt takes and releases):
+  (size, mtime, sha256)."""
   out = {}
   for root, _, files in os.walk(workdir):
     for name in files:
+      if name == writer_lock.LOCK_NAME:
+        continue
       path = os.path.join(root, name)
       with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()

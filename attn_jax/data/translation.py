@@ -8,12 +8,14 @@ maps each row back to its line so outputs can be written in input order.
 
 from __future__ import annotations
 
+import bisect
 import os
 from typing import NamedTuple
 
 import numpy as np
 
 from attn_jax.data import batching, corpus, dataset, vocab
+from attn_jax.data.bpe_dropout import WORD_MARK
 
 DEFAULT_WIDTHS = (12, 16, 20, 24, 32, 48, 64)  # subwords + EOS; Multi30k fills them ~86 %
 
@@ -38,18 +40,20 @@ def vocab_paths(directory: str, src_lang: str, tgt_lang: str, joint: bool) -> tu
 
 def build_vocabs(train: corpus.ParallelText, directory: str, src_lang: str, tgt_lang: str,
                  vocab_size: int, joint: bool) -> Vocabs:
-  """Loads the vocabularies from `directory`, training them on `train` the first time."""
+  """Loads the vocabularies from `directory`, training them on `train` the first time;
+  vocab.VocabError naming a stored one trained for another size, languages or options."""
   os.makedirs(directory, exist_ok=True)
   src_path, tgt_path = vocab_paths(directory, src_lang, tgt_lang, joint)
   if joint:
-    shared = vocab.load_or_train(src_path, train.src + train.tgt, vocab_size)
+    shared = vocab.load_or_train(src_path, train.src + train.tgt, vocab_size, (src_lang, tgt_lang))
     return Vocabs(shared, shared)
-  return Vocabs(vocab.load_or_train(src_path, train.src, vocab_size),
-                vocab.load_or_train(tgt_path, train.tgt, vocab_size))
+  return Vocabs(vocab.load_or_train(src_path, train.src, vocab_size, (src_lang,)),
+                vocab.load_or_train(tgt_path, train.tgt, vocab_size, (tgt_lang,)))
 
 
 def load_vocabs(directory: str, src_lang: str, tgt_lang: str, joint: bool) -> Vocabs:
-  """The vocabularies build_vocabs stored in `directory`; raises FileNotFoundError naming one."""
+  """The vocabularies build_vocabs stored in `directory`; raises FileNotFoundError naming a
+  missing one, vocab.VocabError one that is not a SentencePiece model."""
   src_path, tgt_path = vocab_paths(directory, src_lang, tgt_lang, joint)
   src = vocab.load(src_path)
   return Vocabs(src, src if joint else vocab.load(tgt_path))
@@ -145,9 +149,34 @@ def source_split(sentences: list[str], vocabs: Vocabs,
                  widths: tuple[int, ...] = DEFAULT_WIDTHS) -> Split:
   """Sentences to translate as a Split with empty targets; every sentence is kept."""
   src = [np.asarray(vocabs.src.encode(s), np.int32) for s in sentences]
+  return ids_split(src, widths, sentences)
+
+
+def ids_split(src: list[np.ndarray], widths: tuple[int, ...] = DEFAULT_WIDTHS,
+              sentences: list[str] | None = None) -> Split:
+  """Source ids [len] to translate as a Split with empty targets; every one is kept.
+  `sentences`: their text, if known."""
   tgt = [np.zeros(0, np.int32)] * len(src)
-  text = corpus.ParallelText(list(sentences), [""] * len(src), 0)
+  text = corpus.ParallelText(list(sentences or [""] * len(src)), [""] * len(src), 0)
   return Split(batching.bucket_pairs(src, tgt, _widened(widths, src, tgt)), text)
+
+
+def cut(ids: np.ndarray, limit: int, vocab_: vocab.Vocab) -> list[np.ndarray]:
+  """ids [len] in pieces of at most `limit` ids, each cut made before a word's first
+  subword (one that starts with the word marker) where the last `limit` ids hold one,
+  else at the limit; [ids] when it is short enough. limit >= 1."""
+  if len(ids) <= limit:
+    return [ids]
+  starts = [i for i, piece in enumerate(vocab_.pieces(ids)) if piece.startswith(WORD_MARK)]
+  pieces, begin = [], 0
+  while len(ids) - begin > limit:
+    end = begin + limit
+    at = bisect.bisect_right(starts, end) - 1  # the last word start at or before `end`
+    cut_at = starts[at] if at >= 0 and starts[at] > begin else end
+    pieces.append(ids[begin:cut_at])
+    begin = cut_at
+  pieces.append(ids[begin:])
+  return pieces
 
 
 def _widened(widths: tuple[int, ...], src: list[np.ndarray], tgt: list[np.ndarray]

@@ -6,15 +6,21 @@ its UTF-8 bytes, so no input maps to unknown. Normalisation is the identity, so
 decode(encode(text)) gives the text back up to runs of whitespace.
 
 A vocabulary is identified by the SHA-256 of its model file; checkpoints record
-it so that a model is never restored against another vocabulary.
+it so that a model is never restored against another vocabulary. Beside each
+model file, `<file>.json` records what it was trained for (size, languages,
+SentencePiece options, the digests of the model and of its training text),
+written before the run's first step; a stored vocabulary is used only for a run
+that asks for the same size, languages and options (VocabMismatchError otherwise).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
+import re
 
 import sentencepiece as spm
 
@@ -22,13 +28,32 @@ from attn_jax.config import BOS_ID, ConfigError, EOS_ID, PAD_ID
 from attn_jax.data import bpe_dropout
 
 UNK_ID = 3
+MODEL_TYPE = "bpe"
+OPTIONS = {"model_type": MODEL_TYPE, "character_coverage": 1.0, "byte_fallback": True,
+           "normalization_rule_name": "identity"}  # what train() gives SentencePiece
+
+
+class VocabError(ValueError):
+  """A vocabulary file that cannot be used; the message names it."""
+
+
+class VocabMismatchError(VocabError):
+  """A stored vocabulary trained for other options than the run asks for."""
 
 
 class Vocab:
   """A loaded SentencePiece model: text <-> ids."""
 
   def __init__(self, model: bytes, path: str | None = None):
-    self.processor = spm.SentencePieceProcessor(model_proto=model)
+    """Raises VocabError naming `path` when `model` is not a SentencePiece model."""
+    self.processor = spm.SentencePieceProcessor()
+    try:
+      self.processor.LoadFromSerializedProto(model)
+    except RuntimeError:
+      self.processor = None
+    if self.processor is None or self.processor.get_piece_size() <= UNK_ID:
+      raise VocabError(f"{path or 'vocabulary'}: not a SentencePiece model "
+                       f"({len(model)} bytes that do not parse as one)")
     self.sha256 = hashlib.sha256(model).hexdigest()
     self.path = path
     self._merges: bpe_dropout.Merges | None = None  # built on the first sample()
@@ -59,7 +84,7 @@ class Vocab:
     return [self.processor.id_to_piece(int(i)) for i in ids]
 
 
-def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> bytes:
+def train(sentences: list[str], vocab_size: int, model_type: str = MODEL_TYPE) -> bytes:
   """A serialized SentencePiece model trained on `sentences` (deterministic).
 
   Raises:
@@ -70,11 +95,14 @@ def train(sentences: list[str], vocab_size: int, model_type: str = "bpe") -> byt
   try:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
-        model_type=model_type, character_coverage=1.0, byte_fallback=True,
-        normalization_rule_name="identity", pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        **{**OPTIONS, "model_type": model_type}, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         unk_id=UNK_ID, num_threads=1, minloglevel=2)
   except RuntimeError as e:
     reason = str(e).splitlines()[0].split("] ")[-1]
+    too_small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", reason)
+    if too_small:  # SentencePiece's own advice names an option this project does not have
+      reason = (f"it must be at least {too_small.group(1)} (every distinct character, 256 "
+                f"byte pieces and the special ids)")
     raise ConfigError(f"vocab_size: {vocab_size} does not work for this corpus: {reason}") from None
   return model.getvalue()
 
@@ -84,15 +112,75 @@ def load(path: str) -> Vocab:
     return Vocab(f.read(), path)
 
 
-def load_or_train(path: str, sentences: list[str], vocab_size: int) -> Vocab:
-  """The vocabulary stored at `path`, trained on `sentences` and written there first if absent.
+def record_path(path: str) -> str:
+  """Where the record of the vocabulary at `path` is kept."""
+  return path + ".json"
 
-  The file is written atomically, so an interrupted run never leaves half a model.
+
+def _text_digest(sentences: list[str]) -> str:
+  digest = hashlib.sha256()
+  for sentence in sentences:
+    digest.update(sentence.encode("utf-8") + b"\n")
+  return digest.hexdigest()
+
+
+def _describe(record: dict) -> str:
+  return (f"vocab_size={record['vocab_size']}, languages {'+'.join(record['languages'])}, "
+          f"options {json.dumps(record['options'], sort_keys=True)}")
+
+
+def check(stored: Vocab, wanted: dict) -> None:
+  """Raises VocabMismatchError naming the file and both descriptions when the vocabulary
+  at stored.path was trained for another size, languages or options than `wanted`
+  ({"vocab_size", "languages", "options"}), or has changed since its record was written.
+  A vocabulary without a record (written before records were kept) is checked by its
+  size alone."""
+  have = _read_record(stored, wanted)
+  changed = have.get("sha256", stored.sha256) != stored.sha256
+  if changed or any(have[k] != wanted[k] for k in ("vocab_size", "languages", "options")):
+    raise VocabMismatchError(
+        f"{stored.path} was trained for {_describe(have)}"
+        f"{' (and the file has changed since)' if changed else ''}, but this run asks for "
+        f"{_describe(wanted)}: remove it and {record_path(stored.path)} to train a new one, "
+        f"or run with the options it was trained for")
+
+
+def _read_record(stored: Vocab, wanted: dict) -> dict:
+  try:
+    with open(record_path(stored.path), encoding="utf-8") as f:
+      have = json.load(f)
+  except FileNotFoundError:
+    return {"vocab_size": stored.size, "languages": wanted["languages"],
+            "options": wanted["options"]}
+  except (OSError, ValueError) as e:
+    raise VocabError(f"{record_path(stored.path)}: unreadable vocabulary record ({e})") from None
+  if not isinstance(have, dict) or not {"vocab_size", "languages", "options"} <= set(have):
+    raise VocabError(f"{record_path(stored.path)}: not a vocabulary record")
+  return have
+
+
+def load_or_train(path: str, sentences: list[str], vocab_size: int,
+                  languages: tuple[str, ...]) -> Vocab:
+  """The vocabulary stored at `path` if it was trained for this size, these languages and
+  options (check), else trained on `sentences` and written there first if absent.
+
+  The model file and its record are written atomically (record last), so an interrupted
+  run never leaves half a model. Raises VocabError naming the file.
   """
+  wanted = {"vocab_size": vocab_size, "languages": list(languages), "options": OPTIONS}
   if not os.path.exists(path):
     model = train(sentences, vocab_size)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(model)
-    os.replace(tmp, path)
-  return load(path)
+    _write_atomically(path, model)
+    record = dict(wanted, sha256=hashlib.sha256(model).hexdigest(),
+                  text_sha256=_text_digest(sentences), sentences=len(sentences))
+    _write_atomically(record_path(path), (json.dumps(record, indent=1) + "\n").encode())
+  stored = load(path)
+  check(stored, wanted)
+  return stored
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax.config import Config, ConfigError, differing_fields, field_value
-from attn_jax.data import pipeline, translation
+from attn_jax.data import pipeline, translation, vocab
 from attn_jax.train import inference, steps
 
 
@@ -51,6 +51,9 @@ def adopt_vocabs(config: Config, workdir: str) -> None:
       raise ConfigError(f"init_from: {source} has no vocabulary {name} for this run's "
                         f"languages ({d.src_lang}-{d.tgt_lang}, joint_vocab={d.joint_vocab})")
     shutil.copyfile(os.path.join(source, name), target)
+    record = vocab.record_path(os.path.join(source, name))
+    if os.path.isfile(record):
+      shutil.copyfile(record, vocab.record_path(target))
 
 
 def _describe(leaf) -> str:

@@ -81,15 +81,59 @@ def test_bpe_dropout_samples_are_the_same_in_another_process(model_bytes, tmp_pa
   assert json.loads(other) == vocab.Vocab(model_bytes).sample(texts, 0.3, seed=5)
 
 
-def test_load_or_train_trains_once(tmp_path):
+def test_load_or_train_trains_once_and_records_what_for(tmp_path):
   path = str(tmp_path / "spm.model")
-  first = vocab.load_or_train(path, SENTENCES, 300)
+  first = vocab.load_or_train(path, SENTENCES, 300, ("en", "de"))
   mtime = os.stat(path).st_mtime_ns
-  second = vocab.load_or_train(path, ["completely different text"] * 50, 300)
+  second = vocab.load_or_train(path, ["completely different text"] * 50, 300, ("en", "de"))
   assert second.sha256 == first.sha256 and os.stat(path).st_mtime_ns == mtime
   assert not os.path.exists(path + ".tmp")
+  with open(vocab.record_path(path), encoding="utf-8") as f:
+    record = json.load(f)
+  assert record["vocab_size"] == 300 and record["languages"] == ["en", "de"]
+  assert record["options"] == vocab.OPTIONS and record["sha256"] == first.sha256
+  assert record["sentences"] == len(SENTENCES) and len(record["text_sha256"]) == 64
+
+
+@pytest.mark.parametrize("size, languages, saying", [
+    (310, ("en", "de"), r"vocab_size=300, languages en\+de.*asks for vocab_size=310"),
+    (300, ("en", "fr"), r"languages en\+de.*asks for vocab_size=300, languages en\+fr"),
+])
+def test_a_stored_vocabulary_for_other_options_is_an_error_naming_both(tmp_path, size,
+                                                                      languages, saying):
+  path = str(tmp_path / "spm.model")
+  vocab.load_or_train(path, SENTENCES, 300, ("en", "de"))
+  with pytest.raises(vocab.VocabMismatchError, match=f"{path} was trained for .*{saying}"):
+    vocab.load_or_train(path, SENTENCES, size, languages)
+
+
+def test_a_vocabulary_without_record_is_checked_by_its_size(tmp_path):
+  path = str(tmp_path / "spm.model")
+  vocab.load_or_train(path, SENTENCES, 300, ("en",))
+  os.remove(vocab.record_path(path))
+  assert vocab.load_or_train(path, SENTENCES, 300, ("en",)).size == 300
+  with pytest.raises(vocab.VocabMismatchError, match="vocab_size=300.*asks for vocab_size=320"):
+    vocab.load_or_train(path, SENTENCES, 320, ("en",))
+
+
+def test_a_replaced_model_file_no_longer_matches_its_record(tmp_path, model_bytes):
+  path = str(tmp_path / "spm.model")
+  vocab.load_or_train(path, SENTENCES[:20] * 5, 300, ("en",))
+  with open(path, "wb") as f:
+    f.write(model_bytes)
+  with pytest.raises(vocab.VocabMismatchError, match="the file has changed since"):
+    vocab.load_or_train(path, SENTENCES, 300, ("en",))
+
+
+@pytest.mark.parametrize("content", [os.urandom(200), b""])
+def test_a_file_that_is_not_a_model_is_one_error_naming_it(tmp_path, content):
+  path = tmp_path / "spm.model"
+  path.write_bytes(content)
+  with pytest.raises(vocab.VocabError, match=f"^{path}: not a SentencePiece model"):
+    vocab.load(str(path))
 
 
 def test_a_vocab_size_sentencepiece_cannot_build_is_a_clear_error():
-  with pytest.raises(ValueError, match=r"vocab_size: 50 does not work for this corpus: .*smaller"):
+  with pytest.raises(ValueError, match=r"vocab_size: 50 does not work for this corpus: it must "
+                                       r"be at least \d+ \(every distinct character"):
     vocab.train(SENTENCES, vocab_size=50)

@@ -35,10 +35,15 @@ def test_trains_scores_bleu_and_refuses_another_vocabulary(tmp_path, capsys):
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     evals = [r for r in map(json.loads, f) if r["split"] == "eval"]
   assert [("bleu" in r) for r in evals] == [False, True]  # BLEU only every bleu_every steps
-  # Another vocabulary in the workdir: resuming stops, naming the vocabulary.
+  # Another vocabulary file in the workdir: its record no longer matches it.
   path = translation.vocab_paths(workdir, "en", "de", True)[0]
+  other = vocab.train([w.upper() for w in helpers.CORPUS_WORDS] + helpers.CORPUS_WORDS, 300)
   with open(path, "wb") as f:
-    f.write(vocab.train([w.upper() for w in helpers.CORPUS_WORDS] + helpers.CORPUS_WORDS, 292))
+    f.write(other)
+  with pytest.raises(vocab.VocabMismatchError, match="the file has changed since"):
+    loop.train_and_evaluate(_config(data_dir, patience=1), workdir)
+  # Without the record (a workdir of an earlier version), the checkpoints refuse it.
+  os.remove(vocab.record_path(path))
   with pytest.raises(resume.IncompatibleCheckpointError, match="another vocabulary"):
     loop.train_and_evaluate(_config(data_dir, patience=1), workdir)
 

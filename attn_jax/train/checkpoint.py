@@ -19,13 +19,21 @@ Resume order (see resume.restore_or_init):
      the per-step PRNG keys (fold_in(key, step)) are pure functions of it.
 With no checkpoint in the directory the run starts at step 0: from the initialiser,
 or from another run's parameters (fine_tune.py, TrainConfig.init_from).
+
+Damage. Orbax cannot even open a directory in which one step's small JSON files
+(_CHECKPOINT_METADATA, metrics) do not parse, so the writer (Checkpointer) moves
+such steps aside to <step>.unreadable when it opens the directory, and reports
+them in `set_aside_at_open`. Readers (translate, evaluate) open a directory with
+CheckpointReader, which reads one step at a time and never changes the directory:
+a damaged step fails alone (UnreadableCheckpointError names it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
@@ -45,8 +53,61 @@ def _score(metrics: dict[str, float]) -> float:
   return metrics["score"]
 
 
+class UnreadableCheckpointError(RuntimeError):
+  """A checkpoint that cannot be read; the message names its step and directory."""
+
+
+class SetAside(NamedTuple):
+  step: int
+  moved_to: str  # the step directory's new path
+  reason: str
+
+
+def reason(error: BaseException) -> str:
+  """The first line of an error, without TensorStore's pointer to further details."""
+  text = str(error).splitlines()[0] if str(error) else type(error).__name__
+  return text.split(" See full TensorStore details")[0][:200]
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The finished steps in `directory`: Orbax saves under a temporary name and renames
+  the directory to the step number once the save is complete."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+_SMALL_JSON = ("_CHECKPOINT_METADATA", os.path.join("metrics", "metrics"),
+               os.path.join("metadata", "metadata"))
+
+
+def _damaged_json(step_dir: str) -> str | None:
+  """Why one of a step's small JSON files does not parse, or None if they all do."""
+  for name in _SMALL_JSON:
+    path = os.path.join(step_dir, name)
+    if not os.path.exists(path):
+      continue
+    try:
+      with open(path, encoding="utf-8") as f:
+        json.load(f)
+    except (OSError, ValueError) as e:
+      return f"{name}: {reason(e)}"
+  return None
+
+
+def _set_aside_dir(source: str) -> str:
+  """Renames a step directory to <step>.unreadable (or .unreadable2, ...); the new path."""
+  target, n = source + ".unreadable", 1
+  while os.path.exists(target):
+    n += 1
+    target = f"{source}.unreadable{n}"
+  os.rename(source, target)
+  return target
+
+
 class Checkpointer:
-  """Saves and restores training states in `directory`."""
+  """Saves and restores training states in `directory` (the run's writer)."""
 
   def __init__(self, directory: str, keep: int = 2):
     options = ocp.CheckpointManagerOptions(
@@ -57,6 +118,12 @@ class Checkpointer:
         best_fn=_score, best_mode="max",  # makes Orbax store the scores for reopened managers
         create=True)
     self._directory = os.path.abspath(directory)
+    self.set_aside_at_open: list[SetAside] = []
+    for step in saved_steps(self._directory):
+      source = os.path.join(self._directory, str(step))
+      damage = _damaged_json(source)
+      if damage is not None:
+        self.set_aside_at_open.append(SetAside(step, _set_aside_dir(source), damage))
     self._manager = ocp.CheckpointManager(
         self._directory, item_names=("state", "metadata"), options=options)
 
@@ -96,12 +163,7 @@ class Checkpointer:
   def set_aside(self, step: int) -> str:
     """Renames an unreadable step's directory to <step>.unreadable (nothing is deleted), so
     a resumed run can save that step again; returns the new path."""
-    source = os.path.join(self._directory, str(step))
-    target, n = source + ".unreadable", 1
-    while os.path.exists(target):
-      n += 1
-      target = f"{source}.unreadable{n}"
-    os.rename(source, target)
+    target = _set_aside_dir(os.path.join(self._directory, str(step)))
     self._manager.reload()
     return target
 
@@ -111,3 +173,47 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+class CheckpointReader:
+  """Reads the checkpoints of `directory` one step at a time, without changing anything
+  there (translate, evaluate): a damaged step raises UnreadableCheckpointError alone."""
+
+  def __init__(self, directory: str):
+    self._directory = os.path.abspath(directory)
+    self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+  def steps(self) -> list[int]:
+    return saved_steps(self._directory)
+
+  def _read(self, step: int, args: ocp.args.Composite) -> Any:
+    path = os.path.join(self._directory, str(step))
+    try:
+      return self._checkpointer.restore(path, args=args)
+    except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+      raise UnreadableCheckpointError(
+          f"{path}: checkpoint at step {step} is unreadable ({reason(e)})") from None
+
+  def metadata(self, step: int) -> dict:
+    return dict(self._read(step, ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"])
+
+  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    """The state restored into `target` (a tree of jax.ShapeDtypeStruct; None: as saved)
+    and the metadata."""
+    restored = self._read(step, ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                   metadata=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["metadata"])
+
+  def scores(self) -> tuple[dict[int, float | None], list[str]]:
+    """({step: its validation score or None} over the readable steps, the errors of those
+    whose metadata cannot be read)."""
+    found, errors = {}, []
+    for step in self.steps():
+      try:
+        found[step] = self.metadata(step).get("score")
+      except UnreadableCheckpointError as e:
+        errors.append(str(e))
+    return found, errors
+
+  def close(self) -> None:
+    self._checkpointer.close()

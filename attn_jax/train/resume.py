@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 
 from attn_jax.config import Config, field_value, incompatible_fields
-from attn_jax.train import parallel, seeds, steps
+from attn_jax.train import checkpoint, parallel, seeds, steps
 from attn_jax.train.checkpoint import Checkpointer
 
 
@@ -52,6 +52,9 @@ def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: st
   """
   placement = placement or parallel.Placement(jax.devices()[:1])
   k_init, _ = seeds.run_keys(config.train)
+  for aside in ckpt.set_aside_at_open:
+    print(f"warning: {directory}: checkpoint at step {aside.step} is unreadable "
+          f"({aside.reason}); moved to {aside.moved_to}", flush=True)
   saved_steps = ckpt.steps()
   if not saved_steps:
     return placement.replicate(steps.init_state(k_init, config.model, optimizer)), {}
@@ -81,7 +84,6 @@ def restore_or_init(config: Config, ckpt: Checkpointer, optimizer, directory: st
 
 
 def _set_aside(ckpt: Checkpointer, directory: str, step: int, error: Exception) -> None:
-  reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
   moved = ckpt.set_aside(step)
-  print(f"warning: {directory}: checkpoint at step {step} is unreadable ({reason}); moved to "
-        f"{moved}; trying the one before it", flush=True)
+  print(f"warning: {directory}: checkpoint at step {step} is unreadable "
+        f"({checkpoint.reason(error)}); moved to {moved}; trying the one before it", flush=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -105,3 +108,60 @@ def test_best_survives_reopening(tmp_path):
   assert again.steps() == [1, 4]
   assert again.best_step() == 1
   again.close()
+
+
+def _saved(directory: str, scores: dict[int, float | None]) -> None:
+  ckpt = checkpoint.Checkpointer(directory, keep=len(scores))
+  for step, score in scores.items():
+    ckpt.save(step, _small_state(step / 10), {"x": step}, score=score)
+  ckpt.wait()
+  ckpt.close()
+
+
+def test_the_reader_reads_what_the_writer_saved_and_changes_nothing(tmp_path):
+  d = str(tmp_path / "ckpt")
+  _saved(d, {1: 0.2, 2: None, 3: 0.1})
+  before = sorted(os.listdir(d))
+  reader = checkpoint.CheckpointReader(d)
+  assert reader.steps() == [1, 2, 3]
+  assert reader.metadata(2) == {"x": 2, "score": None}
+  assert reader.scores() == ({1: 0.2, 2: None, 3: 0.1}, [])
+  restored, meta = reader.restore(3, jax.eval_shape(lambda: _small_state(0.0)))
+  assert helpers.tree_equal(restored, _small_state(0.3)) and meta["x"] == 3
+  reader.close()
+  assert sorted(os.listdir(d)) == before
+
+
+@pytest.mark.parametrize("damage", ["metadata_json", "arrays"])
+def test_a_damaged_step_fails_alone_in_the_reader(tmp_path, damage):
+  d = str(tmp_path / "ckpt")
+  _saved(d, {1: 0.2, 2: 0.3})
+  if damage == "metadata_json":
+    with open(os.path.join(d, "2", "metadata", "metadata"), "w", encoding="utf-8") as f:
+      f.write("{not json")
+  else:
+    for path in glob.glob(os.path.join(d, "2", "state", "**", "d", "*"), recursive=True):
+      with open(path, "wb") as f:
+        f.write(b"\0" * 16)
+  reader = checkpoint.CheckpointReader(d)
+  target = jax.eval_shape(lambda: _small_state(0.0))
+  restored, _ = reader.restore(1, target)
+  assert helpers.tree_equal(restored, _small_state(0.1))
+  with pytest.raises(checkpoint.UnreadableCheckpointError,
+                     match=rf"^{d}/2: checkpoint at step 2 is unreadable \("):
+    reader.restore(2, target)
+  reader.close()
+
+
+def test_the_writer_sets_aside_a_step_whose_json_is_damaged(tmp_path):
+  d = str(tmp_path / "ckpt")
+  _saved(d, {1: 0.2, 2: 0.3})
+  with open(os.path.join(d, "2", "metrics", "metrics"), "w", encoding="utf-8") as f:
+    f.write("")
+  ckpt = checkpoint.Checkpointer(d, keep=2)  # Orbax alone would fail to open the directory
+  assert ckpt.steps() == [1]
+  (aside,) = ckpt.set_aside_at_open
+  assert aside.step == 2 and aside.moved_to == os.path.join(d, "2.unreadable")
+  assert aside.reason.startswith("metrics/metrics: ")
+  ckpt.close()
+  assert sorted(os.listdir(d)) == ["1", "2.unreadable"]

@@ -16,9 +16,9 @@ from absl import flags, logging
 import jax
 
 from attn_jax import config as config_lib
-from attn_jax.data import corpus
+from attn_jax.data import corpus, vocab
 from attn_jax.evaluation import held_out
-from attn_jax.train import inference, loop, resume
+from attn_jax.train import checkpoint, inference, loop, resume, writer_lock
 from experiments import host_memory, watchdog
 
 FLAGS = flags.FLAGS
@@ -42,9 +42,10 @@ flags.DEFINE_float(
     "(a training run checkpoints first) before it is ended at once; a second signal ends it "
     "at once.", lower_bound=0.0)
 
-EXPECTED_ERRORS = (corpus.CorpusError, resume.IncompatibleCheckpointError,
+EXPECTED_ERRORS = (corpus.CorpusError, vocab.VocabError, resume.IncompatibleCheckpointError,
                    resume.CorruptCheckpointError, loop.NonFiniteLossError,
-                   inference.ModelLoadError)
+                   inference.ModelLoadError, writer_lock.WorkdirBusyError,
+                   checkpoint.UnreadableCheckpointError)
 
 
 def fail(message: str) -> None:
@@ -53,11 +54,34 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with one 'error:' line instead of its two-line usage hint."""
+  """absl's parser, with one 'error:' line instead of its two-line usage hint.
+
+  A --workdir typed on the command line wins over one a --flagfile sets, wherever the
+  flagfile comes (absl lets the later win): `--workdir=NEW --flagfile=OLD/flags.txt`
+  starts NEW with OLD's settings, and says so."""
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
   except flags.Error as e:
-    fail(str(e))
+    fail(str(e).removeprefix("ERROR::").strip())  # absl's prefix for an unreadable flagfile
+  typed = _typed_value(argv[1:], "workdir")
+  if typed is not None and "workdir" in FLAGS and FLAGS.workdir != typed:
+    print(f"note: --workdir={typed} from the command line, not {FLAGS.workdir} from a "
+          f"flagfile", file=sys.stderr)
+    FLAGS.workdir = typed
+  return rest
+
+
+def _typed_value(args: list[str], name: str) -> str | None:
+  """The last value of --name given directly in `args` (not inside a flagfile), or None."""
+  value = None
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    if arg.startswith(f"--{name}="):
+      value = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(args):
+      value = args[i + 1]
+  return value
 
 
 def run(body: Callable[[watchdog.Watchdog], None], argv: list[str],
@@ -85,6 +109,7 @@ def run(body: Callable[[watchdog.Watchdog], None], argv: list[str],
     # step's allocation (traced: in 1 of 60 steps the new buffer went above the old one,
     # and the heap kept both). Run inline, a call returns once its temporaries are freed.
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+  _quiet_closed_event_loops()
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs (Orbax) only on request
   jax.config.update("jax_compilation_cache_dir",
@@ -106,6 +131,21 @@ def run(body: Callable[[watchdog.Watchdog], None], argv: list[str],
     fail(str(e))
   except OSError as e:
     fail(f"{e.filename or path}: {e.strerror or e}")
+
+
+def _quiet_closed_event_loops() -> None:
+  """After a failed asynchronous restore (a damaged checkpoint), Orbax's pending reads
+  finish later and call back into an event loop it has closed: Python reports each as an
+  unraisable "Event loop is closed" RuntimeError, dozens of tracebacks after a recovery
+  that went well. Those are dropped; any other unraisable error is reported as before."""
+  default = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      default(unraisable)
+
+  sys.unraisablehook = hook
 
 
 def define_decoding_flags() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from typing import Callable
 
@@ -144,9 +145,19 @@ def print_report(report: dict) -> None:
     print(f"  {row['bucket']:>12s}  {row['sentences']:9d}  {row['bleu_tok_lc']:11.2f}")
 
 
+def check_writable(directory: str) -> None:
+  """Creates `directory` if needed and writes a file there, or raises the OSError naming it."""
+  os.makedirs(directory, exist_ok=True)
+  with tempfile.TemporaryFile(dir=directory):
+    pass
+
+
 def main(argv):
   def body(watch):
     grid = tuning_grid() if FLAGS.beam_sizes else None
+    out_dir = os.path.join(FLAGS.workdir, "eval")
+    if os.path.isdir(FLAGS.workdir):
+      check_writable(out_dir)  # before the decoding, not after it
     trained = cli.load_model()
     data_dir = FLAGS.data_dir or trained.config.data.data_dir
     tuning = None
@@ -159,8 +170,6 @@ def main(argv):
     if tuning:
       report["tuning"] = tuning
     print_report(report)
-    out_dir = os.path.join(FLAGS.workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
     name = FLAGS.split
     if trained.seed_index is not None:
       name += f"_seed{trained.seed_index}"

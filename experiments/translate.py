@@ -6,8 +6,16 @@ r"""Translates raw text with a trained model: one output line per input line.
       [--ensemble=W2,W3] [--timings=FILE]
 
 `-` reads stdin or writes stdout. Input is strict UTF-8 split on "\n"; a blank
-input line gives an empty output line. Sentences are batched by length and
-decoded by the jitted search, one compilation per length bucket. With --ensemble
+input line gives an empty output line. The input is decoded 1,024 lines at a time
+(sentences batched by length within them, one compilation per call shape), and the
+lines go out as each such chunk is done: to OUTPUT.partial, renamed to OUTPUT once
+every line is translated. SIGINT or SIGTERM stops the program with one line (status
+130 or 143) and leaves OUTPUT.partial holding the lines translated so far, in input
+order; nothing under the name OUTPUT until the end. Inputs over 300 lines get a
+progress line per chunk on stderr. A line of more than --max_source_len subwords is
+cut before word starts into pieces that long, translated one by one and joined
+(a warning line says so); outputs are limited in length relative to their source,
+so no line can stall a run. With --ensemble
 the models of --workdir and of the listed workdirs decode together, their
 next-token probabilities averaged (attention plots show the members' mean).
 --timings writes where the program's time went, stage by stage, as JSON.
@@ -25,12 +33,13 @@ import sys
 
 from absl import app, flags
 
+from attn_jax import config as config_lib
 from attn_jax.data import corpus
 from attn_jax.decode import searches
 from attn_jax.evaluation import plots
 from attn_jax.model import attention
 from attn_jax.train import inference
-from experiments import cli, host_memory
+from experiments import cli, host_memory, watchdog
 
 FLAGS = flags.FLAGS
 
@@ -39,6 +48,11 @@ flags.DEFINE_string("input", "-", "Source text, one sentence per line; - for std
 flags.DEFINE_string("output", "-", "Where translations go, one per line; - for stdout.")
 flags.DEFINE_string("attention_plots", "", "Directory for attention heatmaps (PNG), if given.")
 flags.DEFINE_integer("num_plots", 5, "Sentences drawn (the first non-blank ones).", lower_bound=0)
+flags.DEFINE_integer("max_source_len", 0,
+                     "Longest source line translated whole, in subwords; a longer one is cut "
+                     "before word starts into pieces this long, translated one by one and "
+                     "joined, with a warning (0: twice the model's training --max_len).",
+                     lower_bound=0)
 flags.DEFINE_string("timings", "",
                     "Write the seconds of each stage (start-up, reading, loading the model, "
                     "segmenting, compiling, searching, writing) here as JSON, if given.")
@@ -53,16 +67,59 @@ def read_input(path: str) -> list[str]:
   return corpus.decode_lines(raw, path) if raw else []
 
 
-def write_output(path: str, lines: list[str]) -> None:
-  text = "".join(line + "\n" for line in lines)
-  if path == "-":
-    sys.stdout.write(text)
-    sys.stdout.flush()
+PROGRESS_LINES = 300  # inputs longer than this get a progress line per chunk
+
+
+class Output:
+  """Translated lines written as they are done: to stdout for '-', else to PATH.partial,
+  renamed to PATH by finish(); a stopped run keeps PATH.partial with the lines so far."""
+
+  def __init__(self, path: str):
+    self.path, self.lines, self.seconds = path, 0, 0.0
+    self.partial = None if path == "-" else path + ".partial"
+    self._file = None
+
+  def write(self, lines: list[str]) -> None:
+    began = time.perf_counter()
+    if self._file is None:
+      self._file = (sys.stdout if self.partial is None
+                    else open(self.partial, "w", encoding="utf-8"))  # pylint: disable=consider-using-with
+    self._file.write("".join(line + "\n" for line in lines))
+    self._file.flush()
+    self.lines += len(lines)
+    self.seconds += time.perf_counter() - began
+
+  def finish(self) -> None:
+    """Closes the output; PATH.partial becomes PATH (written empty if no line came)."""
+    if self._file is None and self.partial is not None:
+      self.write([])
+    if self.partial is not None:
+      self._file.close()
+      os.replace(self.partial, self.path)
+
+  def stop(self, failed: bool) -> str:
+    """Closes a stopped run's output: kept (stopped by a signal) or removed (an error);
+    says what is left."""
+    if self._file is None or self.partial is None:
+      return ""
+    self._file.close()
+    if failed:
+      os.remove(self.partial)
+      return ""
+    return f"; the {self.lines:,} lines translated so far are in {self.partial}"
+
+
+def check_paths(source: str, output: str) -> None:
+  """One error naming the flag when --output would overwrite --input or has no directory."""
+  if output == "-":
     return
-  tmp = path + ".tmp"  # a failed run never leaves half a file under the final name
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  if source != "-" and os.path.exists(output) and os.path.samefile(source, output):
+    raise config_lib.ConfigError(f"output: {output} is the --input file; name another")
+  directory = os.path.dirname(os.path.abspath(output))
+  if not os.path.isdir(directory):
+    raise config_lib.ConfigError(f"output: directory {directory} does not exist")
+  if os.path.isdir(output):
+    raise config_lib.ConfigError(f"output: {output} is a directory")
 
 
 def plot_attention(trained: inference.Trained, outputs, directory: str, count: int) -> None:
@@ -84,6 +141,19 @@ def write_timings(path: str, stages: dict) -> None:
     f.write("\n")
 
 
+def _report_chunks(output: Output, trained: inference.Trained, total: int, began: float):
+  """The `done` callback of inference.translate: writes each chunk's lines, and a progress
+  line for long inputs."""
+  def done(first: int, outputs: list) -> None:
+    del first  # chunks come in input order
+    output.write([inference.detokenize(o, trained) for o in outputs])
+    if total > PROGRESS_LINES:
+      rate = output.lines / max(time.perf_counter() - began, 1e-9)
+      print(f"translated {output.lines:,} of {total:,} lines ({rate:,.1f} sentences/s)",
+            file=sys.stderr, flush=True)
+  return done
+
+
 def main(argv):
   def body(watch):
     stages = {"start_up": time.perf_counter() - BEGAN}
@@ -94,6 +164,7 @@ def main(argv):
       now = time.perf_counter()
       stages[stage], lap = now - lap, now
 
+    check_paths(FLAGS.input, FLAGS.output)
     sentences = read_input(FLAGS.input)
     done("read_input")
     trained = cli.load_model()
@@ -101,12 +172,22 @@ def main(argv):
     has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
     plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
     search = searches.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
-                               with_weights=plotting, slots=FLAGS.batch_size)
-    outputs = inference.translate(trained, sentences, search, FLAGS.batch_size, stages,
-                                  watch.progress, host_memory.GLIBC)
+                                  with_weights=plotting, slots=FLAGS.batch_size)
+    output = Output(FLAGS.output)
+    try:
+      outputs = inference.translate(
+          trained, sentences, search, FLAGS.batch_size, stages, watch.progress,
+          host_memory.GLIBC, FLAGS.max_source_len or None,
+          done=_report_chunks(output, trained, len(sentences), time.perf_counter()))
+      output.finish()
+    except watchdog.Interrupted as e:
+      raise watchdog.Interrupted(e.name, output.stop(failed=False)) from None
+    except BaseException:
+      output.stop(failed=True)
+      raise
     lap = time.perf_counter()
-    write_output(FLAGS.output, [inference.detokenize(o, trained) for o in outputs])
-    done("write_output")
+    stages["search"] -= output.seconds  # the chunks were written during the search
+    stages["write_output"] = output.seconds
     if plotting:
       plot_attention(trained, outputs, FLAGS.attention_plots, FLAGS.num_plots)
       done("plots")

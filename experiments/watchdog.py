@@ -43,8 +43,8 @@ _CLOSE = 0  # a byte no signal has: asks the watcher thread to end
 class Interrupted(Exception):
   """A stop signal reached a program that does not poll `stop_requested`."""
 
-  def __init__(self, name: str):
-    super().__init__(f"stopped by {name}")
+  def __init__(self, name: str, detail: str = ""):
+    super().__init__(f"stopped by {name}{detail}")
     self.name = name
 
 

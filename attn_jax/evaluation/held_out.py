@@ -7,7 +7,7 @@ detokenised outputs with sacreBLEU (`translation_scores`) after `decode`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -126,14 +126,15 @@ def _call(group: list[tuple[np.ndarray, dataset.Batch]], batches: int) -> Decode
                     np.concatenate([src_len, src_len[filler]]))
 
 
-def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8,
-                  memory: memory_lib.HostMemory = memory_lib.NONE
+def compile_ahead(search: Callable, params: dict, ev: EvalData | Sequence[EvalData],
+                  max_batches: int = 8, memory: memory_lib.HostMemory = memory_lib.NONE
                   ) -> tuple[Callable, compiling.Compiled]:
-  """`search` compiled for every call shape of decode_calls(ev, max_batches) before any
-  runs (compiling.compile_per_shape: one compilation per shape, each timed), and a function
-  with the search's signature that runs the executable of its arguments' shape, for decode.
-  `memory`: the host-memory hooks run after the compilations."""
-  by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches)}
+  """`search` compiled for every call shape of decode_calls(ev, max_batches) (of each ev,
+  given several) before any runs (compiling.compile_per_shape: one compilation per shape,
+  each timed), and a function with the search's signature that runs the executable of its
+  arguments' shape, for decode. `memory`: the host-memory hooks run after the compilations."""
+  evs = [ev] if isinstance(ev, EvalData) else list(ev)
+  by_shape = {c.src.shape: c for e in evs for c in decode_calls(e, max_batches)}
   compiled = compiling.compile_per_shape(
       search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
                for shape, c in by_shape.items()}, memory)

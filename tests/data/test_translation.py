@@ -12,7 +12,7 @@ import pytest
 
 import conftest
 
-from attn_jax.data import batching, corpus, dataset, translation
+from attn_jax.data import batching, corpus, dataset, translation, vocab
 
 EN = ["a cat sits on the mat", "two dogs run", "", "the bird sings a very long song " * 6,
       "a red car", "the old man reads"]
@@ -140,3 +140,24 @@ def test_distilled_pairs_join_the_training_pairs_and_keep_the_vocabulary(corpus_
   targets = {distilled.vocabs.tgt.decode(row[row >= 3].tolist())  # the pieces, no specials
              for step in range(20) for row in distilled.train.batch(step).tgt_out}
   assert "matte der auf sitzt katze eine" in targets and "eine katze sitzt auf der matte" in targets
+
+
+@pytest.fixture(scope="module")
+def small_vocab():
+  return vocab.Vocab(vocab.train(EN * 20 + DE * 20, 300))
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5, 8, 1000])
+def test_cut_pieces_are_short_and_begin_at_word_starts(small_vocab, limit):
+  ids = np.asarray(small_vocab.encode(EN[3] + " " + EN[0]), np.int32)
+  pieces = translation.cut(ids, limit, small_vocab)
+  np.testing.assert_array_equal(np.concatenate(pieces), ids)  # nothing lost, order kept
+  assert all(1 <= len(p) <= limit for p in pieces)
+  if len(ids) <= limit:
+    assert len(pieces) == 1
+  starts = [small_vocab.pieces(p[:1])[0].startswith("\u2581") for p in pieces]
+  longest_word = max(len(small_vocab.encode(w)) for w in (EN[3] + " " + EN[0]).split())
+  if limit >= longest_word:  # every word fits: each piece begins a word
+    assert all(starts)
+  else:  # a word longer than the limit is cut inside
+    assert starts[0]

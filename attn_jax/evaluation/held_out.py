@@ -7,7 +7,7 @@ detokenised outputs with sacreBLEU (`translation_scores`) after `decode`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple
 
 import jax
 import numpy as np
@@ -98,22 +98,40 @@ class DecodeCall(NamedTuple):
   src_len: np.ndarray  # int32 [batches*batch_size]
 
 
-def decode_calls(ev: EvalData, max_batches: int = 8) -> list[DecodeCall]:
-  """The batches of `ev` gathered into calls of at most `max_batches` batches of one
-  width, so a streaming search (beam.search) refills its slots across batch borders.
-  The batches of a width are shared evenly among its calls, and every call of a width
-  has the same rows (the last padded with filler rows): one shape to compile per width."""
+def _width_groups(ev: EvalData) -> list[list[tuple[np.ndarray, dataset.Batch]]]:
+  """The batches of `ev` grouped by width, in order."""
   widths: list[list[tuple[np.ndarray, dataset.Batch]]] = []
   for lines, batch in ev.batches:
     if widths and widths[-1][0][1].src.shape[1] == batch.src.shape[1]:
       widths[-1].append((lines, batch))
     else:
       widths.append([(lines, batch)])
+  return widths
+
+
+def batches_per_call(ev: EvalData, max_batches: int = 8) -> dict[int, int]:
+  """{width: batches in each call of that width}: the batches of a width shared evenly
+  among the fewest calls of at most `max_batches` batches."""
+  per_call = {}
+  for group in _width_groups(ev):
+    calls = math.ceil(len(group) / max_batches)
+    per_call[group[0][1].src.shape[1]] = math.ceil(len(group) / calls)
+  return per_call
+
+
+def decode_calls(ev: EvalData, max_batches: int = 8,
+                 per_call: dict[int, int] | None = None) -> list[DecodeCall]:
+  """The batches of `ev` gathered into calls of at most `max_batches` batches of one
+  width, so a streaming search (beam.search) refills its slots across batch borders.
+  The batches of a width are shared evenly among its calls, and every call of a width
+  has the same rows (the last padded with filler rows): one shape to compile per width.
+  per_call: batches per call of each width (batches_per_call of a larger set that `ev` is
+  a part of, so the parts share its shapes); default batches_per_call(ev, max_batches)."""
+  per_call = per_call or batches_per_call(ev, max_batches)
   calls = []
-  for group in widths:
-    width_calls = math.ceil(len(group) / max_batches)  # calls for this width
-    per_call = math.ceil(len(group) / width_calls)  # batches per call
-    calls += [_call(group[i:i + per_call], per_call) for i in range(0, len(group), per_call)]
+  for group in _width_groups(ev):
+    size = per_call[group[0][1].src.shape[1]]
+    calls += [_call(group[i:i + size], size) for i in range(0, len(group), size)]
   return calls
 
 
@@ -126,15 +144,15 @@ def _call(group: list[tuple[np.ndarray, dataset.Batch]], batches: int) -> Decode
                     np.concatenate([src_len, src_len[filler]]))
 
 
-def compile_ahead(search: Callable, params: dict, ev: EvalData | Sequence[EvalData],
-                  max_batches: int = 8, memory: memory_lib.HostMemory = memory_lib.NONE
+def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8,
+                  memory: memory_lib.HostMemory = memory_lib.NONE,
+                  per_call: dict[int, int] | None = None
                   ) -> tuple[Callable, compiling.Compiled]:
-  """`search` compiled for every call shape of decode_calls(ev, max_batches) (of each ev,
-  given several) before any runs (compiling.compile_per_shape: one compilation per shape,
-  each timed), and a function with the search's signature that runs the executable of its
-  arguments' shape, for decode. `memory`: the host-memory hooks run after the compilations."""
-  evs = [ev] if isinstance(ev, EvalData) else list(ev)
-  by_shape = {c.src.shape: c for e in evs for c in decode_calls(e, max_batches)}
+  """`search` compiled for every call shape of decode_calls(ev, max_batches, per_call)
+  before any runs (compiling.compile_per_shape: one compilation per shape, each timed), and
+  a function with the search's signature that runs the executable of its arguments' shape,
+  for decode. `memory`: the host-memory hooks run after the compilations."""
+  by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches, per_call)}
   compiled = compiling.compile_per_shape(
       search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
                for shape, c in by_shape.items()}, memory)
@@ -143,11 +161,13 @@ def compile_ahead(search: Callable, params: dict, ev: EvalData | Sequence[EvalDa
 
 
 def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8,
-           progress: Callable[[], None] = no_progress) -> list[Example]:
+           progress: Callable[[], None] = no_progress,
+           per_call: dict[int, int] | None = None) -> list[Example]:
   """Every sentence of `ev` decoded by search(params, src, src_len, count) (searches.make_search)
-  over decode_calls(ev, max_batches), in line order; `progress` is called after each call."""
+  over decode_calls(ev, max_batches, per_call), in line order; `progress` is called after
+  each call."""
   outputs: list[Example | None] = [None] * ev.size
-  for call in decode_calls(ev, max_batches):
+  for call in decode_calls(ev, max_batches, per_call):
     hyp: Hypotheses = jax.device_get(search(params, call.src, call.src_len,
                                             np.int32(len(call.lines))))
     progress()

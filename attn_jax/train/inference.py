@@ -240,8 +240,10 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
 
   The input is decoded `chunk_lines` lines at a time, batched by length within a chunk;
   after each chunk, done(first line, its outputs) is called, so a caller can write the
-  lines done so far. The search is compiled for every call shape of every chunk before
-  any sentence is decoded (held_out.compile_ahead). Blank sentences are not decoded:
+  lines done so far. Every chunk's calls take the shapes the whole input would have (its
+  buckets, held_out.batches_per_call), so the search is compiled for those before any
+  sentence is decoded (held_out.compile_ahead), no more often than for one chunk; a row's
+  result does not depend on the other rows of its call. Blank sentences are not decoded:
   their entry is None. A sentence of more than `max_source_len` subwords (default
   source_limit) is cut before word starts into pieces that short (translation.cut),
   translated one by one and joined (weights block-diagonal), with a warning line on
@@ -255,7 +257,8 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
   began = time.perf_counter()
   src, owner = _source_pieces(sentences, trained.vocabs.src,
                               max_source_len or source_limit(trained.config))
-  widths = pipeline.bucket_widths(trained.config.data.max_len)
+  whole = translation.ids_split(src, pipeline.bucket_widths(trained.config.data.max_len))
+  widths = whole.buckets.widths  # every chunk's buckets: those of the whole input
   chunks = [(first, min(first + chunk_lines, len(sentences)))
             for first in range(0, len(sentences), chunk_lines)]
   spans = [(bisect.bisect_left(owner, first), bisect.bisect_left(owner, end))
@@ -264,14 +267,17 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
          else None for a, b in spans]
   stages["tokenise"] = time.perf_counter() - began
   outputs: list[Example | None] = [None] * len(sentences)
-  if src:
-    run, compiled = held_out.compile_ahead(search, trained.params,
-                                           [ev for ev in evs if ev is not None], memory=memory)
+  if src:  # every chunk's calls take the shapes of the whole input's: compiled once
+    whole_ev = pipeline.eval_data(whole, batch_size)
+    per_call = held_out.batches_per_call(whole_ev)
+    run, compiled = held_out.compile_ahead(search, trained.params, whole_ev, memory=memory,
+                                           per_call=per_call)
     stages["compile"] = sum(compiled.seconds.values())
     stages["compilations"] = len(compiled.seconds)
   began = time.perf_counter()
   for (first, end), (a, b), ev in zip(chunks, spans, evs):
-    decoded = [] if ev is None else held_out.decode(trained.params, ev, run, progress=progress)
+    decoded = [] if ev is None else held_out.decode(trained.params, ev, run, progress=progress,
+                                                    per_call=per_call)
     for line, group in itertools.groupby(zip(owner[a:b], decoded), key=lambda p: p[0]):
       outputs[line] = _joined([example for _, example in group])
     if done is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping
 
 QUERIES = ("previous", "current")
@@ -26,6 +27,7 @@ ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
               + tuple(f"local_p_{s}" for s in LOCAL_SCORES))
 MATMUL_DTYPES = ("float32", "bfloat16")
 LOSS_CHUNK_ROWS = 256  # the loss's default rows of logits at once: 256 x 8,000 logits, 8 MB
+DEFAULT_DATA_DIR = os.path.join("data", "multi30k")  # experiments.download writes it
 SYNTHETIC_TASKS = ("copy", "reverse", "sort")
 TASKS = SYNTHETIC_TASKS + ("translation",)
 
@@ -222,7 +224,9 @@ class DataConfig:
       None, "Reshuffles the training order: synthetic tasks take it from this seed; "
       "translation reshuffles the pairs within each length bucket, keeping the sequence of "
       "batch widths of --data_seed.")
-  data_dir: str = option("", "Translation: directory of <split>.<lang>[.gz] files.")
+  data_dir: str = option(
+      "", f"Translation: directory of <split>.<lang>[.gz] files (default {DEFAULT_DATA_DIR}, "
+      f"where experiments.download puts Multi30k).")
   src_lang: str = option("en", "Translation: source language code.")
   tgt_lang: str = option("de", "Translation: target language code.")
   joint_vocab: bool = option(True, "Translation: one vocabulary for both languages.")
@@ -240,8 +244,9 @@ class DataConfig:
 
   def __post_init__(self):
     _check(self.task in TASKS, "task", f"must be one of {TASKS}, got {self.task!r}")
+    if self.task == "translation" and not self.data_dir:
+      object.__setattr__(self, "data_dir", DEFAULT_DATA_DIR)  # frozen: set once, here
     if self.task == "translation":
-      _check(bool(self.data_dir), "data_dir", "is required for task 'translation'")
       _check(self.src_lang != self.tgt_lang, "tgt_lang",
              f"must differ from src_lang, got {self.tgt_lang!r} for both")
     check_bounds(self)

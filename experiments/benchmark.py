@@ -1,6 +1,6 @@
 r"""Measures training and decoding speed, compilation and memory on this backend.
 
-  python -m experiments.benchmark --data_dir=../shared/data/multi30k \
+  python -m experiments.benchmark --data_dir=data/multi30k \
       [--flagfile=experiments/configs/bench_matched.flags] [--json=FILE] [--quick] \
       [--decode_workdir=W] [--profile]
 

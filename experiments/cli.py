@@ -16,7 +16,7 @@ from absl import flags, logging
 import jax
 
 from attn_jax import config as config_lib
-from attn_jax.data import corpus, vocab
+from attn_jax.data import corpus, multi30k, vocab
 from attn_jax.evaluation import held_out
 from attn_jax.train import checkpoint, inference, loop, resume, writer_lock
 from experiments import host_memory, watchdog
@@ -45,7 +45,8 @@ flags.DEFINE_float(
 EXPECTED_ERRORS = (corpus.CorpusError, vocab.VocabError, resume.IncompatibleCheckpointError,
                    resume.CorruptCheckpointError, loop.NonFiniteLossError,
                    inference.ModelLoadError, writer_lock.WorkdirBusyError,
-                   checkpoint.UnreadableCheckpointError)
+                   checkpoint.UnreadableCheckpointError, checkpoint.CheckpointSaveError,
+                   multi30k.DownloadError)
 
 
 def fail(message: str) -> None:

@@ -1,7 +1,7 @@
-r"""Scores a trained translation model on one split of a parallel corpus.
+r"""Scores a trained translation model on one or more splits of a parallel corpus.
 
   python -m experiments.evaluate --workdir=runs/multi30k_en_de \
-      --data_dir=../shared/data/multi30k --split=test_2016_flickr [--beam_size=5] \
+      --split=test_2016_flickr|all|SPLIT1,SPLIT2 [--beam_size=5] \
       [--length_penalty=0.6] [--checkpoint=best] [--ensemble=W2,...] \
       [--beam_sizes=5,10 --length_penalties=0.6,1.0,1.5 --tune_split=val]
 
@@ -17,12 +17,20 @@ the M models of --workdir and the listed workdirs decode as one ensemble
 With --beam_sizes=5,10 [--length_penalties=0.6,1.0,1.5] every setting is first
 scored on --tune_split (val), and --split is decoded with the best of them only;
 the report then holds the whole sweep under "tuning".
+
+--split takes a comma-separated list, or `all`: every test split of the data
+directory that has files in both languages (the Multi30k test sets it lacks are
+listed and skipped; a split named but absent is an error). Each split gets its
+files as above, and the splits together one table, a row per split (sentences,
+tok-lc BLEU, sacreBLEU, chrF, with the signatures), printed and written to
+W/eval/<split1>+<split2>+....md and .json.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -30,7 +38,7 @@ from typing import Callable
 from absl import app, flags
 
 from attn_jax import config as config_lib
-from attn_jax.data import pipeline, translation
+from attn_jax.data import corpus, multi30k, pipeline, translation
 from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, plots
 from attn_jax.train import inference
@@ -41,7 +49,9 @@ FLAGS = flags.FLAGS
 cli.define_decoding_flags()
 flags.DEFINE_string("data_dir", "",
                     "Directory of <split>.<lang>[.gz] files; default: the one trained on.")
-flags.DEFINE_string("split", "test_2016_flickr", "Split to score (never tune on a test split).")
+flags.DEFINE_list("split", ["test_2016_flickr"],
+                  "Split(s) to score: a name, a comma-separated list, or 'all' (every test split "
+                  "present in the data directory: test_*.<src>/<tgt>). Never tune on a test split.")
 flags.DEFINE_list("beam_sizes", [],
                   "If given: first decode --tune_split with every beam size of this list and "
                   "length penalty of --length_penalties, then score --split with the setting "
@@ -106,7 +116,7 @@ def tuning_grid() -> list[tuple[int, float]]:
   ConfigError naming the flag before anything loads."""
   if FLAGS.tune_split.startswith("test"):
     raise config_lib.ConfigError(f"tune_split: {FLAGS.tune_split} is a test split; tune on val")
-  if FLAGS.tune_split == FLAGS.split:
+  if FLAGS.tune_split in FLAGS.split:
     raise config_lib.ConfigError("tune_split: the split tuned on must not be the one scored")
   return [(beam_size, alpha) for beam_size in _numbers("beam_sizes", int, 1)
           for alpha in _numbers("length_penalties", float, 0.0)]
@@ -152,6 +162,69 @@ def check_writable(directory: str) -> None:
     pass
 
 
+def splits_to_score(data_dir: str, src_lang: str, tgt_lang: str) -> list[str]:
+  """The splits --split names: 'all' is every test split with both languages' files in
+  `data_dir` (those absent listed on stderr); a named split that is absent is an error."""
+  present = corpus.splits(data_dir, src_lang, tgt_lang)
+  if FLAGS.split == ["all"]:
+    chosen = sorted(s for s in present if s.startswith("test"))
+    absent = [s for s in multi30k.TEST_SPLITS if s not in present]
+    if absent:
+      print(f"not in {data_dir} (skipped): {', '.join(absent)}", file=sys.stderr, flush=True)
+    if not chosen:
+      raise config_lib.ConfigError(f"split: no test split with {src_lang} and {tgt_lang} "
+                                   f"files in {data_dir}")
+    return chosen
+  missing = [s for s in FLAGS.split if s not in present]
+  if missing:
+    raise config_lib.ConfigError(f"split: {', '.join(missing)} not in {data_dir} (present: "
+                                 f"{', '.join(sorted(present)) or 'none'})")
+  return list(FLAGS.split)
+
+
+def _file_name(trained: inference.Trained, split: str) -> str:
+  name = split
+  if trained.seed_index is not None:
+    name += f"_seed{trained.seed_index}"
+  if trained.members:
+    name += f"_ens{len(trained.members)}"
+  if len(trained.averaged_steps) > 1:
+    name += f"_avg{len(trained.averaged_steps)}"
+  return name
+
+
+def write_split(trained: inference.Trained, out_dir: str, report: dict, hyps: list[str]) -> None:
+  """The split's outputs, report and BLEU-by-length plot in `out_dir`."""
+  base = os.path.join(out_dir, _file_name(trained, report["split"]))
+  _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
+  _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
+  plots.bleu_by_length(report["bleu_by_length"], f"{base}_bleu_by_length.png",
+                       title=f"{report['split']}, beam {report['beam_size']}")
+  print(f"wrote {base}.json")
+
+
+def summary_table(reports: list[dict]) -> str:
+  """One markdown row per split: sentences, tok-lc BLEU, sacreBLEU, chrF; then signatures."""
+  lines = ["| split | sentences | BLEU tok-lc | sacreBLEU | chrF |", "|---|---|---|---|---|"]
+  lines += [f"| {r['split']} | {r['sentences']:,} | {r['bleu_tok_lc']:.2f} | {r['bleu']:.2f} | "
+            f"{r['chrf']:.2f} |" for r in reports]
+  first = reports[0]
+  lines += ["", f"Beam {first['beam_size']}, length penalty {first['length_penalty']}. "
+            f"Signatures: BLEU tok-lc `{first['bleu_tok_lc_signature']}`; sacreBLEU "
+            f"`{first['bleu_signature']}`; chrF `{first['chrf_signature']}`."]
+  return "\n".join(lines) + "\n"
+
+
+def write_summary(trained: inference.Trained, out_dir: str, reports: list[dict]) -> None:
+  base = os.path.join(out_dir, _file_name(trained, "+".join(r["split"] for r in reports)))
+  table = summary_table(reports)
+  print(table)
+  _write_atomically(f"{base}.md", table)
+  _write_atomically(f"{base}.json", json.dumps(
+      [{k: v for k, v in r.items() if k != "bleu_by_length"} for r in reports], indent=2) + "\n")
+  print(f"wrote {base}.md")
+
+
 def main(argv):
   def body(watch):
     grid = tuning_grid() if FLAGS.beam_sizes else None
@@ -159,30 +232,25 @@ def main(argv):
     if os.path.isdir(FLAGS.workdir):
       check_writable(out_dir)  # before the decoding, not after it
     trained = cli.load_model()
-    data_dir = FLAGS.data_dir or trained.config.data.data_dir
+    d = trained.config.data
+    data_dir = FLAGS.data_dir or d.data_dir
+    chosen = splits_to_score(data_dir, d.src_lang, d.tgt_lang)
     tuning = None
     beam_size, alpha = FLAGS.beam_size, FLAGS.length_penalty
     if grid:
       tuning = tune(trained, data_dir, grid, watch.progress)
       beam_size, alpha = tuning["chosen"]["beam_size"], tuning["chosen"]["length_penalty"]
-    report, hyps = evaluate(trained, data_dir, FLAGS.split, beam_size, alpha,
-                            progress=watch.progress)
-    if tuning:
-      report["tuning"] = tuning
-    print_report(report)
-    name = FLAGS.split
-    if trained.seed_index is not None:
-      name += f"_seed{trained.seed_index}"
-    if trained.members:
-      name += f"_ens{len(trained.members)}"
-    if len(trained.averaged_steps) > 1:
-      name += f"_avg{len(trained.averaged_steps)}"
-    base = os.path.join(out_dir, name)
-    _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
-    _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
-    plots.bleu_by_length(report["bleu_by_length"], f"{base}_bleu_by_length.png",
-                         title=f"{FLAGS.split}, beam {beam_size}")
-    print(f"wrote {base}.json")
+    reports = []
+    for split in chosen:
+      report, hyps = evaluate(trained, data_dir, split, beam_size, alpha,
+                              progress=watch.progress)
+      if tuning:
+        report["tuning"] = tuning
+      print_report(report)
+      write_split(trained, out_dir, report, hyps)
+      reports.append(report)
+    if len(reports) > 1:
+      write_summary(trained, out_dir, reports)
   cli.run(body, argv, path=FLAGS.workdir)
 
 

@@ -16,6 +16,8 @@ import gzip
 import os
 from typing import NamedTuple
 
+from attn_jax.config import DEFAULT_DATA_DIR
+
 
 class CorpusError(ValueError):
   """Unreadable or inconsistent parallel text; the message names the file."""
@@ -36,17 +38,30 @@ def split_path(data_dir: str, split: str, lang: str) -> str:
   raise CorpusError(f"{base}[.gz]: no such file")
 
 
-def languages(data_dir: str, split: str = "train") -> list[str]:
-  """Language codes that have a `split` file in data_dir, e.g. ['de', 'en', 'fr']."""
+def _files(data_dir: str) -> list[tuple[str, str]]:
+  """(split, language) of every `<split>.<lang>[.gz]` file in data_dir."""
   if not os.path.isdir(data_dir):
-    raise CorpusError(f"{data_dir}: no such directory")
-  found = set()
+    hint = ("; `python -m experiments.download` puts Multi30k there"
+            if os.path.normpath(data_dir) == DEFAULT_DATA_DIR else "")
+    raise CorpusError(f"{data_dir}: no such directory{hint}")
+  found = []
   for name in os.listdir(data_dir):
     stem = name[:-3] if name.endswith(".gz") else name
-    prefix, _, lang = stem.rpartition(".")
-    if prefix == split and lang:
-      found.add(lang)
-  return sorted(found)
+    split, _, lang = stem.rpartition(".")
+    if split and lang:
+      found.append((split, lang))
+  return found
+
+
+def languages(data_dir: str, split: str = "train") -> list[str]:
+  """Language codes that have a `split` file in data_dir, e.g. ['de', 'en', 'fr']."""
+  return sorted({lang for s, lang in _files(data_dir) if s == split})
+
+
+def splits(data_dir: str, src_lang: str, tgt_lang: str) -> list[str]:
+  """The splits that have both a `src_lang` and a `tgt_lang` file in data_dir, sorted."""
+  files = set(_files(data_dir))
+  return sorted({s for s, _ in files if (s, src_lang) in files and (s, tgt_lang) in files})
 
 
 def decode_lines(raw: bytes, path: str) -> list[str]:

@@ -30,6 +30,7 @@ a damaged step fails alone (UnreadableCheckpointError names it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,10 @@ def _score(metrics: dict[str, float]) -> float:
 
 class UnreadableCheckpointError(RuntimeError):
   """A checkpoint that cannot be read; the message names its step and directory."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written (a full disk, say); the message names the directory."""
 
 
 class SetAside(NamedTuple):
@@ -122,19 +127,36 @@ class Checkpointer:
     for step in saved_steps(self._directory):
       source = os.path.join(self._directory, str(step))
       damage = _damaged_json(source)
-      if damage is not None:
+      if damage is None:
+        continue
+      try:
         self.set_aside_at_open.append(SetAside(step, _set_aside_dir(source), damage))
+      except FileNotFoundError:
+        pass  # another process of a multi-process run moved it first
     self._manager = ocp.CheckpointManager(
         self._directory, item_names=("state", "metadata"), options=options)
 
   def save(self, step: int, state: Any, metadata: dict, score: float | None = None) -> None:
-    """Saves asynchronously; `score` (higher is better) makes it a candidate for best."""
+    """Saves asynchronously; `score` (higher is better) makes it a candidate for best.
+    A failed save (this one, or an earlier one still being written) raises
+    CheckpointSaveError; the steps saved before it stay as they are."""
     metadata = dict(metadata, score=score)
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                metadata=ocp.args.JsonSave(metadata)),
-        metrics=None if score is None else {"score": float(score)})
+    with self._saving(f"the save of step {step}"):
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  metadata=ocp.args.JsonSave(metadata)),
+          metrics=None if score is None else {"score": float(score)})
+
+  @contextlib.contextmanager
+  def _saving(self, what: str):
+    """Turns the failure of a save (a full disk, an unwritable directory: Orbax raises it
+    from its asynchronous writer as any of several types) into one CheckpointSaveError."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointSaveError(f"{self._directory}: writing checkpoints failed by {what} "
+                                f"({reason(e)}); the complete ones are kept") from None
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -168,11 +190,13 @@ class Checkpointer:
     return target
 
   def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk; CheckpointSaveError if one failed."""
+    with self._saving("the end of the run"):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    with self._saving("the end of the run"):
+      self._manager.close()
 
 
 class CheckpointReader:

@@ -18,7 +18,7 @@ from attn_jax.decode import searches
 from attn_jax.evaluation import held_out, metrics, plots
 from attn_jax.evaluation.held_out import Example
 from attn_jax.model import attention
-from attn_jax.train import fine_tune, parallel, resume, seeds, steps, writer_lock
+from attn_jax.train import checkpoint, fine_tune, parallel, resume, seeds, steps, writer_lock
 from attn_jax.train.checkpoint import Checkpointer
 from attn_jax.train.runlog import RunLog, read_records
 
@@ -260,7 +260,8 @@ def _start(config: Config, workdir: str, flagfile: str | None,
                                               placement)
   except BaseException:
     if ckpt is not None:
-      ckpt.close()
+      with contextlib.suppress(checkpoint.CheckpointSaveError):  # nothing was saved
+        ckpt.close()
     if fresh and placement.is_main_process:
       _remove_new_files(workdir, before)
     raise

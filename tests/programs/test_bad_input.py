@@ -19,10 +19,11 @@ def _train(workdir, data_dir: str | None, *extra: str):
   return conftest.run_program("train", f"--workdir={workdir}", *data, *TINY, *extra)
 
 
-def test_missing_data_dir(tmp_path):
-  proc = _train(tmp_path / "run", None)
+def test_missing_data_dir_points_to_the_download(tmp_path):
+  proc = _train(tmp_path / "run", None)  # the default data/multi30k, not downloaded here
   assert conftest.error_line(proc) == (
-      "error: flag --data_dir: is required for task 'translation'")
+      "error: data/multi30k: no such directory; `python -m experiments.download` puts "
+      "Multi30k there")
   assert not (tmp_path / "run").exists()
 
 

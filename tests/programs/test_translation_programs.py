@@ -132,9 +132,37 @@ def test_evaluate_missing_split_is_one_line(trained):
   before = conftest.snapshot(trained["workdir"])
   proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
                               "--split=test_2017")
-  path = os.path.join(trained["data_dir"], "test_2017.en")
-  assert conftest.error_line(proc) == f"error: {path}[.gz]: no such file"
+  assert conftest.error_line(proc) == (
+      f"error: flag --split: test_2017 not in {trained['data_dir']} (present: test, train, val)")
   assert conftest.snapshot(trained["workdir"]) == before
+
+
+def test_evaluate_all_test_splits_in_one_table(trained, tmp_path):
+  data_dir = helpers.write_corpus(tmp_path, splits=("train", "val", "test", "test_2017_flickr"))
+  os.remove(tmp_path / "test_2017_flickr.de")
+  helpers.write_corpus(tmp_path, splits=("test_2018_flickr",))
+  proc = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
+                              f"--data_dir={data_dir}", "--split=all", "--beam_size=1")
+  assert proc.returncode == 0, proc.stderr
+  assert (f"not in {data_dir} (skipped): test_2016_flickr, test_2017_flickr, "
+          f"test_2017_mscoco") in proc.stderr
+  eval_dir = os.path.join(trained["workdir"], "eval")
+  with open(os.path.join(eval_dir, "test+test_2018_flickr.md"), encoding="utf-8") as f:
+    table = f.read()
+  rows = [line for line in table.splitlines() if line.startswith("| test")]
+  assert [row.split(" | ")[0] for row in rows] == ["| test", "| test_2018_flickr"]
+  assert "| 12 |" in rows[0] and "Signatures: BLEU tok-lc `" in table
+  with open(os.path.join(eval_dir, "test+test_2018_flickr.json"), encoding="utf-8") as f:
+    reports = json.load(f)
+  assert [r["split"] for r in reports] == ["test", "test_2018_flickr"]
+  with open(os.path.join(eval_dir, "test_2018_flickr.json"), encoding="utf-8") as f:
+    assert json.load(f)["bleu"] == reports[1]["bleu"]
+  assert table.splitlines()[2] in proc.stdout  # the table is printed too
+  listed = conftest.run_program("evaluate", f"--workdir={trained['workdir']}",
+                                f"--data_dir={data_dir}", "--split=test,test_2017_flickr")
+  assert conftest.error_line(listed) == (
+      f"error: flag --split: test_2017_flickr not in {data_dir} (present: test, "
+      f"test_2018_flickr, train, val)")
 
 
 def test_evaluate_line_count_mismatch_is_one_line(trained, tmp_path):

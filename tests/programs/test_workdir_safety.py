@@ -131,3 +131,16 @@ def test_small_bad_inputs_each_one_line(tmp_path):
   assert conftest.error_line(proc).startswith(
       "error: flag --vocab_size: 10 does not work for this corpus: it must be at least ")
   assert "character_coverage" not in proc.stderr and not (tmp_path / "small").exists()
+
+
+def test_a_resume_past_a_damaged_checkpoint_prints_no_tracebacks(tmp_path):
+  data_dir = helpers.write_corpus(tmp_path)
+  workdir = tmp_path / "run"
+  flags = ["--checkpoint_every=2", "--eval_every=100", "--keep_checkpoints=5"]
+  assert _train(workdir, data_dir, "--num_steps=4", *flags).returncode == 0
+  (workdir / "checkpoints" / "4" / "state" / "manifest.ocdbt").write_bytes(b"")
+  proc = _train(workdir, data_dir, "--num_steps=6", *flags)
+  assert proc.returncode == 0, proc.stderr
+  assert "checkpoint at step 4 is unreadable" in proc.stdout
+  assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+  assert "start step 2 of 6" in proc.stdout

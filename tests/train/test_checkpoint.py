@@ -165,3 +165,18 @@ def test_the_writer_sets_aside_a_step_whose_json_is_damaged(tmp_path):
   assert aside.reason.startswith("metrics/metrics: ")
   ckpt.close()
   assert sorted(os.listdir(d)) == ["1", "2.unreadable"]
+
+
+def test_a_failed_save_is_one_error_naming_the_directory(tmp_path, monkeypatch):
+  d = str(tmp_path / "ckpt")
+  ckpt = checkpoint.Checkpointer(d)
+
+  def full_disk(*args, **kwargs):
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing \"step/.zarray\": No space left on device")
+
+  monkeypatch.setattr(ckpt._manager, "save", full_disk)  # pylint: disable=protected-access
+  with pytest.raises(checkpoint.CheckpointSaveError,
+                     match=rf"^{d}: writing checkpoints failed by the save of step 3 "
+                           r"\(RESOURCE_EXHAUSTED: .*No space left on device\); the complete"):
+    ckpt.save(3, _small_state(0.3), {})
+  ckpt.close()

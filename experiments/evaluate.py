@@ -23,7 +23,7 @@ directory that has files in both languages (the Multi30k test sets it lacks are
 listed and skipped; a split named but absent is an error). Each split gets its
 files as above, and the splits together one table, a row per split (sentences,
 tok-lc BLEU, sacreBLEU, chrF, with the signatures), printed and written to
-W/eval/<split1>+<split2>+....md and .json.
+W/eval/all.md and .json (for a list: <split1>+<split2>+....md and .json).
 """
 
 from __future__ import annotations
@@ -216,7 +216,10 @@ def summary_table(reports: list[dict]) -> str:
 
 
 def write_summary(trained: inference.Trained, out_dir: str, reports: list[dict]) -> None:
-  base = os.path.join(out_dir, _file_name(trained, "+".join(r["split"] for r in reports)))
+  """The table of every split scored: W/eval/all.md and .json for --split=all, else
+  <split1>+<split2>+....md and .json."""
+  name = "all" if FLAGS.split == ["all"] else "+".join(r["split"] for r in reports)
+  base = os.path.join(out_dir, _file_name(trained, name))
   table = summary_table(reports)
   print(table)
   _write_atomically(f"{base}.md", table)
@@ -249,7 +252,7 @@ def main(argv):
       print_report(report)
       write_split(trained, out_dir, report, hyps)
       reports.append(report)
-    if len(reports) > 1:
+    if len(FLAGS.split) > 1 or FLAGS.split == ["all"]:
       write_summary(trained, out_dir, reports)
   cli.run(body, argv, path=FLAGS.workdir)
 

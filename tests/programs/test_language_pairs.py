@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -28,6 +29,9 @@ def test_english_to_czech_trains_evaluates_and_translates(tmp_path):
                               "--checkpoint=latest", "--beam_size=1")
   assert proc.returncode == 0, proc.stderr
   assert (workdir / "eval" / "test_2016_flickr.cs").is_file()
+  report = json.loads((workdir / "eval" / "test_2016_flickr.json").read_text(encoding="utf-8"))
+  table = json.loads((workdir / "eval" / "all.json").read_text(encoding="utf-8"))
+  assert [r["split"] for r in table] == ["test_2016_flickr"] and report["bleu"] == table[0]["bleu"]
   proc = conftest.run_program("translate", f"--workdir={workdir}", "--checkpoint=latest",
                               stdin=b"the red cat\n")
   assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1, proc.stderr

@@ -147,12 +147,12 @@ def test_evaluate_all_test_splits_in_one_table(trained, tmp_path):
   assert (f"not in {data_dir} (skipped): test_2016_flickr, test_2017_flickr, "
           f"test_2017_mscoco") in proc.stderr
   eval_dir = os.path.join(trained["workdir"], "eval")
-  with open(os.path.join(eval_dir, "test+test_2018_flickr.md"), encoding="utf-8") as f:
+  with open(os.path.join(eval_dir, "all.md"), encoding="utf-8") as f:
     table = f.read()
   rows = [line for line in table.splitlines() if line.startswith("| test")]
   assert [row.split(" | ")[0] for row in rows] == ["| test", "| test_2018_flickr"]
   assert "| 12 |" in rows[0] and "Signatures: BLEU tok-lc `" in table
-  with open(os.path.join(eval_dir, "test+test_2018_flickr.json"), encoding="utf-8") as f:
+  with open(os.path.join(eval_dir, "all.json"), encoding="utf-8") as f:
     reports = json.load(f)
   assert [r["split"] for r in reports] == ["test", "test_2018_flickr"]
   with open(os.path.join(eval_dir, "test_2018_flickr.json"), encoding="utf-8") as f:

@@ -23,8 +23,11 @@ CELLS = ("gru", "lstm")
 SCORES = ("dot", "scaled_dot", "general", "additive", "location")  # global attention scores
 PARAMETER_FREE_SCORES = ("dot", "scaled_dot")  # q . k: the keys must have the query's size
 LOCAL_SCORES = tuple(s for s in SCORES if s != "location")  # what local-m/local-p windows wrap
+SPARSE_NORMALISERS = ("sparsemax", "entmax15")  # in place of softmax, over any global score
+WRAPPERS = ("local_m", "local_p") + SPARSE_NORMALISERS  # prefixes of <wrapper>_<score> names
 ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
-              + tuple(f"local_p_{s}" for s in LOCAL_SCORES))
+              + tuple(f"local_p_{s}" for s in LOCAL_SCORES)
+              + tuple(f"{n}_{s}" for n in SPARSE_NORMALISERS for s in SCORES))
 MATMUL_DTYPES = ("float32", "bfloat16")
 LOSS_CHUNK_ROWS = 256  # the loss's default rows of logits at once: 256 x 8,000 logits, 8 MB
 DEFAULT_DATA_DIR = os.path.join("data", "multi30k")  # experiments.download writes it
@@ -47,10 +50,18 @@ def _check(ok: bool, name: str, message: str) -> None:
     raise ConfigError(f"{name}: {message}")
 
 
+def score_of(attention: str) -> str:
+  """The global score an attention variant uses: `local_p_general` -> `general`."""
+  for wrapper in WRAPPERS:
+    if attention.startswith(wrapper + "_"):
+      return attention.removeprefix(wrapper + "_")
+  return attention
+
+
 def needs_equal_sizes(attention: str) -> bool:
   """Whether the attention variant scores q . k without parameters (dot, scaled_dot, and the
-  local windows around them): its keys, the encoder states, need the query's size."""
-  return attention.removeprefix("local_m_").removeprefix("local_p_") in PARAMETER_FREE_SCORES
+  variants that wrap them): its keys, the encoder states, need the query's size."""
+  return score_of(attention) in PARAMETER_FREE_SCORES
 
 
 def check_registry(kind: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> None:

@@ -219,6 +219,34 @@ def masked_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return e / e.sum()
 
 
+def sparsemax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """Martins & Astudillo 2016, Algorithm 1 (the projection onto the simplex), over mask."""
+  z = scores[mask].astype(np.float64)
+  z_sorted = np.sort(z)[::-1]
+  k = np.arange(1, len(z) + 1)
+  cumulative = np.cumsum(z_sorted)
+  size = k[1 + k * z_sorted > cumulative].max()
+  out = np.zeros(len(scores))
+  out[mask] = np.maximum(z - (cumulative[size - 1] - 1) / size, 0)
+  return out
+
+
+def entmax15(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """p = [z/2 - tau]_+^2 summing to 1 (Peters et al. 2019, eq. 9 with alpha = 1.5), over mask;
+  tau by bisection, an independent route to the papers' sort-based threshold."""
+  x = scores[mask].astype(np.float64) / 2
+  low, high = x.max() - 1, x.max()
+  for _ in range(200):
+    tau = (low + high) / 2
+    low, high = (tau, high) if (np.maximum(x - tau, 0) ** 2).sum() > 1 else (low, tau)
+  out = np.zeros(len(scores))
+  out[mask] = np.maximum(x - (low + high) / 2, 0) ** 2
+  return out
+
+
+NORMALISERS = {"sparsemax": sparsemax, "entmax15": entmax15}
+
+
 def attention_scores(variant: str, p: dict, q: np.ndarray, k: np.ndarray) -> np.ndarray:
   """Scores of query q [H] against raw encoder states k [S, A], from the papers.
 
@@ -267,6 +295,9 @@ def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np
     near = mask & (np.abs(s - p_t) <= window)
     align = masked_softmax(attention_scores(variant[8:], p, q, states), near)
     weights = align * np.exp(-(s - p_t) ** 2 / (2 * (window / 2) ** 2))
+  elif variant.split("_")[0] in NORMALISERS:
+    name, score = variant.split("_", 1)
+    weights = NORMALISERS[name](attention_scores(score, p, q, states), mask)
   else:
     weights = masked_softmax(attention_scores(variant, p, q, states), mask)
   return weights @ states, weights

@@ -33,17 +33,26 @@ def cross_entropy_sum(logits: jax.Array, targets: jax.Array, mask: jax.Array,
   return jnp.sum(jnp.where(mask, nll, 0.0))
 
 
-def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-  """Alignment hits and entropy of attention weights [batch, tgt_len, src_len].
+def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array,
+                   src_len: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Alignment hits, entropy and exact zeros of attention weights [batch, tgt_len, src_len].
 
   A hit is argmax_j a_tj == gold_t at a real target position with a gold alignment.
-  Entropy is -sum_j a_tj log a_tj in nats.
+  Entropy is -sum_j a_tj log a_tj in nats. With src_len [batch] (real source lengths),
+  also the weights that are exactly 0 among the real (target, source) pairs (sparse
+  normalisers give them; softmax practically never does).
   """
   has_gold = mask & (gold >= 0)
   hits = (argmax(weights) == gold) & has_gold
   entropy = -jnp.sum(jnp.where(weights > 0, weights * jnp.log(weights), 0.0), axis=-1)
-  return {"align_hits": jnp.sum(hits), "align_count": jnp.sum(has_gold),
+  sums = {"align_hits": jnp.sum(hits), "align_count": jnp.sum(has_gold),
           "entropy_sum": jnp.sum(jnp.where(mask, entropy, 0.0))}
+  if src_len is not None:
+    real_src = jnp.arange(weights.shape[-1]) < src_len[:, None]  # [batch, src_len]
+    real = mask[:, :, None] & real_src[:, None, :]  # [batch, tgt_len, src_len]
+    sums["zero_weights"] = jnp.sum(real & (weights == 0))
+    sums["weight_count"] = jnp.sum(real)
+  return sums
 
 
 def _pad_to(x: np.ndarray, width: int) -> np.ndarray:
@@ -113,6 +122,8 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
   if "align_hits" in sums:
     out["alignment_accuracy"] = div("align_hits", "align_count")
     out["attention_entropy"] = div("entropy_sum", "token_count")
+  if "zero_weights" in sums:
+    out["zero_weight_share"] = div("zero_weights", "weight_count")
   if "seq_hits" in sums:
     out["sequence_accuracy"] = div("seq_hits", "seq_count")
     out["greedy_token_accuracy"] = div("greedy_token_hits", "greedy_token_count")

@@ -24,6 +24,11 @@ any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
 (predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights times a
 Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
 
+``sparsemax_<score>`` and ``entmax15_<score>`` put a sparse normaliser in place of
+the softmax of any global score (sparse_normalisers.py: Martins & Astudillo 2016;
+Peters, Niculae & Martins 2019 with alpha = 1.5): weights exactly 0 at real positions
+too, still summing to 1.
+
 Scores of padded positions are masked before the softmax, so padding gets
 weight exactly 0; the weights of a global variant sum to 1.
 """
@@ -38,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import config as config_lib
-from attn_jax.model import layers
+from attn_jax.model import layers, sparse_normalisers
 
 _MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
 
@@ -68,11 +73,15 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(mask, weights, 0.0)
 
 
-def _attend_with(score: Score):
-  """Builds a global attend() from a score function: softmax over all real positions."""
+Normaliser = Callable[[jax.Array, jax.Array], jax.Array]  # (scores [S], mask [S]) -> weights [S]
+
+
+def _attend_with(score: Score, normalise: Normaliser = masked_softmax):
+  """Builds a global attend() from a score function: `normalise` (softmax unless given)
+  over all real positions."""
   def attend(params, query, keys, values, mask, t, window):
     del t, window
-    weights = masked_softmax(score(params, query, keys), mask)  # [S]
+    weights = normalise(score(params, query, keys), mask)  # [S]
     context = weights @ values  # [V]
     return context, weights
   return attend
@@ -235,6 +244,18 @@ def _local_p(base: Variant) -> Variant:
   return base._replace(init=init, attend=attend)
 
 
+# -- sparse normalisers (Martins & Astudillo 2016; Peters et al. 2019) ---------------
+
+NORMALISERS: dict[str, Normaliser] = {"sparsemax": sparse_normalisers.sparsemax,
+                                      "entmax15": sparse_normalisers.entmax15}
+
+
+def _normalised(base: Variant, normalise: Normaliser) -> Variant:
+  """A global variant's score with `normalise` in place of softmax: weights that can be
+  exactly 0 at real positions (sparse_normalisers.py)."""
+  return base._replace(attend=_attend_with(base.score, normalise))
+
+
 _GLOBAL: dict[str, Variant] = {
     "dot": _global(_dot_init, _raw_keys, dot_score),
     "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score),
@@ -248,6 +269,8 @@ VARIANTS: dict[str, Variant] = {
     **_GLOBAL,
     **{f"local_m_{name}": _local_m(v) for name, v in _GLOBAL.items() if name != "location"},
     **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
+    **{f"{n}_{name}": _normalised(v, f) for n, f in NORMALISERS.items()
+       for name, v in _GLOBAL.items()},
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)

@@ -192,6 +192,6 @@ def make_eval_step(config: ModelConfig, chunk_rows: int = output_loss.DEFAULT_CH
     _, (loss_sum, count, hits, weights, mask) = _loss(params, batch, config, 0.0, None,
                                                       chunk_rows)
     return {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
-            **metrics.attention_sums(weights, batch.align, mask)}
+            **metrics.attention_sums(weights, batch.align, mask, batch.src_len)}
 
   return eval_step

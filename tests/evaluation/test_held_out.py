@@ -31,13 +31,14 @@ def test_metrics_do_not_depend_on_the_batch_size():
   a, _ = held_out.evaluate(params, dataset.eval_batches(eval_ds, 8), eval_step, greedy)  # 8 + (4 real, 4 filler)
   b, _ = held_out.evaluate(params, dataset.eval_batches(eval_ds, 12), eval_step, greedy)  # one full batch
   assert set(a) == set(b) == {"loss", "perplexity", "token_accuracy", "alignment_accuracy",
-                              "attention_entropy", "sequence_accuracy", "greedy_token_accuracy",
-                              "sequence_accuracy_by_length"}
+                              "attention_entropy", "zero_weight_share", "sequence_accuracy",
+                              "greedy_token_accuracy", "sequence_accuracy_by_length"}
   assert a.pop("sequence_accuracy_by_length") == b.pop("sequence_accuracy_by_length")
   for k in a:
     assert math.isfinite(a[k])
     np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
-  for k in ("token_accuracy", "alignment_accuracy", "sequence_accuracy", "greedy_token_accuracy"):
+  for k in ("token_accuracy", "alignment_accuracy", "zero_weight_share", "sequence_accuracy",
+            "greedy_token_accuracy"):
     assert a[k] == b[k]  # ratios of integer counts
 
 

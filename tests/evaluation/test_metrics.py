@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -155,3 +156,13 @@ def test_length_groups_are_ordered_and_open_ended():
   assert groups == {"1-10": [1, 3], "11-20": [2], "21-30": [0], "31+": [4]}
   assert list(groups) == ["1-10", "11-20", "21-30", "31+"]
   assert metrics.length_groups([4], ()) == {"1+": [0]}
+
+
+def test_zero_weight_share_counts_real_pairs_only():
+  w = np.array([[[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.2, 0.3, 0.5, 0.0]]], np.float32)
+  mask = np.array([[True, True, False]])  # the third target position is padding
+  src_len = np.array([3])  # the fourth source position is padding
+  got = metrics.attention_sums(jnp.asarray(w), jnp.zeros((1, 3), jnp.int32), jnp.asarray(mask),
+                               jnp.asarray(src_len))
+  assert int(got["weight_count"]) == 6 and int(got["zero_weights"]) == 3
+  assert metrics.summarize({**jax.device_get(got), "token_count": 2})["zero_weight_share"] == 0.5

@@ -13,7 +13,8 @@ from attn_jax.model import attention
 
 GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
 LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
-ALL = ("none",) + GLOBAL + LOCAL
+SPARSE = tuple(f"{name}_{score}" for name in ("sparsemax", "entmax15") for score in GLOBAL)
+ALL = ("none",) + GLOBAL + LOCAL + SPARSE
 S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
 POSITIONS = 9  # location attention's W_a rows (> S)
 T, WINDOW = 2, 2  # decoder step and local half-width D used by default

@@ -23,6 +23,8 @@ CASES = (
     + [("gru", v, "current", True, True) for v in ("location", "local_m_general", "local_p_dot")]
     + [("gru", "local_p_additive", "previous", True, True)]
     + [("gru-ln", "additive", "current", True, True), ("lstm-ln", "dot", "previous", True, True)]
+    + [("gru", "sparsemax_general", "current", True, True),
+       ("lstm", "entmax15_additive", "previous", True, True)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 

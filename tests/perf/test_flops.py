@@ -19,7 +19,7 @@ def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
   context = 2 * s.key  # weights @ values, per pair
   dot = flops.AttentionFlops(0, 0, 2 * s.query + context)
   local_p = 2 * s.query * s.attention + 2 * s.attention  # v_p^T tanh(W_p h_t)
-  base = name.removeprefix("local_m_").removeprefix("local_p_")
+  base = config_lib.score_of(name)  # a sparse normaliser adds no matmul
   counted = {
       "none": flops.AttentionFlops(0, 0, 0),
       "dot": dot, "scaled_dot": dot,

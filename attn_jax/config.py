@@ -24,10 +24,11 @@ SCORES = ("dot", "scaled_dot", "general", "additive", "location")  # global atte
 PARAMETER_FREE_SCORES = ("dot", "scaled_dot")  # q . k: the keys must have the query's size
 LOCAL_SCORES = tuple(s for s in SCORES if s != "location")  # what local-m/local-p windows wrap
 SPARSE_NORMALISERS = ("sparsemax", "entmax15")  # in place of softmax, over any global score
+MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")  # --num_heads heads
 WRAPPERS = ("local_m", "local_p") + SPARSE_NORMALISERS  # prefixes of <wrapper>_<score> names
 ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
               + tuple(f"local_p_{s}" for s in LOCAL_SCORES)
-              + tuple(f"{n}_{s}" for n in SPARSE_NORMALISERS for s in SCORES))
+              + tuple(f"{n}_{s}" for n in SPARSE_NORMALISERS for s in SCORES) + MULTIHEAD)
 MATMUL_DTYPES = ("float32", "bfloat16")
 LOSS_CHUNK_ROWS = 256  # the loss's default rows of logits at once: 256 x 8,000 logits, 8 MB
 DEFAULT_DATA_DIR = os.path.join("data", "multi30k")  # experiments.download writes it
@@ -158,6 +159,8 @@ class ModelConfig:
   bidirectional: bool = option(True, "Bidirectional encoder.")
   attention: str = option("additive", "Attention variant.")
   attention_size: int = option(128, "Inner size of additive attention.", above=0)
+  num_heads: int = option(4, "Multi-head attention (multihead_*): heads; divides "
+                          "--attention_size and the encoder output size.", above=0)
   query: str = option("current",
                       "Attend with h_{t-1} (previous, Bahdanau) or h_t (current, Luong).")
   input_feeding: bool = option(True, "Feed the last attentional vector/context to the cell.")
@@ -194,6 +197,11 @@ class ModelConfig:
            f"{self.encoder_hidden_size} per direction) must have the decoder's hidden_size "
            f"({self.hidden_size}): set encoder_size to "
            f"{self.hidden_size // (2 if self.bidirectional else 1)}, or use general attention")
+    _check(self.attention not in MULTIHEAD or (
+        self.attention_size % self.num_heads == 0
+        and self.encoder_output_size % self.num_heads == 0), "num_heads",
+           f"{self.num_heads} must divide attention_size ({self.attention_size}) and the "
+           f"encoder output size ({self.encoder_output_size}) for {self.attention}")
     _check(not self.tie_embeddings or self.embed_size == self.hidden_size, "tie_embeddings",
            f"needs embed_size == hidden_size, got {self.embed_size} and {self.hidden_size}")
 

@@ -247,6 +247,30 @@ def entmax15(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 NORMALISERS = {"sparsemax": sparsemax, "entmax15": entmax15}
 
 
+def multihead(score: str, p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray):
+  """(context [A], the heads' mean weights [S]) of N heads, each over its own slice of the
+  projections: additive v_n^T tanh(W_n q + U_n k_j + b_n) (Bahdanau eq. 6 per head) or
+  scaled dot (W^Q_n q) . (W^K_n k_j) / sqrt(d) (Vaswani eq. 1); context = concat_n of
+  sum_j a_nj W^V_n k_j."""
+  v = p["v"]["kernel"]  # [d, N]
+  d, heads = v.shape
+  wq = q @ p["query"]["kernel"]  # [N * d]
+  uk = states @ p["key"]["kernel"] + p["key"]["bias"]  # [S, N * d]
+  values = states @ p["value"]["kernel"]  # [S, A]
+  width = values.shape[1] // heads
+  contexts, weights = [], []
+  for n in range(heads):
+    qn, kn = wq[n * d:(n + 1) * d], uk[:, n * d:(n + 1) * d]
+    if score == "additive":
+      scores = np.tanh(kn + qn) @ v[:, n]
+    else:
+      scores = kn @ qn / np.sqrt(d)
+    a = masked_softmax(scores, mask)
+    weights.append(a)
+    contexts.append(a @ values[:, n * width:(n + 1) * width])
+  return np.concatenate(contexts), np.mean(weights, axis=0)
+
+
 def attention_scores(variant: str, p: dict, q: np.ndarray, k: np.ndarray) -> np.ndarray:
   """Scores of query q [H] against raw encoder states k [S, A], from the papers.
 
@@ -295,6 +319,8 @@ def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np
     near = mask & (np.abs(s - p_t) <= window)
     align = masked_softmax(attention_scores(variant[8:], p, q, states), near)
     weights = align * np.exp(-(s - p_t) ** 2 / (2 * (window / 2) ** 2))
+  elif variant.startswith("multihead_"):
+    return multihead(variant[10:], p, q, states, mask)
   elif variant.split("_")[0] in NORMALISERS:
     name, score = variant.split("_", 1)
     weights = NORMALISERS[name](attention_scores(score, p, q, states), mask)

@@ -136,3 +136,10 @@ def test_bounds_read_as_words():
   for cls, name, value, message in cases:
     with pytest.raises(ConfigError, match=f"^{name}: {message}$"):
       cls(**{name: value})
+
+
+def test_num_heads_must_divide_the_attention_and_encoder_sizes():
+  ModelConfig(attention="multihead_additive", num_heads=4, attention_size=128)
+  ModelConfig(attention="additive", num_heads=3)  # other variants ignore it
+  with pytest.raises(ConfigError, match=r"^num_heads: 3 must divide attention_size \(128\)"):
+    ModelConfig(attention="multihead_scaled_dot", num_heads=3)

@@ -29,6 +29,12 @@ the softmax of any global score (sparse_normalisers.py: Martins & Astudillo 2016
 Peters, Niculae & Martins 2019 with alpha = 1.5): weights exactly 0 at real positions
 too, still summing to 1.
 
+``multihead_additive`` and ``multihead_scaled_dot`` (Chen et al. 2018, RNMT+;
+Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads, each
+with its own softmax; the context is the concatenation of the heads' contexts over
+per-head value projections (W^V, so it keeps the key size) and the weights returned are
+the heads' mean.
+
 Scores of padded positions are masked before the softmax, so padding gets
 weight exactly 0; the weights of a global variant sum to 1.
 """
@@ -53,6 +59,7 @@ class Sizes(NamedTuple):
   key: int  # A: an encoder state (keys and values)
   attention: int  # inner size: additive's W q + U k, local-p's W_p
   positions: int  # source positions the location variant scores (its W_a has this many rows)
+  heads: int = 1  # multi-head variants: heads, dividing `attention` and `key`
 
 
 Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H], keys) -> [S]
@@ -256,6 +263,62 @@ def _normalised(base: Variant, normalise: Normaliser) -> Variant:
   return base._replace(attend=_attend_with(base.score, normalise))
 
 
+# -- multi-head attention (Chen et al. 2018; Vaswani et al. 2017, eq. 1 and sec. 3.2.2) ----
+
+def _multihead_init(key, sizes):
+  """Per head n of N: query and key projections to attention/N, values projected to key/N
+  (W^V, so the concatenated context keeps the key size), and for the additive score v_n."""
+  k_q, k_k, k_v, k_s = jax.random.split(key, 4)
+  return {"query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),
+          "key": layers.dense_init(k_k, sizes.key, sizes.attention),
+          "value": layers.dense_init(k_v, sizes.key, sizes.key, bias=False),
+          "v": layers.dense_init(k_s, sizes.attention // sizes.heads, sizes.heads, bias=False)}
+
+
+def _multihead_prepare(params, states, summary):
+  """keys [S, attention + key]: U k_j + b of every head, then W^V k_j of every head."""
+  del summary
+  return jnp.concatenate([layers.dense(params["key"], states),
+                          layers.dense(params["value"], states)], axis=-1)
+
+
+def _multihead(score_heads):
+  """attend() of a multi-head variant from score_heads(params, query [H], keys [S, N, d])
+  -> scores [N, S]: softmax per head, context = concat_n (sum_j a_nj W^V_n k_j) [key],
+  weights = the heads' mean [S] (each head's sums to 1, so the mean does)."""
+  def attend(params, query, keys, values, mask, t, window):
+    del values, t, window
+    heads = params["v"]["kernel"].shape[1]
+    size = params["query"]["kernel"].shape[1]
+    length = keys.shape[0]
+    k = keys[:, :size].reshape(length, heads, size // heads)  # [S, N, d]
+    v = keys[:, size:].reshape(length, heads, -1)  # [S, N, key/N]
+    weights = jax.vmap(masked_softmax, in_axes=(0, None))(
+        score_heads(params, query, k), mask)  # [N, S]
+    context = jnp.einsum("ns,snv->nv", weights, v).reshape(-1)  # [key]
+    return context, jnp.mean(weights, axis=0)  # [key], [S]
+  return attend
+
+
+def _additive_heads(params, query, keys):
+  """v_n^T tanh(W_n q + U_n k_j + b_n) per head (Bahdanau eq. 6 in each of N heads)."""
+  heads, d = keys.shape[1], keys.shape[2]
+  q = layers.dense(params["query"], query).reshape(heads, d)  # [N, d]
+  hidden = jnp.tanh(keys + q[None])  # [S, N, d]
+  return jnp.einsum("snd,dn->ns", hidden, params["v"]["kernel"])  # [N, S]
+
+
+def _scaled_dot_heads(params, query, keys):
+  """(W^Q_n q) . (W^K_n k_j) / sqrt(d) per head (Vaswani eq. 1; d = attention / N)."""
+  heads, d = keys.shape[1], keys.shape[2]
+  q = layers.dense(params["query"], query).reshape(heads, d)  # [N, d]
+  return jnp.einsum("nd,snd->ns", q, keys) / math.sqrt(d)  # [N, S]
+
+
+def _multihead_variant(score_heads) -> Variant:
+  return Variant(_multihead_init, _multihead_prepare, _multihead(score_heads))
+
+
 _GLOBAL: dict[str, Variant] = {
     "dot": _global(_dot_init, _raw_keys, dot_score),
     "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score),
@@ -271,6 +334,8 @@ VARIANTS: dict[str, Variant] = {
     **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
     **{f"{n}_{name}": _normalised(v, f) for n, f in NORMALISERS.items()
        for name, v in _GLOBAL.items()},
+    "multihead_additive": _multihead_variant(_additive_heads),
+    "multihead_scaled_dot": _multihead_variant(_scaled_dot_heads),
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)

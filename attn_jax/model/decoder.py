@@ -57,7 +57,8 @@ def readout_size(config: ModelConfig) -> int:
 
 def attention_sizes(config: ModelConfig) -> attention.Sizes:
   return attention.Sizes(query=config.hidden_size, key=config.encoder_output_size,
-                         attention=config.attention_size, positions=config.location_positions)
+                         attention=config.attention_size, positions=config.location_positions,
+                         heads=config.num_heads)
 
 
 def init(key: jax.Array, config: ModelConfig) -> dict:

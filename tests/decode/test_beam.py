@@ -27,6 +27,8 @@ CONFIGS = {
     "gru-entmax15_additive-current": helpers.tiny_model(attention="entmax15_additive"),
     "lstm-sparsemax_dot-previous": helpers.tiny_model(cell="lstm", attention="sparsemax_dot",
                                                       query="previous"),
+    "gru-multihead_additive-current": helpers.tiny_model(attention="multihead_additive",
+                                                         num_heads=2),
     "gru-additive-bfloat16": helpers.tiny_model(attention="additive", matmul_dtype="bfloat16",
                                                 tie_embeddings=True, embed_size=16,
                                                 hidden_size=16),

@@ -14,7 +14,8 @@ from attn_jax.model import attention
 GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
 LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
 SPARSE = tuple(f"{name}_{score}" for name in ("sparsemax", "entmax15") for score in GLOBAL)
-ALL = ("none",) + GLOBAL + LOCAL + SPARSE
+MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")
+ALL = ("none",) + GLOBAL + LOCAL + SPARSE + MULTIHEAD
 S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
 POSITIONS = 9  # location attention's W_a rows (> S)
 T, WINDOW = 2, 2  # decoder step and local half-width D used by default
@@ -233,3 +234,25 @@ def test_local_p_gaussian_reweights_the_window(score):
   assert 0.0 < weights.sum() <= 1.0 + 1e-6  # the Gaussian only lowers the aligned weights
   nonzero = np.flatnonzero(weights)
   assert nonzero.max() - nonzero.min() <= 4  # within [p_t - D, p_t + D]
+
+
+@pytest.mark.parametrize("variant", MULTIHEAD)
+@pytest.mark.parametrize("heads", [2, 3])
+def test_multihead_against_numpy_with_several_heads(variant, heads):
+  sizes = attention.Sizes(query=H, key=12, attention=6, positions=POSITIONS, heads=heads)
+  params = helpers.randomize(attention.VARIANTS[variant].init(jax.random.key(1), sizes), 2,
+                             scale=0.7)
+  rng = np.random.default_rng(heads)
+  q = rng.normal(size=H).astype(np.float32)
+  states = rng.normal(size=(S, 12)).astype(np.float32)
+  mask = np.arange(S) < 5
+  v = attention.VARIANTS[variant]
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(states[0]))
+  context, weights = v.attend(params, jnp.asarray(q), keys, jnp.asarray(states),
+                              jnp.asarray(mask), 0, WINDOW)
+  np_params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+  ref_context, ref_weights = helpers.multihead(variant[10:], np_params, q.astype(np.float64),
+                                               states.astype(np.float64), mask)
+  np.testing.assert_allclose(context, ref_context, rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(weights, ref_weights, rtol=2e-5, atol=2e-7)
+  assert context.shape == (12,) and (np.asarray(weights)[~mask] == 0).all()

@@ -25,6 +25,8 @@ CASES = (
     + [("gru-ln", "additive", "current", True, True), ("lstm-ln", "dot", "previous", True, True)]
     + [("gru", "sparsemax_general", "current", True, True),
        ("lstm", "entmax15_additive", "previous", True, True)]
+    + [("gru", "multihead_additive", "current", True, True),
+       ("gru", "multihead_scaled_dot", "previous", True, False)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 
@@ -33,8 +35,10 @@ def _config(cell, variant, query, feeding, bi):
   cell, _, norm = cell.partition("-")  # "gru-ln": a layer-normalised GRU
   return helpers.tiny_model(cell=cell, attention=variant, query=query, input_feeding=feeding,
                             layer_norm=norm == "ln",
-                            bidirectional=bi, hidden_size=6, embed_size=5, attention_size=7,
-                            window=1, location_positions=5)
+                            bidirectional=bi, hidden_size=6, embed_size=5,
+                            attention_size=8 if variant.startswith("multihead") else 7,
+                            window=1, location_positions=5,
+                            num_heads=2 if variant.startswith("multihead") else 4)
 
 
 def _teacher_forced_logits(params, enc, tgt_in, config):

@@ -27,6 +27,10 @@ def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
       "additive": flops.AttentionFlops(2 * s.key * s.attention, 2 * s.query * s.attention,
                                        2 * s.attention + context),
       "location": flops.AttentionFlops(0, 2 * s.query * s.positions, context),
+      # U k and W^V k once per key, W q once per step; the heads' scores and contexts
+      **dict.fromkeys(("multihead_additive", "multihead_scaled_dot"), flops.AttentionFlops(
+          2 * s.key * (s.attention + s.key), 2 * s.query * s.attention,
+          2 * s.attention + context)),
   }[base]
   if name.startswith("local_p_"):
     counted = counted._replace(per_query=counted.per_query + local_p)
@@ -36,7 +40,7 @@ def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
 @pytest.mark.parametrize("name", attention.VARIANTS)
 def test_traced_attention_counts_match_the_equations(name):
   sizes = attention.Sizes(query=6, key=6 if config_lib.needs_equal_sizes(name) else 10,
-                          attention=5, positions=9)
+                          attention=10, positions=9, heads=2 if "multihead" in name else 1)
   assert flops.attention_flops(name, sizes) == _hand_counted(name, sizes)
 
 

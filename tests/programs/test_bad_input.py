@@ -138,3 +138,12 @@ def test_batch_size_that_does_not_divide_among_the_devices(tmp_path):
       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert conftest.error_line(proc) == "error: flag --batch_size: 7 does not divide among 2 devices"
   assert not (tmp_path / "run").exists()
+
+
+def test_num_heads_that_does_not_divide_is_one_line(tmp_path):
+  proc = conftest.run_program("train", f"--workdir={tmp_path / 'run'}",
+                              "--attention=multihead_additive", "--num_heads=3")
+  assert conftest.error_line(proc) == (
+      "error: flag --num_heads: 3 must divide attention_size (128) and the encoder output "
+      "size (256) for multihead_additive")
+  assert not (tmp_path / "run").exists()

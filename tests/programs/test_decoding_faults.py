@@ -15,7 +15,6 @@ import pytest
 
 import conftest
 import helpers
-from attn_jax.train import loop
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A translation workdir with checkpoints at steps 2 and 4, both scored."""
-  root = tmp_path_factory.mktemp("faults")
-  data_dir = helpers.write_corpus(root, splits=("train", "val", "test"))
-  workdir = str(root / "run")
-  config = helpers.tiny_config(
-      data_overrides=dict(task="translation", data_dir=data_dir, vocab_size=300, max_len=15),
-      train_overrides=dict(num_steps=4, eval_every=2, checkpoint_every=2, num_plots=0,
-                           keep_checkpoints=2))
-  loop.train_and_evaluate(config, workdir)
-  return {"root": root, "data_dir": data_dir, "workdir": workdir}
+  return helpers.trained_translation(tmp_path_factory.mktemp("faults"))
 
 
 def _damaged_copy(trained, tmp_path, step: int) -> str:

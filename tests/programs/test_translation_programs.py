@@ -20,14 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A translation workdir trained for 4 steps (BLEU at steps 2 and 4, so a best exists)."""
-  root = tmp_path_factory.mktemp("programs")
-  data_dir = helpers.write_corpus(root, splits=("train", "val", "test"))
-  workdir = str(root / "run")
-  config = helpers.tiny_config(
-      data_overrides=dict(task="translation", data_dir=data_dir, vocab_size=300, max_len=15),
-      train_overrides=dict(num_steps=4, eval_every=2, checkpoint_every=2, num_plots=0))
-  loop.train_and_evaluate(config, workdir)
-  return {"root": root, "data_dir": data_dir, "workdir": workdir}
+  return helpers.trained_translation(tmp_path_factory.mktemp("programs"))
 
 
 def test_translate_writes_one_line_per_input_line(trained, tmp_path):

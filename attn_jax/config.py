@@ -25,10 +25,12 @@ PARAMETER_FREE_SCORES = ("dot", "scaled_dot")  # q . k: the keys must have the q
 LOCAL_SCORES = tuple(s for s in SCORES if s != "location")  # what local-m/local-p windows wrap
 SPARSE_NORMALISERS = ("sparsemax", "entmax15")  # in place of softmax, over any global score
 MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")  # --num_heads heads
+RECURRENT = ("coverage_additive", "monotonic")  # a state carried from step to step
 WRAPPERS = ("local_m", "local_p") + SPARSE_NORMALISERS  # prefixes of <wrapper>_<score> names
 ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
               + tuple(f"local_p_{s}" for s in LOCAL_SCORES)
-              + tuple(f"{n}_{s}" for n in SPARSE_NORMALISERS for s in SCORES) + MULTIHEAD)
+              + tuple(f"{n}_{s}" for n in SPARSE_NORMALISERS for s in SCORES) + MULTIHEAD
+              + RECURRENT)
 MATMUL_DTYPES = ("float32", "bfloat16")
 LOSS_CHUNK_ROWS = 256  # the loss's default rows of logits at once: 256 x 8,000 logits, 8 MB
 DEFAULT_DATA_DIR = os.path.join("data", "multi30k")  # experiments.download writes it
@@ -63,6 +65,13 @@ def needs_equal_sizes(attention: str) -> bool:
   """Whether the attention variant scores q . k without parameters (dot, scaled_dot, and the
   variants that wrap them): its keys, the encoder states, need the query's size."""
   return score_of(attention) in PARAMETER_FREE_SCORES
+
+
+def weights_are_distributions(attention: str) -> bool:
+  """Whether every step's weights sum to 1 over the real source positions (what a
+  coverage loss compares against): not for no attention, the local windows (local-p's
+  Gaussian) or monotonic attention (mass may run past the end)."""
+  return not (attention in ("none", "monotonic") or attention.startswith("local_"))
 
 
 def check_registry(kind: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> None:
@@ -288,6 +297,10 @@ class TrainConfig:
   cooldown_steps: int = option(300, "Final steps over which the rate decays to 0.", lower=0)
   clip_norm: float = option(1.0, "Global gradient-norm clip; 0 disables.", lower=0.0)
   label_smoothing: float = option(0.0, "Label smoothing.", lower=0.0, upper=0.99)
+  # See et al. 2017, eq. 12-13.
+  coverage_loss_weight: float = option(
+      0.0, "Weight of the coverage loss sum_j min(a_tj, cov_tj) added per target token "
+      "(cov_t: the weights of the earlier steps); 0: none.", lower=0.0)
   seed: int = option(0, "Seed of initialisation and dropout.")
   log_every: int = option(100, "Steps between log lines.", above=0)
   eval_every: int = option(400, "Steps between evaluations.", above=0)
@@ -376,6 +389,11 @@ class Config:
            f"must equal the task's vocab_size ({self.data.vocab_size})")
     _check(self.model.tgt_vocab_size == self.data.vocab_size, "tgt_vocab_size",
            f"must equal the task's vocab_size ({self.data.vocab_size})")
+    _check(not self.train.coverage_loss_weight
+           or weights_are_distributions(self.model.attention), "coverage_loss_weight",
+           f"compares weights that sum to 1 over the source with their running sum; "
+           f"{self.model.attention} attention's do not (use a global, sparse, multi-head or "
+           f"coverage variant)")
 
   def to_dict(self) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(self)

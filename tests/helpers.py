@@ -333,9 +333,92 @@ def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np
     weights = align * np.exp(-(s - p_t) ** 2 / (2 * (window / 2) ** 2))
   elif variant.startswith("multihead_"):
     return multihead(variant[10:], p, q, states, mask)
+  elif variant in RECURRENT:
+    context, weights, _ = attend_step(variant, p, q, states, summary, mask, t, window,
+                                      initial_state(variant, mask))
+    return context, weights
   elif variant.split("_")[0] in NORMALISERS:
     name, score = variant.split("_", 1)
     weights = NORMALISERS[name](attention_scores(score, p, q, states), mask)
   else:
     weights = masked_softmax(attention_scores(variant, p, q, states), mask)
   return weights @ states, weights
+
+
+# -- variants with a state carried across decoder steps -------------------------
+
+RECURRENT = ("coverage_additive", "monotonic")
+
+
+def initial_state(variant: str, mask: np.ndarray):
+  """The state before the first step: coverage 0 (See et al. eq. 10); monotonic
+  (alpha_0 = delta_{j,0}, t_0 = 0) (Raffel et al. sec. 2.2); None without a state."""
+  if variant == "coverage_additive":
+    return np.zeros(len(mask))
+  if variant == "monotonic":
+    return np.eye(len(mask))[0], 0
+  return None
+
+
+def coverage_additive(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray,
+                      coverage: np.ndarray):
+  """e_j = v^T tanh(W q + U k_j + w_c cov_j + b) (See et al. 2017, eq. 11), a = softmax(e),
+  cov' = cov + a (eq. 10): (context, weights, cov')."""
+  Wq = p["query"]["kernel"].T  # [att, H]
+  U, b = p["key"]["kernel"].T, p["key"]["bias"]  # [att, A], [att]
+  v, w_c = p["v"]["kernel"][:, 0], p["coverage"]["kernel"][0]  # [att], [att]
+  scores = np.array([v @ np.tanh(Wq @ q + U @ kj + w_c * cj + b)
+                     for kj, cj in zip(states, coverage)])
+  weights = masked_softmax(scores, mask)
+  return weights @ states, weights, coverage + weights
+
+
+def monotonic_energy(p: dict, q: np.ndarray, states: np.ndarray) -> np.ndarray:
+  """e_j = g v^T/||v|| tanh(W q + V k_j + b) + r (Raffel et al. 2017, sec. 2.5) [S]."""
+  Wq = p["query"]["kernel"].T
+  V, b = p["key"]["kernel"].T, p["key"]["bias"]
+  v = p["v"]["kernel"][:, 0]
+  return np.array([p["g"] * v @ np.tanh(Wq @ q + V @ kj + b) / np.linalg.norm(v) + p["r"]
+                   for kj in states])
+
+
+def monotonic_expected(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray,
+                       previous: np.ndarray, noise=None):
+  """Raffel et al. eq. 9 as written, a sum over k of products over l:
+  alpha_j = p_j sum_{k<=j} alpha'_k prod_{l=k}^{j-1} (1 - p_l), p = sigmoid(e + noise),
+  p = 0 at padding: (context, alpha)."""
+  e = monotonic_energy(p, q, states) + (0.0 if noise is None else noise)
+  prob = np.where(mask, sigmoid(e), 0.0)
+  alpha = np.array([prob[j] * sum(previous[k] * np.prod(1 - prob[k:j]) for k in range(j + 1))
+                    for j in range(len(mask))])
+  alpha = np.where(mask, alpha, 0.0)
+  return alpha @ states, alpha
+
+
+def monotonic_hard(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray,
+                   position: int):
+  """Raffel et al. Algorithm 1, one output step: from j = t_{i-1}, attend to the first
+  h_j with sigmoid(e_j) >= 0.5; none: context 0 and the position past the end.
+  (context, weights, position)."""
+  e = monotonic_energy(p, q, states)
+  weights = np.zeros(len(mask))
+  for j in range(position, int(mask.sum())):
+    if sigmoid(e[j]) >= 0.5:
+      weights[j] = 1.0
+      return states[j], weights, j
+  return np.zeros(states.shape[1]), weights, int(mask.sum())
+
+
+def attend_step(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np.ndarray,
+                mask: np.ndarray, t: int, window: int, state, search: bool = False):
+  """One decoder step of any variant with its state: (context, weights, state')."""
+  if variant == "coverage_additive":
+    return coverage_additive(p, q, states, mask, state)
+  if variant == "monotonic":
+    alignment, position = state
+    if search:
+      context, weights, position = monotonic_hard(p, q, states, mask, position)
+      return context, weights, (alignment, position)
+    context, weights = monotonic_expected(p, q, states, mask, alignment)
+    return context, weights, (weights, position)
+  return (*attend(variant, p, q, states, summary, mask, t, window), state)

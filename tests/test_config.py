@@ -143,3 +143,15 @@ def test_num_heads_must_divide_the_attention_and_encoder_sizes():
   ModelConfig(attention="additive", num_heads=3)  # other variants ignore it
   with pytest.raises(ConfigError, match=r"^num_heads: 3 must divide attention_size \(128\)"):
     ModelConfig(attention="multihead_scaled_dot", num_heads=3)
+
+
+def test_coverage_loss_weight_needs_weights_that_sum_to_one():
+  Config(model=ModelConfig(attention="coverage_additive"),
+         train=TrainConfig(coverage_loss_weight=1.0))
+  Config(model=ModelConfig(attention="sparsemax_additive"),
+         train=TrainConfig(coverage_loss_weight=1.0))
+  for attention in ("monotonic", "none", "local_p_general"):
+    with pytest.raises(ConfigError, match=rf"^coverage_loss_weight: .*{attention} attention"):
+      Config(model=ModelConfig(attention=attention), train=TrainConfig(coverage_loss_weight=1.0))
+  with pytest.raises(ConfigError, match=r"^coverage_loss_weight: "):
+    TrainConfig(coverage_loss_weight=-0.5)

@@ -33,20 +33,29 @@ def cross_entropy_sum(logits: jax.Array, targets: jax.Array, mask: jax.Array,
   return jnp.sum(jnp.where(mask, nll, 0.0))
 
 
+def coverage_overlap(weights: jax.Array) -> jax.Array:
+  """sum_j min(a_tj, cov_tj) [batch, tgt_len] of weights [batch, tgt_len, src_len], with
+  cov_t = sum_{t' < t} a_t' (See et al. 2017, eq. 10 and 12): the weight a step puts
+  where earlier steps already attended; its sum over t is the coverage loss."""
+  coverage = jnp.cumsum(weights, axis=1) - weights  # [batch, tgt_len, src_len]
+  return jnp.sum(jnp.minimum(weights, coverage), axis=-1)
+
+
 def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array,
                    src_len: jax.Array | None = None) -> dict[str, jax.Array]:
   """Alignment hits, entropy and exact zeros of attention weights [batch, tgt_len, src_len].
 
   A hit is argmax_j a_tj == gold_t at a real target position with a gold alignment.
-  Entropy is -sum_j a_tj log a_tj in nats. With src_len [batch] (real source lengths),
-  also the weights that are exactly 0 among the real (target, source) pairs (sparse
-  normalisers give them; softmax practically never does).
+  Entropy is -sum_j a_tj log a_tj in nats; coverage_sum adds up coverage_overlap. With
+  src_len [batch] (real source lengths), also the weights that are exactly 0 among the
+  real (target, source) pairs (sparse normalisers give them; softmax practically never).
   """
   has_gold = mask & (gold >= 0)
   hits = (argmax(weights) == gold) & has_gold
   entropy = -jnp.sum(jnp.where(weights > 0, weights * jnp.log(weights), 0.0), axis=-1)
   sums = {"align_hits": jnp.sum(hits), "align_count": jnp.sum(has_gold),
-          "entropy_sum": jnp.sum(jnp.where(mask, entropy, 0.0))}
+          "entropy_sum": jnp.sum(jnp.where(mask, entropy, 0.0)),
+          "coverage_sum": jnp.sum(jnp.where(mask, coverage_overlap(weights), 0.0))}
   if src_len is not None:
     real_src = jnp.arange(weights.shape[-1]) < src_len[:, None]  # [batch, src_len]
     real = mask[:, :, None] & real_src[:, None, :]  # [batch, tgt_len, src_len]
@@ -122,6 +131,8 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
   if "align_hits" in sums:
     out["alignment_accuracy"] = div("align_hits", "align_count")
     out["attention_entropy"] = div("entropy_sum", "token_count")
+  if "coverage_sum" in sums:
+    out["coverage_overlap"] = div("coverage_sum", "token_count")
   if "zero_weights" in sums:
     out["zero_weight_share"] = div("zero_weights", "weight_count")
   if "seq_hits" in sums:

@@ -35,6 +35,15 @@ with its own softmax; the context is the concatenation of the heads' contexts ov
 per-head value projections (W^V, so it keeps the key size) and the weights returned are
 the heads' mean.
 
+Two variants carry a state from one decoder step to the next (``Variant.recurrence``;
+the decoder keeps it in its scan carry and beam search reorders it with the
+hypotheses): ``coverage_additive`` (Tu et al. 2016; See et al. 2017, eq. 11) adds
+w_c cov_j, the weight position j received so far, to the additive score, and
+``monotonic`` (Raffel et al. 2017) attends by a left-to-right stop-or-move choice: the
+expected alignment while training and hard monotonic attention in searches, which
+advances through each source position once per sentence (linear time).
+``step_fn`` gives every variant the same per-step signature, state included.
+
 Scores of padded positions are masked before the softmax, so padding gets
 weight exactly 0; the weights of a global variant sum to 1.
 """
@@ -43,7 +52,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +74,24 @@ class Sizes(NamedTuple):
 Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H], keys) -> [S]
 
 
+class Recurrence(NamedTuple):
+  """What a variant whose weights depend on its own earlier weights adds. Its attend
+  functions take and return a per-example state:
+  (params, query [H], keys, values [S, V], mask [S], state, noise [S] or [0])
+  -> (context [V], weights [S], state)."""
+  init_state: Callable[[jax.Array], Any]  # mask [S] -> the state before the first output token
+  attend: Callable[..., tuple]  # teacher-forced training and evaluation
+  search: Callable[..., tuple] | None = None  # searches' attend; None: the same as `attend`
+  noisy: bool = False  # takes noise [S] ~ N(0, 1) at every training step
+
+
 class Variant(NamedTuple):
   init: Callable[[jax.Array, Sizes], dict]
   prepare_keys: Callable[[dict, jax.Array, jax.Array], jax.Array]
-  attend: Callable[..., tuple[jax.Array, jax.Array]]
+  attend: Callable[..., tuple[jax.Array, jax.Array]]  # with a recurrence: from its first state
   score: Score | None = None  # global scoring, which the local variants reuse
   has_weights: bool = True  # False for the fixed-context baseline
+  recurrence: Recurrence | None = None  # state carried across decoder steps
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -319,6 +340,146 @@ def _multihead_variant(score_heads) -> Variant:
   return Variant(_multihead_init, _multihead_prepare, _multihead(score_heads))
 
 
+# -- coverage (Tu et al. 2016; See et al. 2017, eq. 10-11) ---------------------
+
+def _coverage_init(key, sizes):
+  """Additive attention's W, U, b, v and the coverage weights w_c [attention]."""
+  k_a, k_c = jax.random.split(key)
+  return {**_additive_init(k_a, sizes),
+          "coverage": layers.dense_init(k_c, 1, sizes.attention, bias=False)}  # w_c
+
+
+@jax.checkpoint
+def _coverage_scores(v_params, w_c, keys, query_proj, coverage):
+  """v^T tanh(U k_j + b + W q + w_c cov_j) [S]; rematerialised like _tanh_scores."""
+  hidden = jnp.tanh(keys + query_proj + coverage[:, None] * w_c)  # [S, attention]
+  return layers.dense(v_params, hidden)[:, 0]  # [S]
+
+
+def _zero_coverage(mask):
+  return jnp.zeros(mask.shape, jnp.float32)  # cov_0 [S]
+
+
+def _coverage_attend(params, query, keys, values, mask, coverage, noise):
+  """e_j = v^T tanh(W q + U k_j + w_c cov_j + b) (See et al. eq. 11; Tu et al.'s
+  linguistic coverage with fertility 1), a = softmax(e), and the state
+  cov_{t+1} = cov_t + a_t (See et al. eq. 10: the weights of all earlier steps)."""
+  del noise
+  scores = _coverage_scores(params["v"], params["coverage"]["kernel"][0], keys,
+                            layers.dense(params["query"], query), coverage)  # [S]
+  weights = masked_softmax(scores, mask)  # [S]
+  return weights @ values, weights, coverage + weights  # [V], [S], [S]
+
+
+# -- monotonic attention (Raffel et al. 2017) ----------------------------------
+
+MONOTONIC_ENERGY_BIAS = -4.0  # r's initial value (Raffel et al. sec. 2.5): stop rarely at first
+
+
+class MonotonicState(NamedTuple):
+  alignment: jax.Array  # float32 [S]: alpha_{i-1}, the expected alignment (training)
+  position: jax.Array  # int32 []: t_{i-1}, where hard attention stopped last (searches);
+  # the source length once it ran past the end (every later context is then 0)
+
+
+def _monotonic_init(key, sizes):
+  """W (query), V and b (key), v, and the scalars g (= 1/sqrt(attention)) and r."""
+  k_q, k_k, k_v = jax.random.split(key, 3)
+  return {"query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),
+          "key": layers.dense_init(k_k, sizes.key, sizes.attention),
+          "v": layers.dense_init(k_v, sizes.attention, 1, bias=False),
+          "g": jnp.asarray(1.0 / math.sqrt(sizes.attention), jnp.float32),
+          "r": jnp.asarray(MONOTONIC_ENERGY_BIAS, jnp.float32)}
+
+
+def _normalised_v(params):
+  """{"kernel": g v / ||v||} [attention, 1] (weight normalisation, Raffel sec. 2.5)."""
+  v = params["v"]["kernel"]  # [attention, 1]
+  return {"kernel": params["g"] * v / jnp.linalg.norm(v)}
+
+
+def monotonic_energy(params, query, keys):
+  """e_ij = g v^T/||v|| tanh(W s + V h_j + b) + r [S] (Raffel et al. sec. 2.5)."""
+  return (_tanh_scores(_normalised_v(params), keys, layers.dense(params["query"], query))
+          + params["r"])  # [S]
+
+
+def _first_state(mask):
+  """alpha_0 = delta_{j,0}: attention starts at the first source position."""
+  return MonotonicState(alignment=jax.nn.one_hot(0, mask.shape[0], dtype=jnp.float32),
+                        position=jnp.zeros((), jnp.int32))
+
+
+def expected_alignment(p, previous):
+  """alpha_i [S] from the stopping probabilities p_i [S] and alpha_{i-1} [S].
+
+  alpha_ij = p_ij sum_k alpha_{i-1,k} prod_{l=k}^{j-1} (1 - p_il) (eq. 9), computed through
+  the recurrence q_ij = (1 - p_i,j-1) q_i,j-1 + alpha_{i-1,j}, alpha_ij = p_ij q_ij (eq. 10-11)
+  as a parallel associative scan over j (log S deep). It needs no division: the closed
+  form alpha_i = p_i cumprod(1 - p_i) cumsum(alpha_{i-1} / cumprod(1 - p_i)) (eq. 12) divides
+  by a product that underflows where p is near 1, and clipping it (sec. 2.5) then loses the
+  alignment (alpha 1e-10 where it should be 1).
+  """
+  keep = jnp.concatenate([jnp.zeros((1,), p.dtype), 1.0 - p[:-1]])  # 1 - p_i,j-1; q_i,-1 = 0
+
+  def compose(first, second):  # q -> a q + b, then the next: (a1 a2, a2 b1 + b2)
+    (a1, b1), (a2, b2) = first, second
+    return a1 * a2, a2 * b1 + b2
+
+  _, q = jax.lax.associative_scan(compose, (keep, previous))  # [S]
+  return p * q  # [S]
+
+
+def _monotonic_attend(params, query, keys, values, mask, state, noise):
+  """Training: p_ij = sigmoid(e_ij + noise) (noise ~ N(0, 1) while training, sec. 2.5),
+  p = 0 at padding; alpha_i = expected_alignment (eq. 9-12), c_i = sum_j alpha_ij h_j.
+  The weights sum to at most 1: the rest is the chance of having run past the end."""
+  energy = monotonic_energy(params, query, keys)  # [S]
+  if noise.shape[0]:
+    energy = energy + noise
+  p = jnp.where(mask, jax.nn.sigmoid(energy), 0.0)  # [S]
+  alignment = jnp.where(mask, expected_alignment(p, state.alignment), 0.0)  # [S]
+  return alignment @ values, alignment, state._replace(alignment=alignment)
+
+
+def _monotonic_hard(params, query, keys, values, mask, state, noise):
+  """Hard monotonic attention (Raffel et al. Algorithm 1): from j = t_{i-1}, stop at the
+  first j with p_ij = sigmoid(e_ij) >= 0.5 (e_ij >= 0) and attend to h_j alone, else
+  move on; past the end the context is 0. Energies are computed one position at a time,
+  so a whole sentence computes O(source + target) of them."""
+  del noise
+  length = jnp.sum(mask).astype(jnp.int32)
+  query_proj = layers.dense(params["query"], query)  # [attention]
+  v = _normalised_v(params)
+
+  def stops(j):
+    hidden = jnp.tanh(keys[j] + query_proj)  # [attention]
+    return layers.dense(v, hidden)[0] + params["r"] >= 0.0
+
+  def more(carry):
+    j, found = carry
+    return (j < length) & ~found
+
+  def move(carry):
+    j, _ = carry
+    found = stops(j)
+    return jnp.where(found, j, j + 1), found
+
+  j, found = jax.lax.while_loop(more, move, (state.position, jnp.zeros((), jnp.bool_)))
+  weights = jnp.where(found, jax.nn.one_hot(j, mask.shape[0], dtype=jnp.float32), 0.0)  # [S]
+  return weights @ values, weights, state._replace(position=jnp.where(found, j, length))
+
+
+def _recurrent(init, prepare_keys, recurrence: Recurrence) -> Variant:
+  """A Variant whose attend() runs the recurrence's first step (from init_state)."""
+  def attend(params, query, keys, values, mask, t, window):
+    del t, window
+    context, weights, _ = recurrence.attend(params, query, keys, values, mask,
+                                            recurrence.init_state(mask), jnp.zeros((0,)))
+    return context, weights
+  return Variant(init, prepare_keys, attend, recurrence=recurrence)
+
+
 _GLOBAL: dict[str, Variant] = {
     "dot": _global(_dot_init, _raw_keys, dot_score),
     "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score),
@@ -336,19 +497,51 @@ VARIANTS: dict[str, Variant] = {
        for name, v in _GLOBAL.items()},
     "multihead_additive": _multihead_variant(_additive_heads),
     "multihead_scaled_dot": _multihead_variant(_scaled_dot_heads),
+    "coverage_additive": _recurrent(_coverage_init, _additive_prepare,
+                                    Recurrence(_zero_coverage, _coverage_attend)),
+    "monotonic": _recurrent(_monotonic_init, _additive_prepare,
+                            Recurrence(_first_state, _monotonic_attend, _monotonic_hard,
+                                       noisy=True)),
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)
 
 
-def batched(variant: Variant, window: int = 0) -> tuple[Callable, Callable]:
+def initial_state(variant: Variant, mask: jax.Array) -> Any:
+  """The state before the first output token, per example: mask [S] -> state (a
+  variant without a recurrence: float32 [0])."""
+  if variant.recurrence is None:
+    return jnp.zeros((0,), jnp.float32)
+  return variant.recurrence.init_state(mask)
+
+
+def step_fn(variant: Variant, window: int = 0, search: bool = False) -> Callable:
+  """Every variant's attention step for one example, with one signature:
+  (params, query [H], keys, values [S, V], mask [S], t [], state, noise [S] or [0])
+  -> (context [V], weights [S], state). search: the searches' form (hard monotonic)."""
+  rec = variant.recurrence
+  if rec is None:
+    def attend(params, query, keys, values, mask, t, state, noise):
+      del noise
+      return (*variant.attend(params, query, keys, values, mask, t, window), state)
+    return attend
+  fn = rec.search if search and rec.search is not None else rec.attend
+
+  def attend_with_state(params, query, keys, values, mask, t, state, noise):
+    del t
+    return fn(params, query, keys, values, mask, state, noise)
+  return attend_with_state
+
+
+def batched(variant: Variant, window: int = 0, search: bool = False
+            ) -> tuple[Callable, Callable]:
   """The vmapped (prepare_keys, attend) of a variant: params shared, the rest per example.
 
   prepare_keys: (params, states [B, S, A], summary [B, A]) -> keys [B, S, ...]
-  attend: (params, query [B, H], keys, values [B, S, V], mask [B, S], t [B])
-          -> (context [B, V], weights [B, S]); `window` is bound here (static).
+  attend: (params, query [B, H], keys, values [B, S, V], mask [B, S], t [B], state,
+           noise [B, S] or [B, 0]) -> (context [B, V], weights [B, S], state), state's
+          leaves [B, ...]; `window` and `search` (step_fn) are bound here (static).
   """
   prepare = jax.vmap(variant.prepare_keys, in_axes=(None, 0, 0))
-  attend = jax.vmap(functools.partial(variant.attend, window=window),
-                    in_axes=(None, 0, 0, 0, 0, 0))
+  attend = jax.vmap(step_fn(variant, window, search), in_axes=(None, 0, 0, 0, 0, 0, 0, 0))
   return prepare, attend

@@ -15,7 +15,7 @@ p(y_t | y_<t, x) = softmax(W_o v_t + b_o) with v_t = t_t or h~_t (Luong eq. 6).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,9 @@ class DecoderCarry(NamedTuple):
   state: cells.CellState  # h, c: float32 [batch, hidden]
   feed: jax.Array  # float32 [batch, feed_size]: h~_{t-1} or c_{t-1}; feed_size 0 without input feeding
   t: jax.Array  # int32 [batch]: index of the output token the next step predicts (local attention)
+  attention: Any  # the attention variant's state (attention.initial_state), leaves [batch, ...]:
+  # coverage [batch, src_len]; monotonic alignment [batch, src_len] and position [batch];
+  # float32 [batch, 0] for a variant without one
 
 
 class Memory(NamedTuple):
@@ -84,9 +87,11 @@ def initial_carry(params: dict, enc: EncoderOutput, config: ModelConfig) -> Deco
   h0 = jnp.tanh(layers.dense(params["bridge"], enc.final.h))  # [batch, hidden]
   c0 = jnp.tanh(layers.dense(params["bridge_c"], enc.final.c)) if "bridge_c" in params else None
   batch = h0.shape[0]
+  variant = attention.VARIANTS[config.attention]
   return DecoderCarry(state=cells.CellState(h=h0, c=c0),
                       feed=jnp.zeros((batch, feed_size(config)), jnp.float32),
-                      t=jnp.zeros((batch,), jnp.int32))
+                      t=jnp.zeros((batch,), jnp.int32),
+                      attention=jax.vmap(lambda m: attention.initial_state(variant, m))(enc.mask))
 
 
 def memory(params: dict, enc: EncoderOutput, config: ModelConfig) -> Memory:
@@ -103,7 +108,8 @@ def project_embeddings(params: dict, emb: jax.Array) -> jax.Array:
 
 
 def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
-         mem: Memory, config: ModelConfig) -> tuple[DecoderCarry, jax.Array, jax.Array]:
+         mem: Memory, config: ModelConfig, noise: jax.Array | None = None,
+         search: bool = False) -> tuple[DecoderCarry, jax.Array, jax.Array]:
   """One decoder step for a batch.
 
   Args:
@@ -113,16 +119,25 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
     emb_proj: project_embeddings(E y_{t-1}) [batch, gates*hidden].
     mem: Memory.
     config: model options.
+    noise: float32 [batch, src_len] for a variant that trains with noise, else None.
+    search: attend as searches do (attention.step_fn: hard monotonic attention).
   Returns:
     (carry at t, output vector v_t [batch, hidden], attention weights [batch, src_len]).
   """
   cell = cells.CELLS[config.cell]
-  _, attend = attention.batched(attention.VARIANTS[config.attention], config.window)
+  _, batched_attend = attention.batched(attention.VARIANTS[config.attention], config.window,
+                                        search)
+  if noise is None:
+    noise = jnp.zeros(carry.t.shape + (0,), jnp.float32)  # [batch, 0]
+
+  def attend(query):  # -> context [batch, A], weights [batch, src_len], the variant's state
+    return batched_attend(params["attention"], query, mem.keys, mem.values, mem.mask, carry.t,
+                          carry.attention, noise)
+
   e, a = config.embed_size, config.encoder_output_size
   x = emb_proj  # [batch, gates*hidden]
   if config.query == "previous":
-    context, weights = attend(params["attention"], carry.state.h, mem.keys, mem.values, mem.mask,
-                              carry.t)
+    context, weights, attention_state = attend(carry.state.h)
     x = x + cells.project_input_rows(params["cell"], context, e)
     if config.input_feeding:
       x = x + cells.project_input_rows(params["cell"], carry.feed, e + a)
@@ -134,14 +149,14 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
     if config.input_feeding:
       x = x + cells.project_input_rows(params["cell"], carry.feed, e)
     state = cell.step(params["cell"], carry.state, x)
-    context, weights = attend(params["attention"], state.h, mem.keys, mem.values, mem.mask,
-                              carry.t)
+    context, weights, attention_state = attend(state.h)
     readout_in = jnp.concatenate([context, state.h], axis=-1)  # [batch, A+hidden]
     out = jnp.tanh(layers.dense(params["readout"], readout_in))  # [batch, hidden]
     feed = out
   if not config.input_feeding:
     feed = carry.feed  # [batch, 0]
-  return DecoderCarry(state=state, feed=feed, t=carry.t + 1), out, weights
+  return (DecoderCarry(state=state, feed=feed, t=carry.t + 1, attention=attention_state),
+          out, weights)
 
 
 def output_layer(params: dict) -> tuple[jax.Array | precision.LowPrecision, jax.Array]:
@@ -167,8 +182,20 @@ def next_token_log_probs(params: dict, carry: DecoderCarry, tokens: jax.Array, m
     (carry at t, log p(y_t | y_<t, x) [batch, tgt_vocab], attention weights [batch, src_len]).
   """
   emb = layers.embed(params["embed"], tokens)  # [batch, embed]
-  carry, out, weights = step(params, carry, emb, project_embeddings(params, emb), mem, config)
+  carry, out, weights = step(params, carry, emb, project_embeddings(params, emb), mem, config,
+                             search=True)
   return carry, jax.nn.log_softmax(logits(params, out)), weights
+
+
+def attention_noise(dropout_key: jax.Array | None, steps: int, mask: jax.Array,
+                    config: ModelConfig) -> jax.Array:
+  """Per-step noise for a variant that trains with it (monotonic: pre-sigmoid noise,
+  Raffel et al. sec. 2.5): float32 [steps, batch, src_len] ~ N(0, 1) while training (a
+  dropout key given), else [steps, batch, 0]."""
+  recurrence = attention.VARIANTS[config.attention].recurrence
+  if dropout_key is None or recurrence is None or not recurrence.noisy:
+    return jnp.zeros((steps, mask.shape[0], 0), jnp.float32)
+  return jax.random.normal(jax.random.fold_in(dropout_key, 1), (steps,) + mask.shape)
 
 
 def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
@@ -194,14 +221,15 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
   emb_proj = project_embeddings(params, emb)  # [batch, tgt_len, gates*hidden]: one matmul
 
   def body(carry, inputs):
-    e, ep = inputs
-    carry, out, weights = step(params, carry, e, ep, mem, config)
+    e, ep, noise = inputs
+    carry, out, weights = step(params, carry, e, ep, mem, config, noise)
     return carry, (out, weights)
 
   if remat:
     body = jax.checkpoint(body, prevent_cse=False)  # the scan already keeps steps apart
   _, (outs, weights) = jax.lax.scan(
       body, initial_carry(params, enc, config),
-      (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1)))
+      (jnp.swapaxes(emb, 0, 1), jnp.swapaxes(emb_proj, 0, 1),
+       attention_noise(dropout_key, tgt_in.shape[1], enc.mask, config)))
   outs = jnp.swapaxes(outs, 0, 1)  # [batch, tgt_len, hidden]
   return layers.dropout(k_out, outs, config.dropout), jnp.swapaxes(weights, 0, 1)

@@ -117,7 +117,10 @@ def init_state(key: jax.Array, config: ModelConfig,
 
 
 def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
-          dropout_key: jax.Array | None, chunk_rows: int, remat_width: int = 0):
+          dropout_key: jax.Array | None, chunk_rows: int, remat_width: int = 0,
+          coverage_weight: float = 0.0):
+  """The objective per target token: cross-entropy, plus coverage_weight times the coverage
+  loss sum_j min(a_tj, cov_tj) (See et al. 2017, eq. 13) when it is not 0; and the sums."""
   width = max(batch.src.shape[-1], batch.tgt_in.shape[-1])  # static: one compilation per shape
   outs, weights = seq2seq.forward_outputs(params, batch, config, dropout_key,
                                         remat=0 < remat_width <= width)
@@ -126,7 +129,11 @@ def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: floa
   loss_sum, hits = output_loss.sums(kernel, bias, outs, batch.tgt_out, mask, label_smoothing,
                                     chunk_rows, config.matmul_dtype)
   count = jnp.sum(mask)
-  return loss_sum / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
+  objective = loss_sum
+  if coverage_weight:
+    objective = objective + coverage_weight * jnp.sum(
+        jnp.where(mask, metrics.coverage_overlap(weights), 0.0))
+  return objective / jnp.maximum(count, 1), (loss_sum, count, hits, weights, mask)
 
 
 def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: jax.Array,
@@ -136,7 +143,7 @@ def _update(params: dict, opt_state: optax.OptState, batch: Batch, dropout_key: 
   grad_fn = jax.value_and_grad(_loss, has_aux=True)
   (_, (loss_sum, count, hits, _, _)), grads = grad_fn(
       params, batch, model_config, train_config.label_smoothing, dropout_key,
-      train_config.loss_chunk_rows, train_config.remat_width)
+      train_config.loss_chunk_rows, train_config.remat_width, train_config.coverage_loss_weight)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss_sum)
 

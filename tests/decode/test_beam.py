@@ -13,7 +13,7 @@ import pytest
 import helpers
 from attn_jax.config import BOS_ID, EOS_ID, PAD_ID
 from attn_jax.decode import beam, greedy_search, searches
-from attn_jax.model import attention, seq2seq
+from attn_jax.model import attention, decoder, seq2seq
 
 MAX_LEN = 7
 SRC_LENGTHS = [1, 3, 6, 2, 5, 4, 6, 3]
@@ -29,6 +29,10 @@ CONFIGS = {
                                                       query="previous"),
     "gru-multihead_additive-current": helpers.tiny_model(attention="multihead_additive",
                                                          num_heads=2),
+    "gru-coverage_additive-current": helpers.tiny_model(attention="coverage_additive"),
+    "lstm-monotonic-previous": helpers.tiny_model(cell="lstm", attention="monotonic",
+                                                  query="previous"),
+    "gru-monotonic-current": helpers.tiny_model(attention="monotonic"),
     "gru-additive-bfloat16": helpers.tiny_model(attention="additive", matmul_dtype="bfloat16",
                                                 tie_embeddings=True, embed_size=16,
                                                 hidden_size=16),
@@ -81,6 +85,8 @@ def test_wider_beam_scores_at_least_greedy_here_and_keeps_conventions(name):
       assert b.tokens[i, n - 1] == EOS_ID and (b.tokens[i, :n - 1] != EOS_ID).all()
     if config.attention.startswith("local_p_"):  # eq. 10's Gaussian lowers the weights
       assert (b.weights[i, :n].sum(-1) <= 1.0 + 1e-5).all()
+    elif config.attention == "monotonic":  # hard: one position, or none past the end
+      assert set(b.weights[i, :n].sum(-1).tolist()) <= {0.0, 1.0}
     elif attention.VARIANTS[config.attention].has_weights:
       np.testing.assert_allclose(b.weights[i, :n, :src_len[i]].sum(-1), 1.0, rtol=1e-5)
 
@@ -100,6 +106,29 @@ def test_scores_are_the_model_log_probability():
   for i, n in enumerate(b.lengths):
     expected = sum(log_p[i, t, b.tokens[i, t]] for t in range(n))
     np.testing.assert_allclose(b.scores[i], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gru-coverage_additive-current", "lstm-monotonic-previous",
+                                  "gru-monotonic-current"])
+def test_scores_of_a_carried_attention_state_follow_their_hypothesis(name):
+  """The score of each returned hypothesis is its log-probability recomputed one search step
+  at a time for that hypothesis alone, so the beam reordered the attention state (coverage,
+  the monotonic position) with the hypotheses it belongs to."""
+  config = CONFIGS[name]
+  params = _params(config, 1.0)
+  src, src_len = helpers.random_src(np.random.default_rng(2), SRC_LENGTHS, SRC_WIDTH)
+  b = jax.device_get(_fns(config, 3)[1](params, src, src_len))
+  step = jax.jit(lambda p, c, y, m: decoder.next_token_log_probs(p["decoder"], c, y, m, config))
+  carry, mem = beam.start(params, jnp.asarray(src), jnp.asarray(src_len), config)
+  tokens = jnp.full((len(src),), BOS_ID, jnp.int32)
+  total = np.zeros(len(src))
+  for t in range(MAX_LEN):
+    carry, log_p, weights = step(params, carry, tokens, mem)
+    tokens = jnp.asarray(b.tokens[:, t])
+    live = t < b.lengths
+    total += np.where(live, np.asarray(log_p)[np.arange(len(src)), b.tokens[:, t]], 0.0)
+    np.testing.assert_allclose(np.asarray(weights)[live], b.weights[live, t], atol=1e-5)
+  np.testing.assert_allclose(b.scores, total, rtol=1e-4, atol=1e-4)
 
 
 def test_padded_batch_equals_one_at_a_time():

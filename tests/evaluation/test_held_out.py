@@ -31,7 +31,8 @@ def test_metrics_do_not_depend_on_the_batch_size():
   a, _ = held_out.evaluate(params, dataset.eval_batches(eval_ds, 8), eval_step, greedy)  # 8 + (4 real, 4 filler)
   b, _ = held_out.evaluate(params, dataset.eval_batches(eval_ds, 12), eval_step, greedy)  # one full batch
   assert set(a) == set(b) == {"loss", "perplexity", "token_accuracy", "alignment_accuracy",
-                              "attention_entropy", "zero_weight_share", "sequence_accuracy",
+                              "attention_entropy", "coverage_overlap", "zero_weight_share",
+                              "sequence_accuracy",
                               "greedy_token_accuracy", "sequence_accuracy_by_length"}
   assert a.pop("sequence_accuracy_by_length") == b.pop("sequence_accuracy_by_length")
   for k in a:

@@ -77,6 +77,24 @@ def test_attention_sums_matches_numpy():
   assert np.isfinite(float(got["entropy_sum"]))
 
 
+def test_coverage_overlap_matches_see_et_al_eq_12():
+  """sum_j min(a_tj, cov_tj), cov_t = sum_{t'<t} a_t' (See et al. 2017, eq. 10 and 12)."""
+  rng = np.random.default_rng(3)
+  w = rng.random(size=(2, 4, 5))
+  w /= w.sum(-1, keepdims=True)
+  got = np.asarray(metrics.coverage_overlap(jnp.asarray(w, jnp.float32)))
+  for b in range(2):
+    for t in range(4):
+      cov = w[b, :t].sum(0)
+      np.testing.assert_allclose(got[b, t], np.minimum(w[b, t], cov).sum(), rtol=1e-5, atol=1e-7)
+  assert np.all(got[:, 0] == 0.0)
+  again = jnp.asarray(np.eye(5)[[1, 1, 1]][None], jnp.float32)  # one position, three times
+  np.testing.assert_allclose(np.asarray(metrics.coverage_overlap(again))[0], [0, 1, 1])
+  mask = jnp.asarray([[True, True, False]])
+  sums = metrics.attention_sums(again, jnp.zeros((1, 3), jnp.int32), mask)
+  assert float(sums["coverage_sum"]) == 1.0  # the padded third step is not counted
+
+
 def test_uniform_attention_entropy_is_log_length():
   S = 6
   w = jnp.full((1, 1, S), 1.0 / S)

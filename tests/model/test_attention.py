@@ -15,7 +15,8 @@ GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
 LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
 SPARSE = tuple(f"{name}_{score}" for name in ("sparsemax", "entmax15") for score in GLOBAL)
 MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")
-ALL = ("none",) + GLOBAL + LOCAL + SPARSE + MULTIHEAD
+RECURRENT = helpers.RECURRENT  # coverage_additive, monotonic
+ALL = ("none",) + GLOBAL + LOCAL + SPARSE + MULTIHEAD + RECURRENT
 S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
 POSITIONS = 9  # location attention's W_a rows (> S)
 T, WINDOW = 2, 2  # decoder step and local half-width D used by default
@@ -176,10 +177,12 @@ def test_batched_equals_loop_over_examples(variant):
   states = rng.normal(size=(B, S, A)).astype(np.float32)
   summary = rng.normal(size=(B, A)).astype(np.float32)
   mask = np.arange(S)[None, :] < np.array([1, 3, S, 5])[:, None]
-  prepare, attend = attention.batched(attention.VARIANTS[variant], WINDOW)
+  variant_fns = attention.VARIANTS[variant]
+  prepare, attend = attention.batched(variant_fns, WINDOW)
   keys = prepare(params, states, summary)
   t = np.array([0, 2, 5, 9], np.int32)
-  context, weights = attend(params, q, keys, states, mask, t)
+  state = jax.vmap(lambda m: attention.initial_state(variant_fns, m))(mask)
+  context, weights, _ = attend(params, q, keys, states, mask, t, state, np.zeros((B, 0)))
   assert context.shape == (B, A) and weights.shape == (B, S)
   for b in range(B):
     c, w = _run(variant, params, q[b], states[b], summary[b], mask[b], t=t[b])
@@ -256,3 +259,116 @@ def test_multihead_against_numpy_with_several_heads(variant, heads):
   np.testing.assert_allclose(context, ref_context, rtol=2e-5, atol=2e-6)
   np.testing.assert_allclose(weights, ref_weights, rtol=2e-5, atol=2e-7)
   assert context.shape == (12,) and (np.asarray(weights)[~mask] == 0).all()
+
+
+# -- variants with a state: coverage (Tu et al. 2016; See et al. 2017), monotonic (Raffel
+# et al. 2017) --------------------------------------------------------------------------
+
+def _steps(variant, params, queries, states, summary, mask, search=False, noise=None):
+  """step_fn over queries [T, H] from the initial state: contexts, weights, final state."""
+  v = attention.VARIANTS[variant]
+  fn = jax.jit(attention.step_fn(v, WINDOW, search))
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))
+  state = attention.initial_state(v, jnp.asarray(mask))
+  contexts, weights = [], []
+  for t, q in enumerate(queries):
+    n = jnp.zeros((0,)) if noise is None else jnp.asarray(noise[t])
+    c, w, state = fn(params, jnp.asarray(q), keys, jnp.asarray(states), jnp.asarray(mask),
+                     jnp.int32(t), state, n)
+    contexts.append(np.asarray(c))
+    weights.append(np.asarray(w))
+  return np.array(contexts), np.array(weights), state
+
+
+def _numpy_steps(variant, params, queries, states, summary, mask, search=False):
+  p = helpers.to_np(params)
+  state = helpers.initial_state(variant, mask)
+  contexts, weights = [], []
+  for t, q in enumerate(queries):
+    c, w, state = helpers.attend_step(variant, p, q.astype(np.float64), states.astype(np.float64),
+                                      summary, mask, t, WINDOW, state, search)
+    contexts.append(c)
+    weights.append(w)
+  return np.array(contexts), np.array(weights), state
+
+
+def _queries(steps=5, seed=7):
+  return np.random.default_rng(seed).normal(size=(steps, H)).astype(np.float32)
+
+
+@pytest.mark.parametrize("search", [False, True])
+@pytest.mark.parametrize("variant", RECURRENT)
+def test_recurrent_variants_over_several_steps_match_numpy(variant, search):
+  params, _, states, summary, mask = _setup(variant, 2 * H, lengths=(5,))
+  queries = _queries()
+  c, w, state = _steps(variant, params, queries, states, summary, mask, search)
+  ref_c, ref_w, ref_state = _numpy_steps(variant, params, queries, states, summary, mask, search)
+  np.testing.assert_allclose(w, ref_w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(c, ref_c, rtol=1e-5, atol=1e-6)
+  assert np.all(w[:, ~mask] == 0.0)
+  if variant == "coverage_additive":  # cov_T = the sum of every step's weights (eq. 10)
+    np.testing.assert_allclose(np.asarray(state), w.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+  elif search:
+    assert int(state.position) == ref_state[1]
+
+
+def test_coverage_changes_the_scores_only_through_w_c():
+  """With w_c = 0 coverage attention is additive attention at every step."""
+  params, _, states, summary, mask = _setup("coverage_additive", 2 * H)
+  params = {**params, "coverage": {"kernel": jnp.zeros_like(params["coverage"]["kernel"])}}
+  additive = {k: v for k, v in params.items() if k != "coverage"}
+  queries = _queries(3)
+  _, w, _ = _steps("coverage_additive", params, queries, states, summary, mask)
+  for t, q in enumerate(queries):
+    _, ref = _run("additive", additive, q, states, summary, mask)
+    np.testing.assert_allclose(w[t], ref, rtol=1e-6)
+  params["coverage"]["kernel"] = jnp.full_like(params["coverage"]["kernel"], 3.0)
+  _, moved, _ = _steps("coverage_additive", params, queries, states, summary, mask)
+  np.testing.assert_array_equal(moved[0], w[0])  # cov_0 = 0
+  assert not np.allclose(moved[1:], w[1:])
+
+
+def test_expected_alignment_parallel_form_equals_eq9_with_noise():
+  params, _, states, summary, mask = _setup("monotonic", 2 * H, lengths=(6,))
+  queries = _queries(4, seed=3)
+  noise = np.random.default_rng(4).normal(size=(4, S)).astype(np.float32)
+  _, w, _ = _steps("monotonic", params, queries, states, summary, mask, noise=noise)
+  p = helpers.to_np(params)
+  previous = np.eye(S)[0]
+  for t, q in enumerate(queries):
+    _, ref = helpers.monotonic_expected(p, q.astype(np.float64), states.astype(np.float64),
+                                        mask, previous, noise[t])
+    np.testing.assert_allclose(w[t], ref, rtol=1e-5, atol=1e-7)
+    previous = ref
+  assert np.all(w.sum(-1) <= 1.0 + 1e-6) and np.all(w[:, ~mask] == 0.0)
+
+
+def test_expected_alignment_is_stable_where_the_cumulative_product_underflows():
+  """p = 1 at every position: prod(1 - p) is 0, which the clipped form divides by safely;
+  alpha_i stays at alpha_{i-1}'s position, and the gradient is finite."""
+  previous = jnp.asarray(np.eye(S)[2])
+  alpha = attention.expected_alignment(jnp.ones(S), previous)
+  np.testing.assert_allclose(np.asarray(alpha), np.eye(S)[2], atol=1e-6)
+  grad = jax.grad(lambda e: jnp.sum(attention.expected_alignment(jax.nn.sigmoid(e), previous)
+                                    * jnp.arange(S)))(jnp.full(S, 30.0))
+  assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_hard_monotonic_is_the_limit_of_the_expected_alignment():
+  """With energies far from 0 (p in {0, 1}) the expected alignment is the hard one."""
+  params, _, states, summary, mask = _setup("monotonic", 2 * H, lengths=(6,))
+  params = {**params, "g": params["g"] * 0 + 200.0, "r": params["r"] * 0}
+  queries = _queries(6, seed=11)
+  _, soft, _ = _steps("monotonic", params, queries, states, summary, mask)
+  _, hard, state = _steps("monotonic", params, queries, states, summary, mask, search=True)
+  np.testing.assert_allclose(soft, hard, atol=1e-4)
+  positions = [int(np.argmax(w)) for w in hard if w.sum() > 0]
+  assert positions == sorted(positions)  # never moves back
+
+
+def test_hard_monotonic_past_the_end_gives_zero_context_from_then_on():
+  params, _, states, summary, mask = _setup("monotonic", 2 * H, lengths=(4,))
+  params = {**params, "r": params["r"] * 0 - 1e3}  # never stops
+  c, w, state = _steps("monotonic", params, _queries(3), states, summary, mask, search=True)
+  assert np.all(c == 0.0) and np.all(w == 0.0) and int(state.position) == 4

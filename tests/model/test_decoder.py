@@ -27,6 +27,10 @@ CASES = (
        ("lstm", "entmax15_additive", "previous", True, True)]
     + [("gru", "multihead_additive", "current", True, True),
        ("gru", "multihead_scaled_dot", "previous", True, False)]
+    + [("gru", "coverage_additive", "current", True, True),
+       ("lstm", "coverage_additive", "previous", False, False),
+       ("gru", "monotonic", "previous", True, True),
+       ("gru", "monotonic", "current", False, True)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 
@@ -89,12 +93,13 @@ def _numpy_decoder(p, states, final_h, final_c, mask, tgt_in, config):
   c = np.tanh(dense(p["bridge_c"], final_c)) if config.cell == "lstm" else None
   feed = np.zeros(config.hidden_size if config.query == "current" else states.shape[-1])
   logits, weights = [], []
+  state = helpers.initial_state(config.attention, mask)
   for t, y in enumerate(tgt_in):
-    attend = lambda q, t=t: helpers.attend(config.attention, p["attention"], q, states, final_h,
-                                           mask, t, config.window)
+    attend = lambda q, t=t: helpers.attend_step(config.attention, p["attention"], q, states,
+                                                final_h, mask, t, config.window, state)
     e = p["embed"]["embedding"][y]
     if config.query == "previous":
-      ctx, w = attend(h)
+      ctx, w, state = attend(h)
       x = np.concatenate([e, ctx] + ([feed] if config.input_feeding else []))
       h, c = helpers.cell_step(config.cell, p["cell"], (h, c), x)
       v = np.tanh(dense(p["readout"], np.concatenate([h, ctx, e])))
@@ -102,7 +107,7 @@ def _numpy_decoder(p, states, final_h, final_c, mask, tgt_in, config):
     else:
       x = np.concatenate([e] + ([feed] if config.input_feeding else []))
       h, c = helpers.cell_step(config.cell, p["cell"], (h, c), x)
-      ctx, w = attend(h)
+      ctx, w, state = attend(h)
       v = np.tanh(dense(p["readout"], np.concatenate([ctx, h])))
       feed = v
     logits.append(dense(p["output"], v))

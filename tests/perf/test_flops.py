@@ -20,6 +20,8 @@ def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
   dot = flops.AttentionFlops(0, 0, 2 * s.query + context)
   local_p = 2 * s.query * s.attention + 2 * s.attention  # v_p^T tanh(W_p h_t)
   base = config_lib.score_of(name)  # a sparse normaliser adds no matmul
+  if name in ("coverage_additive", "monotonic"):  # w_c cov_j, g v/||v||, r: elementwise
+    base = "additive"
   counted = {
       "none": flops.AttentionFlops(0, 0, 0),
       "dot": dot, "scaled_dot": dot,

@@ -147,3 +147,22 @@ def test_num_heads_that_does_not_divide_is_one_line(tmp_path):
       "error: flag --num_heads: 3 must divide attention_size (128) and the encoder output "
       "size (256) for multihead_additive")
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--attention=monotonic", "--coverage_loss_weight=1"],
+     "error: flag --coverage_loss_weight: compares weights that sum to 1 over the source with "
+     "their running sum; monotonic attention's do not (use a global, sparse, multi-head or "
+     "coverage variant)"),
+    (["--attention=coverage_additive", "--coverage_loss_weight=-1"],
+     "error: flag --coverage_loss_weight=-1: -1.0 is not a non-negative number"),
+    (["--attention=entmax15_local_p_dot"], None),
+])
+def test_bad_variant_options_are_one_line(tmp_path, flags, line):
+  proc = conftest.run_program("train", f"--workdir={tmp_path / 'run'}", *flags)
+  error = conftest.error_line(proc)
+  if line is not None:
+    assert error == line
+  else:
+    assert error.startswith("error: flag --attention=entmax15_local_p_dot: value should be one of")
+  assert proc.returncode == 1 and not (tmp_path / "run").exists()

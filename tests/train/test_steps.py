@@ -207,3 +207,35 @@ def test_recomputed_time_steps_give_the_same_loss_and_gradients(overrides):
   checkpoints = lambda width: str(jax.make_jaxpr(lambda p: loss(p, remat_width=width))(
       params)).count("remat")  # additive attention has one of its own
   assert checkpoints(7) > checkpoints(8) == checkpoints(0)
+
+
+def test_coverage_loss_adds_its_weight_times_the_overlap_per_token(datasets):
+  """objective = (cross-entropy sum + lambda sum_t sum_j min(a_tj, cov_tj)) / tokens (See et
+  al. 2017, eq. 13); the reported loss stays the cross-entropy."""
+  model = dataclasses.replace(CONFIG.model, attention="coverage_additive")
+  params = helpers.init_params(model)
+  batch = jax.tree.map(jnp.asarray, dataset.take(datasets[1], np.arange(8)))
+  plain, (loss_sum, count, _, weights, mask) = steps._loss(  # pylint: disable=protected-access
+      params, batch, model, 0.0, None, 0)
+  weighted, (loss_sum2, *_) = steps._loss(  # pylint: disable=protected-access
+      params, batch, model, 0.0, None, 0, coverage_weight=0.5)
+  overlap = float(jnp.sum(jnp.where(mask, metrics.coverage_overlap(weights), 0.0)))
+  assert overlap > 0 and float(loss_sum2) == float(loss_sum)
+  np.testing.assert_allclose(float(weighted), float(plain) + 0.5 * overlap / float(count),
+                             rtol=1e-5)
+
+
+def test_monotonic_noise_enters_training_only(datasets):
+  """Pre-sigmoid noise (Raffel et al. sec. 2.5) is drawn from the dropout key: training
+  steps with different keys differ, and evaluation (no key) is deterministic."""
+  config = dataclasses.replace(CONFIG, model=dataclasses.replace(CONFIG.model,
+                                                                 attention="monotonic"))
+  init, opt = _init_fn(config.model, config.train)
+  train_step = steps.make_train_step(config.model, config.train, opt)
+  batch = dataset.train_batch(datasets[0], 0, config.train.batch_size, 0)
+  _, s1 = train_step(init(jax.random.key(0)), batch, jax.random.key(1))
+  _, s2 = train_step(init(jax.random.key(0)), batch, jax.random.key(2))
+  assert float(s1["loss_sum"]) != float(s2["loss_sum"])
+  eval_step = steps.make_eval_step(config.model)
+  params = init(jax.random.key(0)).params
+  assert jax.device_get(eval_step(params, batch)) == jax.device_get(eval_step(params, batch))

@@ -65,7 +65,7 @@ def evaluate(params: dict, batches: Iterable[dataset.Batch], eval_step: Callable
       n, m = int(batch.src_len[i]), int(hyp.lengths[i])
       examples.append(Example(batch.src[i, :n], hyp.tokens[i, :m], hyp.weights[i, :m, :n]))
   if not has_weights:
-    for key in ("align_hits", "entropy_sum", "zero_weights"):
+    for key in ("align_hits", "entropy_sum", "zero_weights", "coverage_sum"):
       totals.pop(key, None)
   rates: dict = metrics.summarize(totals)
   buckets = metrics.by_length(np.concatenate(lengths), np.concatenate(exact))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +64,33 @@ def attention_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array,
     sums["zero_weights"] = jnp.sum(real & (weights == 0))
     sums["weight_count"] = jnp.sum(real)
   return sums
+
+
+def head_sums(weights: jax.Array, gold: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  """Each head's alignment hits and entropy sum, [heads] each, from a multi-head variant's
+  weights [batch, tgt_len, heads, src_len] (attention_sums per head)."""
+  per_head = jax.vmap(lambda w: attention_sums(w, gold, mask), in_axes=2)(weights)
+  return {"head_align_hits": per_head["align_hits"], "head_entropy_sum": per_head["entropy_sum"]}
+
+
+def repeated_ngrams(output: np.ndarray, reference: np.ndarray, n: int = 2) -> tuple[int, int]:
+  """Over-translation (Tu et al. 2016) of one decoded sentence (host side): (the n-grams it
+  repeats beyond what the reference holds, sum_g max(0, c_out(g) - max(1, c_ref(g))), and
+  its n-gram count). output, reference: int ids, EOS excluded."""
+  grams = lambda ids: collections.Counter(tuple(ids[i:i + n]) for i in range(len(ids) - n + 1))
+  out, ref = grams(list(output)), grams(list(reference))
+  return sum(max(0, c - max(1, ref[g])) for g, c in out.items()), sum(out.values())
+
+
+def unattended_sources(weights: np.ndarray) -> tuple[int, int]:
+  """Under-translation (Tu et al. 2016) of one decoded sentence (host side): (the source
+  tokens that no output step attends to most, and the source tokens), from its weights
+  [out_len, src_len] (EOS columns excluded by the caller); steps with no weight at all
+  (monotonic attention past the end) attend to nothing."""
+  attending = weights[weights.sum(-1) > 0]  # [steps, src_len]
+  seen = np.zeros(weights.shape[1], bool)
+  seen[np.argmax(attending, axis=-1)] = True
+  return int(np.sum(~seen)), weights.shape[1]
 
 
 def _pad_to(x: np.ndarray, width: int) -> np.ndarray:
@@ -133,6 +162,12 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     out["attention_entropy"] = div("entropy_sum", "token_count")
   if "coverage_sum" in sums:
     out["coverage_overlap"] = div("coverage_sum", "token_count")
+  if "head_align_hits" in sums and sums.get("align_count"):
+    accuracy = np.asarray(sums["head_align_hits"], np.float64) / float(sums["align_count"])
+    best = int(np.argmax(accuracy))  # the head whose argmax is most often the gold position
+    out["best_head"] = float(best)
+    out["best_head_alignment_accuracy"] = float(accuracy[best])
+    out["best_head_entropy"] = float(sums["head_entropy_sum"][best]) / float(sums["token_count"])
   if "zero_weights" in sums:
     out["zero_weight_share"] = div("zero_weights", "weight_count")
   if "seq_hits" in sums:

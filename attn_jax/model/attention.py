@@ -33,7 +33,7 @@ too, still summing to 1.
 Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads, each
 with its own softmax; the context is the concatenation of the heads' contexts over
 per-head value projections (W^V, so it keeps the key size) and the weights returned are
-the heads' mean.
+the heads' mean (``Variant.heads`` gives each head's, for the evaluation).
 
 Two variants carry a state from one decoder step to the next (``Variant.recurrence``;
 the decoder keeps it in its scan carry and beam search reorders it with the
@@ -92,6 +92,8 @@ class Variant(NamedTuple):
   score: Score | None = None  # global scoring, which the local variants reuse
   has_weights: bool = True  # False for the fixed-context baseline
   recurrence: Recurrence | None = None  # state carried across decoder steps
+  heads: Callable[..., tuple[jax.Array, jax.Array]] | None = None  # multi-head: attend()
+  # with every head's weights [N, S] in place of their mean
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -306,8 +308,9 @@ def _multihead_prepare(params, states, summary):
 def _multihead(score_heads):
   """attend() of a multi-head variant from score_heads(params, query [H], keys [S, N, d])
   -> scores [N, S]: softmax per head, context = concat_n (sum_j a_nj W^V_n k_j) [key],
-  weights = the heads' mean [S] (each head's sums to 1, so the mean does)."""
-  def attend(params, query, keys, values, mask, t, window):
+  weights = every head's [N, S]; Variant.attend returns their mean [S] (each head's sums
+  to 1, so the mean does)."""
+  def attend_heads(params, query, keys, values, mask, t, window):
     del values, t, window
     heads = params["v"]["kernel"].shape[1]
     size = params["query"]["kernel"].shape[1]
@@ -317,8 +320,12 @@ def _multihead(score_heads):
     weights = jax.vmap(masked_softmax, in_axes=(0, None))(
         score_heads(params, query, k), mask)  # [N, S]
     context = jnp.einsum("ns,snv->nv", weights, v).reshape(-1)  # [key]
+    return context, weights  # [key], [N, S]
+
+  def attend(params, query, keys, values, mask, t, window):
+    context, weights = attend_heads(params, query, keys, values, mask, t, window)
     return context, jnp.mean(weights, axis=0)  # [key], [S]
-  return attend
+  return attend, attend_heads
 
 
 def _additive_heads(params, query, keys):
@@ -337,7 +344,8 @@ def _scaled_dot_heads(params, query, keys):
 
 
 def _multihead_variant(score_heads) -> Variant:
-  return Variant(_multihead_init, _multihead_prepare, _multihead(score_heads))
+  attend, attend_heads = _multihead(score_heads)
+  return Variant(_multihead_init, _multihead_prepare, attend, heads=attend_heads)
 
 
 # -- coverage (Tu et al. 2016; See et al. 2017, eq. 10-11) ---------------------
@@ -515,15 +523,19 @@ def initial_state(variant: Variant, mask: jax.Array) -> Any:
   return variant.recurrence.init_state(mask)
 
 
-def step_fn(variant: Variant, window: int = 0, search: bool = False) -> Callable:
+def step_fn(variant: Variant, window: int = 0, search: bool = False,
+            heads: bool = False) -> Callable:
   """Every variant's attention step for one example, with one signature:
   (params, query [H], keys, values [S, V], mask [S], t [], state, noise [S] or [0])
-  -> (context [V], weights [S], state). search: the searches' form (hard monotonic)."""
+  -> (context [V], weights [S], state). search: the searches' form (hard monotonic);
+  heads: a multi-head variant's weights per head [N, S]."""
   rec = variant.recurrence
   if rec is None:
+    stateless = variant.heads if heads and variant.heads is not None else variant.attend
+
     def attend(params, query, keys, values, mask, t, state, noise):
       del noise
-      return (*variant.attend(params, query, keys, values, mask, t, window), state)
+      return (*stateless(params, query, keys, values, mask, t, window), state)
     return attend
   fn = rec.search if search and rec.search is not None else rec.attend
 
@@ -533,15 +545,17 @@ def step_fn(variant: Variant, window: int = 0, search: bool = False) -> Callable
   return attend_with_state
 
 
-def batched(variant: Variant, window: int = 0, search: bool = False
+def batched(variant: Variant, window: int = 0, search: bool = False, heads: bool = False
             ) -> tuple[Callable, Callable]:
   """The vmapped (prepare_keys, attend) of a variant: params shared, the rest per example.
 
   prepare_keys: (params, states [B, S, A], summary [B, A]) -> keys [B, S, ...]
   attend: (params, query [B, H], keys, values [B, S, V], mask [B, S], t [B], state,
-           noise [B, S] or [B, 0]) -> (context [B, V], weights [B, S], state), state's
-          leaves [B, ...]; `window` and `search` (step_fn) are bound here (static).
+           noise [B, S] or [B, 0]) -> (context [B, V], weights [B, S] (heads: [B, N, S]),
+          state), state's leaves [B, ...]; `window`, `search` and `heads` (step_fn) are
+          bound here (static).
   """
   prepare = jax.vmap(variant.prepare_keys, in_axes=(None, 0, 0))
-  attend = jax.vmap(step_fn(variant, window, search), in_axes=(None, 0, 0, 0, 0, 0, 0, 0))
+  attend = jax.vmap(step_fn(variant, window, search, heads),
+                    in_axes=(None, 0, 0, 0, 0, 0, 0, 0))
   return prepare, attend

@@ -109,7 +109,8 @@ def project_embeddings(params: dict, emb: jax.Array) -> jax.Array:
 
 def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
          mem: Memory, config: ModelConfig, noise: jax.Array | None = None,
-         search: bool = False) -> tuple[DecoderCarry, jax.Array, jax.Array]:
+         search: bool = False, heads: bool = False
+         ) -> tuple[DecoderCarry, jax.Array, jax.Array]:
   """One decoder step for a batch.
 
   Args:
@@ -121,12 +122,14 @@ def step(params: dict, carry: DecoderCarry, emb: jax.Array, emb_proj: jax.Array,
     config: model options.
     noise: float32 [batch, src_len] for a variant that trains with noise, else None.
     search: attend as searches do (attention.step_fn: hard monotonic attention).
+    heads: a multi-head variant's weights per head (attention.step_fn).
   Returns:
-    (carry at t, output vector v_t [batch, hidden], attention weights [batch, src_len]).
+    (carry at t, output vector v_t [batch, hidden], attention weights [batch, src_len]
+    or, with heads, [batch, heads, src_len]).
   """
   cell = cells.CELLS[config.cell]
   _, batched_attend = attention.batched(attention.VARIANTS[config.attention], config.window,
-                                        search)
+                                        search, heads)
   if noise is None:
     noise = jnp.zeros(carry.t.shape + (0,), jnp.float32)  # [batch, 0]
 
@@ -200,7 +203,8 @@ def attention_noise(dropout_key: jax.Array | None, steps: int, mask: jax.Array,
 
 def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
                            config: ModelConfig, dropout_key: jax.Array | None = None,
-                           remat: bool = False) -> tuple[jax.Array, jax.Array]:
+                           remat: bool = False, heads: bool = False
+                           ) -> tuple[jax.Array, jax.Array]:
   """Runs the decoder recurrence over given previous tokens, up to the output layer.
 
   Args:
@@ -211,6 +215,7 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
     dropout_key: PRNG key or None.
     remat: under differentiation, recompute each step's activations in the backward
       pass instead of keeping them for every time step (jax.checkpoint of the step).
+    heads: a multi-head variant's weights per head, [batch, tgt_len, heads, src_len].
   Returns:
     output vectors v_t [batch, tgt_len, hidden] (after dropout), attention weights
     [batch, tgt_len, src_len].
@@ -222,7 +227,7 @@ def teacher_forced_outputs(params: dict, enc: EncoderOutput, tgt_in: jax.Array,
 
   def body(carry, inputs):
     e, ep, noise = inputs
-    carry, out, weights = step(params, carry, e, ep, mem, config, noise)
+    carry, out, weights = step(params, carry, e, ep, mem, config, noise, heads=heads)
     return carry, (out, weights)
 
   if remat:

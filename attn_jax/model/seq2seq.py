@@ -45,12 +45,13 @@ def in_precision(params: dict, config: ModelConfig, rounded: bool = False) -> di
 
 
 def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
-                    dropout_key: jax.Array | None = None, remat: bool = False
-                    ) -> tuple[jax.Array, jax.Array]:
+                    dropout_key: jax.Array | None = None, remat: bool = False,
+                    heads: bool = False) -> tuple[jax.Array, jax.Array]:
   """Teacher-forced pass up to the output layer (whose loss output_loss.sums computes).
 
   remat: the encoder's and decoder's time steps recompute their activations in the
   backward pass instead of keeping them (less memory, more time).
+  heads: a multi-head variant's weights per head, [batch, tgt_len, heads, src_len].
 
   Returns:
     output vectors v_t [batch, tgt_len, hidden] and attention weights [batch, tgt_len, src_len].
@@ -59,7 +60,7 @@ def forward_outputs(params: dict, batch: Batch, config: ModelConfig,
   k_enc, k_dec = dropout_keys(dropout_key)
   enc = encoder.encode(params["encoder"], batch.src, batch.src_len, config, k_enc, remat)
   return decoder.teacher_forced_outputs(params["decoder"], enc, batch.tgt_in, config, k_dec,
-                                        remat)
+                                        remat, heads)
 
 
 def forward(params: dict, batch: Batch, config: ModelConfig,

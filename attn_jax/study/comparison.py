@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from attn_jax import config as config_lib, memory as memory_lib
-from attn_jax.config import Config, ConfigError
+from attn_jax.config import EOS_ID, Config, ConfigError
 from attn_jax.data import pipeline, translation
 from attn_jax.data.pipeline import EvalData
 from attn_jax.decode import searches
@@ -60,6 +60,29 @@ def _references(ev: EvalData) -> list[np.ndarray]:
   return refs
 
 
+# Teacher-forced attention measures a comparison keeps (metrics.summarize's names).
+ATTENTION_RATES = ("attention_entropy", "zero_weight_share", "coverage_overlap",
+                   "best_head_alignment_accuracy", "best_head_entropy")
+REPEAT_N = 2  # over-translation: repeated output bigrams beyond the reference's
+
+
+def translation_adequacy(outputs: list[held_out.Example], refs: list[np.ndarray],
+                         has_weights: bool) -> dict[str, float]:
+  """Over- and under-translation (Tu et al. 2016) of decoded outputs: the share of output
+  n-grams repeated beyond the reference (metrics.repeated_ngrams), and with attention the
+  share of source tokens (EOS excluded) that no output step attends to most
+  (metrics.unattended_sources)."""
+  strip = lambda ids: [i for i in np.asarray(ids).tolist() if i != EOS_ID]
+  repeats = np.sum([metrics.repeated_ngrams(strip(o.output), strip(r), REPEAT_N)
+                    for o, r in zip(outputs, refs)], axis=0)
+  out = {"repeated_ngrams": float(repeats[0] / max(repeats[1], 1))}
+  if has_weights:
+    unseen = np.sum([metrics.unattended_sources(np.asarray(o.weights)[:, :len(o.src) - 1])
+                     for o in outputs if len(o.src) > 1 and len(o.output)], axis=0)
+    out["unattended_sources"] = float(unseen[0] / max(unseen[1], 1))
+  return out
+
+
 def score(trained: inference.Trained, ev: EvalData, search: Callable,
           eval_step: Callable | None, progress: Callable[[], None] = held_out.no_progress
           ) -> tuple[Scores, list[held_out.Example]]:
@@ -67,15 +90,18 @@ def score(trained: inference.Trained, ev: EvalData, search: Callable,
   an `eval_step` (steps.make_eval_step) the teacher-forced attention scores are left out."""
   config = trained.config
   outputs = held_out.decode(trained.params, ev, search, progress=progress)
+  has_weights = attention.VARIANTS[config.model.attention].has_weights
   out: dict[str, float] = {}
-  if eval_step is not None and attention.VARIANTS[config.model.attention].has_weights:
+  if eval_step is not None and has_weights:
     rates = held_out.loss_rates(trained.params, ev, eval_step, progress)
-    out["attention_entropy"] = rates["attention_entropy"]
+    out.update({k: rates[k] for k in ATTENTION_RATES if k in rates})
     if "alignment_accuracy" in rates:
       # One gold link and one (argmax) predicted link per target token: precision =
       # recall = alignment accuracy, so AER (Och & Ney 2003, sure links) = 1 - accuracy.
       out["alignment_accuracy"] = rates["alignment_accuracy"]
       out["aer"] = 1.0 - rates["alignment_accuracy"]
+  if eval_step is not None:
+    out.update(translation_adequacy(outputs, _references(ev), has_weights))
   if ev.text is not None:
     corpus, hyps = held_out.translation_scores(outputs, ev.text.tgt, trained.vocabs.tgt)
     out.update({k: v for k, v in corpus.items() if isinstance(v, float)})
@@ -152,9 +178,13 @@ def _train_rate(workdir: str) -> float:
   return float(np.median(rates)) if rates else float("nan")
 
 
+# Raised when score() measures something new, so that saved scores are measured again.
+SCORES_VERSION = 2
+
+
 def _settings(config: Config, plan: Plan) -> dict:
   return {"config": config.to_dict(), "split": plan.split, "beam_size": plan.beam_size,
-          "length_penalty": plan.length_penalty}
+          "length_penalty": plan.length_penalty, "scores_version": SCORES_VERSION}
 
 
 def _cached(workdir: str, settings: dict) -> dict | None:

@@ -25,14 +25,20 @@ def _fmt(mean: float, half: float, scale: float = 1.0) -> str:
   return f"{scale * mean:.2f} ± {scale * half:.2f}"
 
 
+ADEQUACY_COLUMNS = [("zero_weight_share", "zero weights (%)", 100.0),
+                    ("repeated_ngrams", "repeated bigrams (%)", 100.0),
+                    ("unattended_sources", "never-attended source tokens (%)", 100.0)]
+
+
 def _metric_columns(config: Config) -> list[tuple[str, str, float]]:
   """(score key, column title, display scale) of the report's metric columns."""
   if config.data.task == "translation":
     return [("bleu_tok_lc", "BLEU tok-lc", 1.0), ("bleu", "sacreBLEU", 1.0),
-            ("attention_entropy", "attention entropy (nats)", 1.0)]
+            ("attention_entropy", "attention entropy (nats)", 1.0)] + ADEQUACY_COLUMNS
   return [("sequence_accuracy", "exact-sequence accuracy (%)", 100.0),
           ("alignment_accuracy", "alignment accuracy (%)", 100.0), ("aer", "AER (%)", 100.0),
-          ("attention_entropy", "attention entropy (nats)", 1.0)]
+          ("best_head_alignment_accuracy", "best head's alignment (%)", 100.0),
+          ("attention_entropy", "attention entropy (nats)", 1.0)] + ADEQUACY_COLUMNS
 
 
 def _references(config: Config, split: str) -> list[str]:
@@ -99,4 +105,8 @@ def caption(metric: str, baseline: str) -> str:
   return (f"\nMean ± half-width of the 95 % Student-t confidence interval over seeds. "
           f"p: sacreBLEU-style paired bootstrap ({significance.BOOTSTRAP_SAMPLES} "
           f"resamples) of {metric} against {baseline}, seed k against seed k, the largest p "
-          f"over the seeds. Train tokens/s: all seeds together.\n")
+          f"over the seeds. Train tokens/s: all seeds together. Multi-head variants: "
+          f"alignment and entropy of the heads' mean weights; best head: the head with the "
+          f"highest alignment accuracy. Repeated bigrams: output bigrams beyond the "
+          f"reference's count, per output bigram (over-translation); never-attended: source "
+          f"tokens (EOS excluded) that no output step attends to most (under-translation).\n")

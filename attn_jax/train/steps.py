@@ -17,7 +17,7 @@ import optax
 from attn_jax.config import ModelConfig, TrainConfig
 from attn_jax.data.dataset import Batch
 from attn_jax.evaluation import metrics
-from attn_jax.model import decoder, output_loss, seq2seq
+from attn_jax.model import attention, decoder, output_loss, seq2seq
 
 
 class TrainState(NamedTuple):
@@ -118,12 +118,13 @@ def init_state(key: jax.Array, config: ModelConfig,
 
 def _loss(params: dict, batch: Batch, config: ModelConfig, label_smoothing: float,
           dropout_key: jax.Array | None, chunk_rows: int, remat_width: int = 0,
-          coverage_weight: float = 0.0):
+          coverage_weight: float = 0.0, heads: bool = False):
   """The objective per target token: cross-entropy, plus coverage_weight times the coverage
-  loss sum_j min(a_tj, cov_tj) (See et al. 2017, eq. 13) when it is not 0; and the sums."""
+  loss sum_j min(a_tj, cov_tj) (See et al. 2017, eq. 13) when it is not 0; and the sums
+  (heads: a multi-head variant's weights per head, seq2seq.forward_outputs)."""
   width = max(batch.src.shape[-1], batch.tgt_in.shape[-1])  # static: one compilation per shape
   outs, weights = seq2seq.forward_outputs(params, batch, config, dropout_key,
-                                        remat=0 < remat_width <= width)
+                                        remat=0 < remat_width <= width, heads=heads)
   mask = metrics.target_mask(batch.tgt_len, batch.tgt_out.shape[1])  # [batch, tgt_len]
   kernel, bias = decoder.output_layer(params["decoder"])  # float32: sums rounds the operands
   loss_sum, hits = output_loss.sums(kernel, bias, outs, batch.tgt_out, mask, label_smoothing,
@@ -192,13 +193,19 @@ def make_train_step(model_config: ModelConfig, train_config: TrainConfig,
 
 def make_eval_step(config: ModelConfig, chunk_rows: int = output_loss.DEFAULT_CHUNK_ROWS):
   """(params, batch) -> sums of loss, token hits, alignment hits and entropy (teacher
-  forced); the loss `chunk_rows` positions at a time (output_loss.sums)."""
+  forced), and for a multi-head variant each head's (metrics.head_sums); the loss
+  `chunk_rows` positions at a time (output_loss.sums)."""
+  heads = attention.VARIANTS[config.attention].heads is not None
 
   @jax.jit
   def eval_step(params: dict, batch: Batch):
     _, (loss_sum, count, hits, weights, mask) = _loss(params, batch, config, 0.0, None,
-                                                      chunk_rows)
+                                                      chunk_rows, heads=heads)
+    sums = {}
+    if heads:  # weights [batch, tgt_len, heads, src_len]
+      sums = metrics.head_sums(weights, batch.align, mask)
+      weights = jnp.mean(weights, axis=2)  # [batch, tgt_len, src_len]: what attend returns
     return {"loss_sum": loss_sum, "token_count": count, "token_hits": hits,
-            **metrics.attention_sums(weights, batch.align, mask, batch.src_len)}
+            **metrics.attention_sums(weights, batch.align, mask, batch.src_len), **sums}
 
   return eval_step

@@ -184,3 +184,39 @@ def test_zero_weight_share_counts_real_pairs_only():
                                jnp.asarray(src_len))
   assert int(got["weight_count"]) == 6 and int(got["zero_weights"]) == 3
   assert metrics.summarize({**jax.device_get(got), "token_count": 2})["zero_weight_share"] == 0.5
+
+
+def test_repeated_ngrams_count_only_repeats_beyond_the_reference():
+  # (5, 6) three times against once, (6, 5) twice against never (the first is free)
+  assert metrics.repeated_ngrams([5, 6, 5, 6, 5, 6], [5, 6, 7], 2) == (3, 5)
+  assert metrics.repeated_ngrams([5, 6, 5, 6], [5, 6, 5, 6], 2) == (0, 3)  # the reference's own
+  assert metrics.repeated_ngrams([4, 4, 4], [9], 1) == (2, 3)
+  assert metrics.repeated_ngrams([4], [4], 2) == (0, 0)
+
+
+def test_unattended_sources_by_argmax_and_steps_without_weight():
+  w = np.array([[0.7, 0.2, 0.1, 0.0],
+                [0.6, 0.3, 0.1, 0.0],
+                [0.0, 0.0, 0.0, 0.0],  # monotonic attention past the end: attends to nothing
+                [0.1, 0.1, 0.8, 0.0]])
+  assert metrics.unattended_sources(w) == (2, 4)  # positions 1 and 3
+
+
+def test_head_sums_are_attention_sums_per_head():
+  rng = np.random.default_rng(4)
+  w = rng.random(size=(2, 3, 4, 5))
+  w /= w.sum(-1, keepdims=True)
+  gold = rng.integers(0, 5, size=(2, 3))
+  mask = np.array([[True, True, False], [True, True, True]])
+  got = metrics.head_sums(jnp.asarray(w, jnp.float32), jnp.asarray(gold), jnp.asarray(mask))
+  for n in range(4):
+    one = metrics.attention_sums(jnp.asarray(w[:, :, n], jnp.float32), jnp.asarray(gold),
+                                 jnp.asarray(mask))
+    assert int(got["head_align_hits"][n]) == int(one["align_hits"])
+    np.testing.assert_allclose(float(got["head_entropy_sum"][n]), float(one["entropy_sum"]),
+                               rtol=1e-6)
+  rates = metrics.summarize({"align_count": 5, "token_count": 5,
+                             "head_align_hits": np.array([1, 4, 2, 0]),
+                             "head_entropy_sum": np.array([1.0, 2.0, 3.0, 4.0])})
+  assert rates["best_head"] == 1.0 and rates["best_head_alignment_accuracy"] == 0.8
+  assert rates["best_head_entropy"] == 0.4

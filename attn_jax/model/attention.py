@@ -475,7 +475,8 @@ def _monotonic_hard(params, query, keys, values, mask, state, noise):
 
   j, found = jax.lax.while_loop(more, move, (state.position, jnp.zeros((), jnp.bool_)))
   weights = jnp.where(found, jax.nn.one_hot(j, mask.shape[0], dtype=jnp.float32), 0.0)  # [S]
-  return weights @ values, weights, state._replace(position=jnp.where(found, j, length))
+  context = jnp.where(found, values[jnp.minimum(j, mask.shape[0] - 1)], 0.0)  # h_j, not a @ h
+  return context, weights, state._replace(position=jnp.where(found, j, length))
 
 
 def _recurrent(init, prepare_keys, recurrence: Recurrence) -> Variant:

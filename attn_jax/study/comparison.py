@@ -144,7 +144,7 @@ def _variant_configs(base: Config, variants: tuple[str, ...]) -> dict[str, Confi
   return configs
 
 
-def _eval_data(trained: inference.Trained, split: str, batch_size: int,
+def eval_data(trained: inference.Trained, split: str, batch_size: int,
                workdir: str) -> EvalData:
   """The sentences to score: `split` of the corpus (translation), or the synthetic eval set."""
   d = trained.config.data
@@ -213,7 +213,7 @@ def score_run(workdir: str, settings: dict, plan: Plan,
   "example": {"line", "src", "output", "weights"} (seed 0)}.
   """
   first = inference.load(workdir, "best", 0, translation_only=False)
-  ev = _eval_data(first, plan.split, plan.batch_size, workdir)
+  ev = eval_data(first, plan.split, plan.batch_size, workdir)
   search = searches.make_search(first.config.model, plan.beam_size, plan.length_penalty,
                              slots=ev.batch_size)
   eval_step = steps.make_eval_step(first.config.model)
@@ -238,7 +238,7 @@ def beam_sweep(workdir: str, plan: Plan,
   """Beam size x length penalty for seed 0 of the run in `workdir`, on the validation data
   (translation: pipeline.EVAL_SPLIT); a markdown table of the main metric."""
   trained = inference.load(workdir, "best", 0, translation_only=False)
-  ev = _eval_data(trained, pipeline.EVAL_SPLIT, plan.batch_size, workdir)
+  ev = eval_data(trained, pipeline.EVAL_SPLIT, plan.batch_size, workdir)
   metric = loop.score_name(trained.config)
   lines = ["| beam | " + " | ".join(f"α = {a}" for a in plan.length_penalties) + " |",
            "|---|" + "---|" * len(plan.length_penalties)]

@@ -25,7 +25,7 @@ PARAMETER_FREE_SCORES = ("dot", "scaled_dot")  # q . k: the keys must have the q
 LOCAL_SCORES = tuple(s for s in SCORES if s != "location")  # what local-m/local-p windows wrap
 SPARSE_NORMALISERS = ("sparsemax", "entmax15")  # in place of softmax, over any global score
 MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")  # --num_heads heads
-RECURRENT = ("coverage_additive", "monotonic")  # a state carried from step to step
+RECURRENT = ("coverage_additive", "monotonic", "mocha")  # a state carried from step to step
 WRAPPERS = ("local_m", "local_p") + SPARSE_NORMALISERS  # prefixes of <wrapper>_<score> names
 ATTENTIONS = (("none",) + SCORES + tuple(f"local_m_{s}" for s in LOCAL_SCORES)
               + tuple(f"local_p_{s}" for s in LOCAL_SCORES)
@@ -70,8 +70,8 @@ def needs_equal_sizes(attention: str) -> bool:
 def weights_are_distributions(attention: str) -> bool:
   """Whether every step's weights sum to 1 over the real source positions (what a
   coverage loss compares against): not for no attention, the local windows (local-p's
-  Gaussian) or monotonic attention (mass may run past the end)."""
-  return not (attention in ("none", "monotonic") or attention.startswith("local_"))
+  Gaussian) or monotonic and chunkwise attention (mass may run past the end)."""
+  return not (attention in ("none", "monotonic", "mocha") or attention.startswith("local_"))
 
 
 def check_registry(kind: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> None:
@@ -180,8 +180,8 @@ class ModelConfig:
   # Ba et al. 2016.
   layer_norm: bool = option(False, "Layer-normalise the RNN cells' projections.")
   # Luong et al. 2015 use D = 10.
-  window: int = option(10, "Local attention: half-width D of the window [p_t-D, p_t+D].",
-                       above=0)
+  window: int = option(10, "Local attention: half-width D of the window [p_t-D, p_t+D]; "
+                       "mocha: the chunk's width w.", above=0)
   location_positions: int = option(
       128, "Location attention: source positions scored (later ones get weight 0).", above=0)
   # precision.matmul's operands.

@@ -347,7 +347,7 @@ def attend(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np
 
 # -- variants with a state carried across decoder steps -------------------------
 
-RECURRENT = ("coverage_additive", "monotonic")
+RECURRENT = ("coverage_additive", "monotonic", "mocha")
 
 
 def initial_state(variant: str, mask: np.ndarray):
@@ -355,7 +355,7 @@ def initial_state(variant: str, mask: np.ndarray):
   (alpha_0 = delta_{j,0}, t_0 = 0) (Raffel et al. sec. 2.2); None without a state."""
   if variant == "coverage_additive":
     return np.zeros(len(mask))
-  if variant == "monotonic":
+  if variant in ("monotonic", "mocha"):
     return np.eye(len(mask))[0], 0
   return None
 
@@ -409,11 +409,49 @@ def monotonic_hard(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray,
   return np.zeros(states.shape[1]), weights, int(mask.sum())
 
 
+def mocha_expected(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray,
+                   previous: np.ndarray, width: int, noise=None):
+  """Chiu & Raffel 2018 as written: alpha from monotonic_expected, u_j = v^T tanh(W q + U
+  k_j + b) (the chunk energy), beta_j = sum_{k=j}^{j+w-1} alpha_k exp(u_j) /
+  sum_{l=k-w+1}^{k} exp(u_l) over real positions: (context, beta, alpha)."""
+  _, alpha = monotonic_expected(p["monotonic"], q, states, mask, previous, noise)
+  u = attention_scores("additive", p["chunk"], q, states)
+  real = np.flatnonzero(mask)
+  beta = np.zeros(len(mask))
+  for j in real:
+    for k in range(j, min(j + width, len(mask))):
+      chunk = [l for l in range(k - width + 1, k + 1) if l >= 0 and mask[l]]
+      if mask[k]:
+        beta[j] += alpha[k] * np.exp(u[j]) / sum(np.exp(u[l]) for l in chunk)
+  return beta @ states, beta, alpha
+
+
+def mocha_hard(p: dict, q: np.ndarray, states: np.ndarray, mask: np.ndarray, position: int,
+               width: int):
+  """Chiu & Raffel 2018, Algorithm 1 at test time: t from monotonic_hard, then a softmax of
+  the chunk energies over h_{t-w+1..t}: (context, weights, position)."""
+  _, stop, position = monotonic_hard(p["monotonic"], q, states, mask, position)
+  weights = np.zeros(len(mask))
+  if stop.sum() == 0:
+    return np.zeros(states.shape[1]), weights, position
+  chunk = list(range(max(0, position - width + 1), position + 1))
+  u = attention_scores("additive", p["chunk"], q, states[chunk])
+  weights[chunk] = np.exp(u - u.max()) / np.exp(u - u.max()).sum()
+  return weights @ states, weights, position
+
+
 def attend_step(variant: str, p: dict, q: np.ndarray, states: np.ndarray, summary: np.ndarray,
                 mask: np.ndarray, t: int, window: int, state, search: bool = False):
   """One decoder step of any variant with its state: (context, weights, state')."""
   if variant == "coverage_additive":
     return coverage_additive(p, q, states, mask, state)
+  if variant == "mocha":
+    alignment, position = state
+    if search:
+      context, weights, position = mocha_hard(p, q, states, mask, position, window)
+      return context, weights, (alignment, position)
+    context, weights, alignment = mocha_expected(p, q, states, mask, alignment, window)
+    return context, weights, (alignment, position)
   if variant == "monotonic":
     alignment, position = state
     if search:

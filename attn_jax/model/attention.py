@@ -41,7 +41,9 @@ hypotheses): ``coverage_additive`` (Tu et al. 2016; See et al. 2017, eq. 11) add
 w_c cov_j, the weight position j received so far, to the additive score, and
 ``monotonic`` (Raffel et al. 2017) attends by a left-to-right stop-or-move choice: the
 expected alignment while training and hard monotonic attention in searches, which
-advances through each source position once per sentence (linear time).
+advances through each source position once per sentence (linear time); ``mocha``
+(Chiu & Raffel 2018) adds a softmax over the chunk of `window` positions that ends where
+monotonic attention stops.
 ``step_fn`` gives every variant the same per-step signature, state included.
 
 Scores of padded positions are masked before the softmax, so padding gets
@@ -77,8 +79,8 @@ Score = Callable[[dict, jax.Array, jax.Array], jax.Array]  # (params, query [H],
 class Recurrence(NamedTuple):
   """What a variant whose weights depend on its own earlier weights adds. Its attend
   functions take and return a per-example state:
-  (params, query [H], keys, values [S, V], mask [S], state, noise [S] or [0])
-  -> (context [V], weights [S], state)."""
+  (params, query [H], keys, values [S, V], mask [S], state, noise [S] or [0], window)
+  -> (context [V], weights [S], state); window: the static Variant.attend argument."""
   init_state: Callable[[jax.Array], Any]  # mask [S] -> the state before the first output token
   attend: Callable[..., tuple]  # teacher-forced training and evaluation
   search: Callable[..., tuple] | None = None  # searches' attend; None: the same as `attend`
@@ -368,11 +370,11 @@ def _zero_coverage(mask):
   return jnp.zeros(mask.shape, jnp.float32)  # cov_0 [S]
 
 
-def _coverage_attend(params, query, keys, values, mask, coverage, noise):
+def _coverage_attend(params, query, keys, values, mask, coverage, noise, window):
   """e_j = v^T tanh(W q + U k_j + w_c cov_j + b) (See et al. eq. 11; Tu et al.'s
   linguistic coverage with fertility 1), a = softmax(e), and the state
   cov_{t+1} = cov_t + a_t (See et al. eq. 10: the weights of all earlier steps)."""
-  del noise
+  del noise, window
   scores = _coverage_scores(params["v"], params["coverage"]["kernel"][0], keys,
                             layers.dense(params["query"], query), coverage)  # [S]
   weights = masked_softmax(scores, mask)  # [S]
@@ -438,24 +440,29 @@ def expected_alignment(p, previous):
   return p * q  # [S]
 
 
-def _monotonic_attend(params, query, keys, values, mask, state, noise):
-  """Training: p_ij = sigmoid(e_ij + noise) (noise ~ N(0, 1) while training, sec. 2.5),
-  p = 0 at padding; alpha_i = expected_alignment (eq. 9-12), c_i = sum_j alpha_ij h_j.
-  The weights sum to at most 1: the rest is the chance of having run past the end."""
+def _expected_monotonic(params, query, keys, mask, state, noise):
+  """alpha_i [S] while training: p_ij = sigmoid(e_ij + noise) (noise ~ N(0, 1) while
+  training, sec. 2.5), p = 0 at padding, alpha_i = expected_alignment (eq. 9-12)."""
   energy = monotonic_energy(params, query, keys)  # [S]
   if noise.shape[0]:
     energy = energy + noise
   p = jnp.where(mask, jax.nn.sigmoid(energy), 0.0)  # [S]
-  alignment = jnp.where(mask, expected_alignment(p, state.alignment), 0.0)  # [S]
+  return jnp.where(mask, expected_alignment(p, state.alignment), 0.0)  # [S]
+
+
+def _monotonic_attend(params, query, keys, values, mask, state, noise, window):
+  """Training: alpha_i (_expected_monotonic), c_i = sum_j alpha_ij h_j. The weights sum to
+  at most 1: the rest is the chance of having run past the end."""
+  del window
+  alignment = _expected_monotonic(params, query, keys, mask, state, noise)  # [S]
   return alignment @ values, alignment, state._replace(alignment=alignment)
 
 
-def _monotonic_hard(params, query, keys, values, mask, state, noise):
-  """Hard monotonic attention (Raffel et al. Algorithm 1): from j = t_{i-1}, stop at the
-  first j with p_ij = sigmoid(e_ij) >= 0.5 (e_ij >= 0) and attend to h_j alone, else
-  move on; past the end the context is 0. Energies are computed one position at a time,
-  so a whole sentence computes O(source + target) of them."""
-  del noise
+def _hard_stop(params, query, keys, mask, state):
+  """Hard monotonic attention (Raffel et al. Algorithm 1): from j = t_{i-1}, the first j
+  with p_ij = sigmoid(e_ij) >= 0.5 (e_ij >= 0). Energies are computed one position at a
+  time, so a whole sentence computes O(source + target) of them. Returns (j, found, the
+  state at j; past the end: position = the source length, and nothing is found again)."""
   length = jnp.sum(mask).astype(jnp.int32)
   query_proj = layers.dense(params["query"], query)  # [attention]
   v = _normalised_v(params)
@@ -474,17 +481,87 @@ def _monotonic_hard(params, query, keys, values, mask, state, noise):
     return jnp.where(found, j, j + 1), found
 
   j, found = jax.lax.while_loop(more, move, (state.position, jnp.zeros((), jnp.bool_)))
+  return j, found, state._replace(position=jnp.where(found, j, length))
+
+
+def _monotonic_hard(params, query, keys, values, mask, state, noise, window):
+  """Searches: attend to h_j alone where _hard_stop stops; past the end the context is 0."""
+  del noise, window
+  j, found, state = _hard_stop(params, query, keys, mask, state)
   weights = jnp.where(found, jax.nn.one_hot(j, mask.shape[0], dtype=jnp.float32), 0.0)  # [S]
   context = jnp.where(found, values[jnp.minimum(j, mask.shape[0] - 1)], 0.0)  # h_j, not a @ h
-  return context, weights, state._replace(position=jnp.where(found, j, length))
+  return context, weights, state
+
+
+# -- monotonic chunkwise attention (Chiu & Raffel 2018) ------------------------
+
+def _mocha_init(key, sizes):
+  """Monotonic attention's parameters, and an additive energy for the chunk (W, U, b, v)."""
+  k_m, k_c = jax.random.split(key)
+  return {"monotonic": _monotonic_init(k_m, sizes), "chunk": _additive_init(k_c, sizes)}
+
+
+def _mocha_prepare(params, states, summary):
+  """keys [S, 2 attention]: the monotonic energy's V h_j + b, then the chunk energy's."""
+  return jnp.concatenate([_additive_prepare(params["monotonic"], states, summary),
+                          _additive_prepare(params["chunk"], states, summary)], axis=-1)
+
+
+def _mocha_keys(params, keys):
+  size = params["chunk"]["query"]["kernel"].shape[1]
+  return keys[:, :size], keys[:, size:]  # [S, attention] each
+
+
+def _chunks(ends, width, mask):
+  """Positions [..., w] of the chunks of `width` ending at `ends` [...], clipped into the
+  source, and which of them are real (inside it and not padding)."""
+  positions = ends[..., None] - (width - 1) + jnp.arange(width)  # [..., w]
+  inside = jnp.clip(positions, 0, mask.shape[0] - 1)
+  return inside, (positions >= 0) & mask[inside]
+
+
+def chunkwise_weights(alignment, energy, mask, width):
+  """beta_ij = sum_{k=j}^{j+w-1} alpha_ik exp(u_ij) / sum_{l=k-w+1}^{k} exp(u_il) [S]
+  (Chiu & Raffel 2018: the expected chunkwise weights) from alpha_i [S] and the chunk energies u_i [S]: each
+  chunk's softmax formed over its own w positions (no division by a moving sum that
+  can underflow), then spread by alpha."""
+  positions, real = _chunks(jnp.arange(mask.shape[0]), width, mask)  # [S, w]
+  per_chunk = jax.vmap(masked_softmax)(energy[positions], real)  # [S, w]
+  return jnp.zeros(mask.shape, jnp.float32).at[positions].add(alignment[:, None] * per_chunk)
+
+
+def _mocha_attend(params, query, keys, values, mask, state, noise, window):
+  """Training: alpha_i as monotonic attention's, the chunk energy u_ij = v^T tanh(W q +
+  U h_j + b), weights beta_i = chunkwise_weights, c_i = sum_j beta_ij h_j."""
+  monotonic_keys, chunk_keys = _mocha_keys(params, keys)
+  alignment = _expected_monotonic(params["monotonic"], query, monotonic_keys, mask, state,
+                                  noise)  # [S]
+  weights = chunkwise_weights(alignment, additive_score(params["chunk"], query, chunk_keys),
+                              mask, window)  # [S]
+  return weights @ values, weights, state._replace(alignment=alignment)
+
+
+def _mocha_hard(params, query, keys, values, mask, state, noise, window):
+  """Searches (Chiu & Raffel Algorithm 1): stop at t_i as hard monotonic attention does,
+  then a softmax of u over the chunk h_{t_i-w+1..t_i}: w chunk energies a step."""
+  del noise
+  monotonic_keys, chunk_keys = _mocha_keys(params, keys)
+  j, found, state = _hard_stop(params["monotonic"], query, monotonic_keys, mask, state)
+  positions, real = _chunks(j, window, mask)  # [w]
+  energy = _tanh_scores(params["chunk"]["v"], chunk_keys[positions],
+                        layers.dense(params["chunk"]["query"], query))  # [w]
+  chunk = masked_softmax(energy, real & found)  # [w]
+  weights = jnp.zeros(mask.shape, jnp.float32).at[positions].add(chunk)  # [S]
+  return chunk @ values[positions], weights, state
 
 
 def _recurrent(init, prepare_keys, recurrence: Recurrence) -> Variant:
   """A Variant whose attend() runs the recurrence's first step (from init_state)."""
   def attend(params, query, keys, values, mask, t, window):
-    del t, window
+    del t
     context, weights, _ = recurrence.attend(params, query, keys, values, mask,
-                                            recurrence.init_state(mask), jnp.zeros((0,)))
+                                            recurrence.init_state(mask), jnp.zeros((0,)),
+                                            window)
     return context, weights
   return Variant(init, prepare_keys, attend, recurrence=recurrence)
 
@@ -511,6 +588,8 @@ VARIANTS: dict[str, Variant] = {
     "monotonic": _recurrent(_monotonic_init, _additive_prepare,
                             Recurrence(_first_state, _monotonic_attend, _monotonic_hard,
                                        noisy=True)),
+    "mocha": _recurrent(_mocha_init, _mocha_prepare,
+                        Recurrence(_first_state, _mocha_attend, _mocha_hard, noisy=True)),
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)
@@ -542,7 +621,7 @@ def step_fn(variant: Variant, window: int = 0, search: bool = False,
 
   def attend_with_state(params, query, keys, values, mask, t, state, noise):
     del t
-    return fn(params, query, keys, values, mask, state, noise)
+    return fn(params, query, keys, values, mask, state, noise, window)
   return attend_with_state
 
 

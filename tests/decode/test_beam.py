@@ -33,6 +33,7 @@ CONFIGS = {
     "lstm-monotonic-previous": helpers.tiny_model(cell="lstm", attention="monotonic",
                                                   query="previous"),
     "gru-monotonic-current": helpers.tiny_model(attention="monotonic"),
+    "gru-mocha-previous": helpers.tiny_model(attention="mocha", query="previous", window=2),
     "gru-additive-bfloat16": helpers.tiny_model(attention="additive", matmul_dtype="bfloat16",
                                                 tie_embeddings=True, embed_size=16,
                                                 hidden_size=16),
@@ -85,8 +86,9 @@ def test_wider_beam_scores_at_least_greedy_here_and_keeps_conventions(name):
       assert b.tokens[i, n - 1] == EOS_ID and (b.tokens[i, :n - 1] != EOS_ID).all()
     if config.attention.startswith("local_p_"):  # eq. 10's Gaussian lowers the weights
       assert (b.weights[i, :n].sum(-1) <= 1.0 + 1e-5).all()
-    elif config.attention == "monotonic":  # hard: one position, or none past the end
-      assert set(b.weights[i, :n].sum(-1).tolist()) <= {0.0, 1.0}
+    elif config.attention in ("monotonic", "mocha"):  # hard: a chunk, or none past the end
+      sums = b.weights[i, :n].sum(-1)
+      assert np.all((np.abs(sums - 1.0) < 1e-5) | (sums == 0.0))
     elif attention.VARIANTS[config.attention].has_weights:
       np.testing.assert_allclose(b.weights[i, :n, :src_len[i]].sum(-1), 1.0, rtol=1e-5)
 
@@ -109,7 +111,7 @@ def test_scores_are_the_model_log_probability():
 
 
 @pytest.mark.parametrize("name", ["gru-coverage_additive-current", "lstm-monotonic-previous",
-                                  "gru-monotonic-current"])
+                                  "gru-monotonic-current", "gru-mocha-previous"])
 def test_scores_of_a_carried_attention_state_follow_their_hypothesis(name):
   """The score of each returned hypothesis is its log-probability recomputed one search step
   at a time for that hypothesis alone, so the beam reordered the attention state (coverage,

@@ -15,7 +15,7 @@ GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
 LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
 SPARSE = tuple(f"{name}_{score}" for name in ("sparsemax", "entmax15") for score in GLOBAL)
 MULTIHEAD = ("multihead_additive", "multihead_scaled_dot")
-RECURRENT = helpers.RECURRENT  # coverage_additive, monotonic
+RECURRENT = helpers.RECURRENT  # coverage_additive, monotonic, mocha
 ALL = ("none",) + GLOBAL + LOCAL + SPARSE + MULTIHEAD + RECURRENT
 S, H, ATT = 7, 6, 5  # source positions, query size, additive inner size
 POSITIONS = 9  # location attention's W_a rows (> S)
@@ -372,3 +372,22 @@ def test_hard_monotonic_past_the_end_gives_zero_context_from_then_on():
   params = {**params, "r": params["r"] * 0 - 1e3}  # never stops
   c, w, state = _steps("monotonic", params, _queries(3), states, summary, mask, search=True)
   assert np.all(c == 0.0) and np.all(w == 0.0) and int(state.position) == 4
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_mocha_of_width_one_is_monotonic_and_its_chunks_sum_like_alpha(width):
+  """w = 1: each chunk is its end alone, beta = alpha; any w: beta sums to sum(alpha)
+  (each alpha_k is spread over its chunk's softmax)."""
+  params, _, states, summary, mask = _setup("mocha", 2 * H, lengths=(6,))
+  queries = _queries(4, seed=5)
+  v = attention.VARIANTS["mocha"]
+  fn = jax.jit(attention.step_fn(v, width))
+  keys = v.prepare_keys(params, jnp.asarray(states), jnp.asarray(summary))
+  state = attention.initial_state(v, jnp.asarray(mask))
+  for t, q in enumerate(queries):
+    _, beta, state = fn(params, jnp.asarray(q), keys, jnp.asarray(states), jnp.asarray(mask),
+                        jnp.int32(t), state, jnp.zeros((0,)))
+    np.testing.assert_allclose(float(jnp.sum(beta)), float(jnp.sum(state.alignment)), rtol=1e-5)
+    if width == 1:
+      np.testing.assert_allclose(np.asarray(beta), np.asarray(state.alignment), rtol=1e-5,
+                                 atol=1e-7)

@@ -30,7 +30,7 @@ CASES = (
     + [("gru", "coverage_additive", "current", True, True),
        ("lstm", "coverage_additive", "previous", False, False),
        ("gru", "monotonic", "previous", True, True),
-       ("gru", "monotonic", "current", False, True)]
+       ("gru", "monotonic", "current", False, True), ("lstm", "mocha", "current", True, True)]
 )
 IDS = [f"{c}-{v}-{q}-{'feed' if f else 'nofeed'}-{'bi' if b else 'uni'}" for c, v, q, f, b in CASES]
 
@@ -41,7 +41,7 @@ def _config(cell, variant, query, feeding, bi):
                             layer_norm=norm == "ln",
                             bidirectional=bi, hidden_size=6, embed_size=5,
                             attention_size=8 if variant.startswith("multihead") else 7,
-                            window=1, location_positions=5,
+                            window=2 if variant == "mocha" else 1, location_positions=5,
                             num_heads=2 if variant.startswith("multihead") else 4)
 
 

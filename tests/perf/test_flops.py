@@ -22,6 +22,9 @@ def _hand_counted(name: str, s: attention.Sizes) -> flops.AttentionFlops:
   base = config_lib.score_of(name)  # a sparse normaliser adds no matmul
   if name in ("coverage_additive", "monotonic"):  # w_c cov_j, g v/||v||, r: elementwise
     base = "additive"
+  if name == "mocha":  # a monotonic and a chunk energy, each additive's; one context
+    return flops.AttentionFlops(4 * s.key * s.attention, 4 * s.query * s.attention,
+                                4 * s.attention + context)
   counted = {
       "none": flops.AttentionFlops(0, 0, 0),
       "dot": dot, "scaled_dot": dot,

@@ -37,7 +37,7 @@ from attn_jax import config as config_lib
 from attn_jax.data import corpus
 from attn_jax.decode import searches
 from attn_jax.evaluation import plots
-from attn_jax.model import attention
+from attn_jax.model import attention, seq2seq
 from attn_jax.train import inference
 from experiments import cli, host_memory, watchdog
 
@@ -123,11 +123,19 @@ def check_paths(source: str, output: str) -> None:
 
 
 def plot_attention(trained: inference.Trained, outputs, directory: str, count: int) -> None:
+  """The first `count` outputs' attention; a multi-head model's heads beside their mean."""
   os.makedirs(directory, exist_ok=True)
   drawn = [(i, o) for i, o in enumerate(outputs) if o is not None][:count]
+  model = trained.config.model
   for i, o in drawn:
+    names = (trained.vocabs.src.pieces(o.src), trained.vocabs.tgt.pieces(o.output))
+    panels, titles = [o.weights], ["mean of the heads"]
+    if attention.VARIANTS[model.attention].heads is not None and not trained.members:
+      heads = seq2seq.head_weights(trained.params, o.src, o.output, model)  # [out, N, src]
+      panels += [heads[:, n] for n in range(heads.shape[1])]
+      titles += [f"head {n + 1}" for n in range(heads.shape[1])]
     fig = plots.attention_grid(
-        [(o.weights, trained.vocabs.src.pieces(o.src), trained.vocabs.tgt.pieces(o.output))],
+        [(w, *names) for w in panels], titles=titles if len(panels) > 1 else None,
         title=f"line {i + 1}, beam {FLAGS.beam_size}, checkpoint step {trained.step}")
     plots.save(fig, os.path.join(directory, f"attention_line{i + 1}.png"))
 

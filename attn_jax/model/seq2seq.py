@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from attn_jax.batch import Batch
-from attn_jax.config import ModelConfig
+from attn_jax.config import BOS_ID, ModelConfig
 from attn_jax.model import decoder, encoder, precision
 
 
@@ -73,6 +74,19 @@ def forward(params: dict, batch: Batch, config: ModelConfig,
   params = in_precision(params, config)
   outs, weights = forward_outputs(params, batch, config, dropout_key)
   return decoder.logits(params["decoder"], outs), weights
+
+
+def head_weights(params: dict, src: np.ndarray, output: np.ndarray, config: ModelConfig
+                 ) -> np.ndarray:
+  """Every head's weights [out_len, heads, src_len] of a multi-head variant along one
+  decoded sentence, teacher forced on its output (a stateless variant attends as the search
+  did, so their mean is the search's weights). src: ids with EOS; output: the decoded ids."""
+  tgt_in = np.concatenate([[BOS_ID], output[:-1]]).astype(np.int32)[None]  # [1, out_len]
+  batch = Batch(src=np.asarray(src, np.int32)[None], src_len=np.array([len(src)], np.int32),
+                tgt_in=tgt_in, tgt_out=np.zeros_like(tgt_in),
+                tgt_len=np.array([tgt_in.shape[1]], np.int32), align=np.full_like(tgt_in, -1))
+  _, weights = jax.jit(lambda p, b: forward_outputs(p, b, config, heads=True))(params, batch)
+  return np.asarray(weights[0])
 
 
 def count_params(params: dict) -> int:

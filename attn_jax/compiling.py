@@ -15,12 +15,14 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from attn_jax import memory as memory_lib
+from attn_jax.executable_store import ExecutableStore
 
 
 class Compiled(NamedTuple):
   by_shape: dict[Any, Any]  # training batch width, or a decode call's (rows, width) -> executable
-  seconds: dict[Any, float]  # the same keys -> compile time
+  seconds: dict[Any, float]  # the same keys -> compile (or load) time
   temp_bytes: dict[Any, int | None]  # the same keys -> XLA's temporary buffers per call
+  loaded: frozenset = frozenset()  # the keys whose executable came from a store
 
 
 def _temp_bytes(executable) -> int | None:
@@ -32,17 +34,29 @@ def _temp_bytes(executable) -> int | None:
 
 
 def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple],
-                      memory: memory_lib.HostMemory = memory_lib.NONE) -> Compiled:
+                      memory: memory_lib.HostMemory = memory_lib.NONE,
+                      store: ExecutableStore | None = None) -> Compiled:
   """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
   shape), timing each. The arguments are only read for their shapes, types and
   placement (a donated argument is not consumed). `memory`'s hooks run after each
-  compilation and after the last."""
-  by_shape, seconds, temp = {}, {}, {}
+  compilation and after the last. With a `store`, an executable it holds for the same
+  arguments is loaded instead, and one compiled here is added to it."""
+  by_shape, seconds, temp, loaded = {}, {}, {}, set()
   for shape, args in sorted(args_by_shape.items()):
     began = time.perf_counter()
-    by_shape[shape] = fn.lower(*args).compile()
+    executable = store.load(args) if store is not None else None
+    if executable is not None:
+      loaded.add(shape)
+    else:
+      executable = fn.lower(*args).compile()
+      if store is not None:
+        store.save(args, executable)
+    by_shape[shape] = executable
     seconds[shape] = time.perf_counter() - began
-    temp[shape] = _temp_bytes(by_shape[shape])
+    temp[shape] = _temp_bytes(executable)
     memory.release_freed()
-  memory.release_compiler_code()
-  return Compiled(by_shape, seconds, temp)
+  if len(loaded) < len(args_by_shape):
+    memory.release_compiler_code()
+  if store is not None:
+    store.report()
+  return Compiled(by_shape, seconds, temp, frozenset(loaded))

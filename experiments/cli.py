@@ -18,6 +18,7 @@ import jax
 from attn_jax import config as config_lib
 from attn_jax.data import corpus, multi30k, vocab
 from attn_jax.evaluation import held_out
+from attn_jax.executable_store import ExecutableStore
 from attn_jax.train import checkpoint, inference, loop, resume, writer_lock
 from experiments import host_memory, watchdog
 
@@ -171,10 +172,21 @@ def define_decoding_flags() -> None:
   flags.DEFINE_float("length_penalty", 0.6,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
                      lower_bound=0.0)
+  flags.DEFINE_bool("reuse_compiled", True,
+                    "Load the searches an earlier run compiled for this model, backend and "
+                    "code from WORKDIR/compiled/, and store the ones compiled now there.")
   flags.DEFINE_integer("batch_size", held_out.DECODE_BATCH_SIZE,
                        "Sentences decoded at once (the beams in flight; a finished sentence's "
                        "beam takes the next sentence).", lower_bound=1)
   flags.mark_flag_as_required("workdir")
+
+
+def executable_store(what: str) -> ExecutableStore | None:
+  """The store of --workdir's compiled searches for `what` (searches.describe), unless
+  --noreuse_compiled."""
+  if not FLAGS.reuse_compiled:
+    return None
+  return ExecutableStore(os.path.join(FLAGS.workdir, "compiled"), what)
 
 
 def load_model() -> inference.Trained:

@@ -83,10 +83,13 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_si
   the output lines). progress: called after each search call."""
   began = time.time()
   ev = load_eval(trained, data_dir, split_name) if ev is None else ev
-  search = searches.make_search(trained.search_config, beam_size, alpha, with_weights=False,
-                             slots=ev.batch_size)
+  search_args = dict(config=trained.search_config, beam_size=beam_size, alpha=alpha,
+                     with_weights=False, slots=ev.batch_size)
   search_began = time.time()
-  outputs = held_out.decode(trained.params, ev, search, progress=progress)
+  run, compiled = held_out.compile_ahead(
+      searches.make_search(**search_args), trained.params, ev,
+      store=cli.executable_store(searches.describe(**search_args)))
+  outputs = held_out.decode(trained.params, ev, run, progress=progress)
   search_seconds = time.time() - search_began
   scores, hyps = held_out.translation_scores(outputs, ev.text.tgt, trained.vocabs.tgt)
   by_length = bleu.bleu_by_length(hyps, ev.text.tgt, [len(s.split()) for s in ev.text.src])
@@ -96,6 +99,9 @@ def evaluate(trained: inference.Trained, data_dir: str, split_name: str, beam_si
       "ensemble": [m._asdict() for m in trained.members],
       "beam_size": beam_size, "length_penalty": alpha, **scores, "bleu_by_length": by_length,
       "search_seconds_incl_compile": round(search_seconds, 2),
+      "compile_seconds": round(sum(compiled.seconds.values()), 2),
+      "compilations": len(compiled.seconds) - len(compiled.loaded),
+      "loaded_executables": len(compiled.loaded),
       "program_seconds_after_load": round(time.time() - began, 2)}
   return report, [inference.detokenize(o, trained) for o in outputs]
 

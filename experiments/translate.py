@@ -179,14 +179,17 @@ def main(argv):
     done("load_model")
     has_weights = attention.VARIANTS[trained.config.model.attention].has_weights
     plotting = bool(FLAGS.attention_plots and FLAGS.num_plots and has_weights)
-    search = searches.make_search(trained.search_config, FLAGS.beam_size, FLAGS.length_penalty,
-                                  with_weights=plotting, slots=FLAGS.batch_size)
+    search_args = dict(config=trained.search_config, beam_size=FLAGS.beam_size,
+                       alpha=FLAGS.length_penalty, with_weights=plotting, slots=FLAGS.batch_size)
+    search = searches.make_search(**search_args)
+    store = cli.executable_store(searches.describe(**search_args))
     output = Output(FLAGS.output)
     try:
       outputs = inference.translate(
           trained, sentences, search, FLAGS.batch_size, stages, watch.progress,
           host_memory.GLIBC, FLAGS.max_source_len or None,
-          done=_report_chunks(output, trained, len(sentences), time.perf_counter()))
+          done=_report_chunks(output, trained, len(sentences), time.perf_counter()),
+          store=store)
       output.finish()
     except watchdog.Interrupted as e:
       raise watchdog.Interrupted(e.name, output.stop(failed=False)) from None

@@ -3,7 +3,9 @@ at beam size 1) of one model or an ensemble, compiled once per source shape."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 
 import jax
@@ -20,6 +22,17 @@ def make_greedy(config: ModelConfig, max_len: int):
 def max_output_len(src_width: int, ratio: float, extra: int) -> int:
   """The static output width for sources padded to src_width (EOS included)."""
   return int(math.ceil(ratio * (src_width - 1))) + extra + 1
+
+
+def describe(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,
+             alpha: float = 0.0, ratio: float = 1.5, extra: int = 10,
+             with_weights: bool = True, slots: int | None = None) -> str:
+  """What make_search with these arguments compiles, as text (an executable store's key)."""
+  configs = config if isinstance(config, tuple) else (config,)
+  return json.dumps({"search": "beam", "models": [dataclasses.asdict(c) for c in configs],
+                     "beam_size": beam_size, "alpha": alpha if beam_size > 1 else 0.0,
+                     "ratio": ratio, "extra": extra, "with_weights": with_weights,
+                     "slots": slots, "ensemble": isinstance(config, tuple)}, sort_keys=True)
 
 
 def make_search(config: ModelConfig | tuple[ModelConfig, ...], beam_size: int = 1,

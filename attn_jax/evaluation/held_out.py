@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from attn_jax import compiling, memory as memory_lib
+from attn_jax.executable_store import ExecutableStore
 from attn_jax.data import dataset
 from attn_jax.data.pipeline import EvalData
 from attn_jax.data.vocab import Vocab
@@ -146,16 +147,17 @@ def _call(group: list[tuple[np.ndarray, dataset.Batch]], batches: int) -> Decode
 
 def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8,
                   memory: memory_lib.HostMemory = memory_lib.NONE,
-                  per_call: dict[int, int] | None = None
-                  ) -> tuple[Callable, compiling.Compiled]:
+                  per_call: dict[int, int] | None = None,
+                  store: ExecutableStore | None = None) -> tuple[Callable, compiling.Compiled]:
   """`search` compiled for every call shape of decode_calls(ev, max_batches, per_call)
-  before any runs (compiling.compile_per_shape: one compilation per shape, each timed), and
-  a function with the search's signature that runs the executable of its arguments' shape,
-  for decode. `memory`: the host-memory hooks run after the compilations."""
+  before any runs (compiling.compile_per_shape: one compilation per shape, each timed, or
+  loaded from `store`), and a function with the search's signature that runs the
+  executable of its arguments' shape, for decode. `memory`: the host-memory hooks run
+  after the compilations."""
   by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches, per_call)}
   compiled = compiling.compile_per_shape(
       search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
-               for shape, c in by_shape.items()}, memory)
+               for shape, c in by_shape.items()}, memory, store)
   return (lambda p, src, src_len, count: compiled.by_shape[src.shape](p, src, src_len, count),
           compiled)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from attn_jax import memory as memory_lib
 from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
+from attn_jax.executable_store import ExecutableStore
 from attn_jax.data import pipeline, translation
 from attn_jax.data.vocab import Vocab
 from attn_jax.evaluation import held_out
@@ -234,8 +235,8 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
               progress: Callable[[], None] = held_out.no_progress,
               memory: memory_lib.HostMemory = memory_lib.NONE,
               max_source_len: int | None = None, chunk_lines: int = CHUNK_LINES,
-              done: Callable[[int, list[Example | None]], None] | None = None
-              ) -> list[Example | None]:
+              done: Callable[[int, list[Example | None]], None] | None = None,
+              store: ExecutableStore | None = None) -> list[Example | None]:
   """Every sentence through `search` (searches.make_search), in input order.
 
   The input is decoded `chunk_lines` lines at a time, batched by length within a chunk;
@@ -248,12 +249,13 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
   source_limit) is cut before word starts into pieces that short (translation.cut),
   translated one by one and joined (weights block-diagonal), with a warning line on
   stderr; with the search's per-sentence output limits, no line can stall a run.
-  stages: if given, receives the seconds spent segmenting ("tokenise"), compiling
-  ("compile", with the count in "compilations") and searching ("search").
+  stages: if given, receives the seconds spent segmenting ("tokenise"), compiling or
+  loading from `store` ("compile", with the counts in "compilations" and "loaded") and
+  searching ("search").
   progress: called after each search call. memory: host-memory hooks for the compilations.
   """
   stages = {} if stages is None else stages
-  stages.update(tokenise=0.0, compile=0.0, compilations=0, search=0.0)
+  stages.update(tokenise=0.0, compile=0.0, compilations=0, loaded=0, search=0.0)
   began = time.perf_counter()
   src, owner = _source_pieces(sentences, trained.vocabs.src,
                               max_source_len or source_limit(trained.config))
@@ -271,9 +273,10 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
     whole_ev = pipeline.eval_data(whole, batch_size)
     per_call = held_out.batches_per_call(whole_ev)
     run, compiled = held_out.compile_ahead(search, trained.params, whole_ev, memory=memory,
-                                           per_call=per_call)
+                                           per_call=per_call, store=store)
     stages["compile"] = sum(compiled.seconds.values())
-    stages["compilations"] = len(compiled.seconds)
+    stages["compilations"] = len(compiled.seconds) - len(compiled.loaded)
+    stages["loaded"] = len(compiled.loaded)
   began = time.perf_counter()
   for (first, end), (a, b), ev in zip(chunks, spans, evs):
     decoded = [] if ev is None else held_out.decode(trained.params, ev, run, progress=progress,

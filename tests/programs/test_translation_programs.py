@@ -39,12 +39,48 @@ def test_translate_writes_one_line_per_input_line(trained, tmp_path):
   assert sorted(os.listdir(plots)) == ["attention_line1.png", "attention_line4.png"]
   stages = json.loads((tmp_path / "t.json").read_text())
   assert list(stages) == ["start_up", "read_input", "load_model", "tokenise", "compile",
-                          "compilations", "search", "write_output", "plots", "total"]
+                          "compilations", "loaded", "search", "write_output", "plots", "total"]
   # 3 sentences of 2 widths at most, in batches of 2: one compilation per call shape.
   assert 1 <= stages["compilations"] <= 2
-  seconds = {k: v for k, v in stages.items() if k not in ("compilations", "total")}
+  seconds = {k: v for k, v in stages.items() if k not in ("compilations", "loaded", "total")}
   assert min(seconds.values()) >= 0 and stages["compile"] > 0 and stages["search"] > 0
   np.testing.assert_allclose(stages["total"], sum(seconds.values()))
+
+
+def test_stored_searches_load_with_byte_identical_outputs(trained, tmp_path):
+  """A second translate loads the searches the first compiled (W/compiled/), a damaged entry
+  is a warning and a compilation, --noreuse_compiled neither reads nor writes the store;
+  the output is the same bytes every time."""
+  source = tmp_path / "in.en"
+  source.write_text("the red cat\na big dog sits on the bird\ncat\n" * 5, encoding="utf-8")
+  store = os.path.join(trained["workdir"], "compiled")
+
+  def translate(name, *flags):
+    out, timings = tmp_path / f"{name}.de", tmp_path / f"{name}.json"
+    proc = conftest.run_program(
+        "translate", f"--workdir={trained['workdir']}", f"--input={source}", f"--output={out}",
+        "--beam_size=2", "--batch_size=4", "--compilation_cache=none",
+        f"--timings={timings}", *flags)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_bytes(), json.loads(timings.read_text()), proc.stderr
+
+  if os.path.isdir(store):
+    for name in os.listdir(store):
+      os.remove(os.path.join(store, name))
+  first, t1, _ = translate("first")
+  second, t2, _ = translate("second")
+  assert t1["compilations"] >= 1 and t1["loaded"] == 0
+  assert t2["compilations"] == 0 and t2["loaded"] == t1["compilations"]
+  exe = sorted(n for n in os.listdir(store) if n.endswith(".exe"))[0]
+  with open(os.path.join(store, exe), "r+b") as f:
+    f.truncate(100)
+  third, t3, err = translate("third")
+  assert f"warning: {os.path.join(store, exe)}: unreadable (" in err
+  assert t3["compilations"] == 1
+  files = sorted(os.listdir(store))
+  fourth, t4, _ = translate("fourth", "--noreuse_compiled")
+  assert t4["loaded"] == 0 and sorted(os.listdir(store)) == files
+  assert first == second == third == fourth
 
 
 @pytest.mark.long

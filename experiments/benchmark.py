@@ -2,7 +2,7 @@ r"""Measures training and decoding speed, compilation and memory on this backend
 
   python -m experiments.benchmark --data_dir=data/multi30k \
       [--flagfile=experiments/configs/bench_matched.flags] [--json=FILE] [--quick] \
-      [--decode_workdir=W] [--profile]
+      [--decode_workdir=W] [--profile] [--peers [--peers_python=PYTHON]]
 
 Model and training flags are those of experiments.train. With --data_dir the
 batches are real Multi30k (train for training; val and test_2016_flickr for
@@ -11,7 +11,9 @@ Decoding uses the trained model of --decode_workdir when given (its own config;
 the whole `experiments.translate` program is then timed too), otherwise the
 model as it is after the timed training steps (barely trained: its output lengths,
 printed with each row, are not those of a trained model). --profile also times the
-train step's parts one by one (attn_jax/perf/step_profile.py).
+train step's parts one by one (attn_jax/perf/step_profile.py). --peers runs the PyTorch
+peer of the matched configuration in the same invocation and prints every figure beside
+the peer's and as a ratio (experiments/peer_benchmark.py; the JSON's "ratios").
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from attn_jax.data import pipeline, translation
 from attn_jax.evaluation import held_out
 from attn_jax.perf import rss, step_profile, timing
 from attn_jax.train import inference, seeds
-from experiments import cli, config_flags, host_memory
+from experiments import cli, config_flags, host_memory, peer_benchmark
 
 FLAGS = flags.FLAGS
 
@@ -60,6 +62,12 @@ flags.DEFINE_float("mean_len", 14.0, "Synthetic data: mean source length in toke
 flags.DEFINE_boolean("profile", False,
                      "Also time the train step's parts (encoder, decoder, output layer and "
                      "loss, update) one by one on batches of the most common width.")
+flags.DEFINE_boolean("peers", False,
+                     "Also run the PyTorch peer (experiments/peers/torch_matched.py) for as many "
+                     "steps, and print each figure beside it and as a ratio (needs --data_dir).")
+flags.DEFINE_string("peers_python", "",
+                    "The interpreter that runs the peer; default: this one if it imports torch, "
+                    "else .venv_peers/bin/python next to the project.")
 flags.DEFINE_integer("matmul_size", 1024, "Side of the square matmul that measures the peak.",
                      lower_bound=1)
 
@@ -94,7 +102,7 @@ def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
   if FLAGS.data_dir and vocabs is not None:
     d = config.data
     sets = {}
-    for split in DECODE_SPLITS[:1] if FLAGS.quick else DECODE_SPLITS:
+    for split in DECODE_SPLITS[:1] if FLAGS.quick and not FLAGS.peers else DECODE_SPLITS:
       s = translation.load_split(FLAGS.data_dir, split, d.src_lang, d.tgt_lang, vocabs,
                                  pipeline.bucket_widths(d.max_len))
       sets[split] = pipeline.eval_data(s, batch_size)
@@ -217,7 +225,33 @@ def measure() -> dict:
                                                 repeats=FLAGS.windows)
     if FLAGS.decode:
       results.update(_decoding_results(config, state, vocabs, tmp))
+    if FLAGS.peers:
+      results["peers"] = _peers(config, results, tmp)
+      results["ratios"] = results["peers"]["ratios"]
   return results
+
+
+def _peers(config: config_lib.Config, results: dict, tmp: str) -> dict:
+  """The peer's figures beside ours (peer_benchmark): both trained for the same steps."""
+  python = peer_benchmark.peer_python(FLAGS.peers_python)  # checked before measuring too
+  steps = FLAGS.warmup + FLAGS.windows * FLAGS.window_steps
+  flagfile = os.path.join(tmp, "flags.txt")
+  with open(flagfile, "w", encoding="utf-8") as f:
+    f.write(config_flags.flagfile_text("data_dir"))
+  workdir = os.path.join(tmp, "run")
+  peer_benchmark.train_workdir(flagfile, workdir, steps, FLAGS.compilation_cache)
+  source, sentences = peer_benchmark.source_file(FLAGS.data_dir, config.data.src_lang, tmp)
+  batch_size = results["decode_batch_size"]
+  mine = peer_benchmark.ours(
+      results, lambda beam: _whole_program(workdir, source, beam, batch_size), sentences,
+      FLAGS.beam_size)
+  d = config.data
+  spm = translation.vocab_paths(tmp, d.src_lang, d.tgt_lang, d.joint_vocab)[0]
+  raw = peer_benchmark.run_peer(python, FLAGS.data_dir, spm, FLAGS.warmup, FLAGS.windows,
+                                FLAGS.window_steps, FLAGS.beam_size, tmp)
+  peer = peer_benchmark.theirs(raw, FLAGS.beam_size)
+  return {"python": python, "steps": steps, "ours": mine, "peer": peer,
+          "ratios": peer_benchmark.ratios(mine, peer, FLAGS.beam_size), "peer_raw": raw}
 
 
 def _decoding_results(config: config_lib.Config, state, vocabs, tmp: str) -> dict:
@@ -320,8 +354,20 @@ def _print_decoding(r: dict) -> None:
 def main(argv):
   def body(watch):
     del watch  # its timed loops are short; the watchdog sees their frames move
-    results = measure()
+    if FLAGS.peers and not (FLAGS.data_dir and FLAGS.decode and not FLAGS.decode_workdir):
+      cli.fail("flag --peers: needs --data_dir, decoding, and no --decode_workdir (both "
+               "sides decode models trained for the same steps here)")
+    try:
+      if FLAGS.peers:
+        peer_benchmark.peer_python(FLAGS.peers_python)  # before minutes of measuring
+      results = measure()
+    except peer_benchmark.PeerError as e:
+      cli.fail(str(e))
     print_report(results)
+    if "peers" in results:
+      p = results["peers"]
+      print(f"beside the PyTorch peer ({p['python']}), both trained {p['steps']} steps:")
+      print(peer_benchmark.table(p["ours"], p["peer"], p["ratios"]))
     if FLAGS.json:
       with open(FLAGS.json, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

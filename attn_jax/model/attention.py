@@ -35,7 +35,7 @@ with its own softmax; the context is the concatenation of the heads' contexts ov
 per-head value projections (W^V, so it keeps the key size) and the weights returned are
 the heads' mean (``Variant.heads`` gives each head's, for the evaluation).
 
-Two variants carry a state from one decoder step to the next (``Variant.recurrence``;
+Three variants carry a state from one decoder step to the next (``Variant.recurrence``;
 the decoder keeps it in its scan carry and beam search reorders it with the
 hypotheses): ``coverage_additive`` (Tu et al. 2016; See et al. 2017, eq. 11) adds
 w_c cov_j, the weight position j received so far, to the additive score, and

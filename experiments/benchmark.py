@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -115,9 +114,9 @@ def _decode_sets(config: config_lib.Config, vocabs, batch_size: int
 
 
 def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: int) -> dict:
-  """Wall time, peak RSS and stage times (translate --timings) of `experiments.translate`
-  on one file, as a subprocess; "other" is the wall time outside the stages: the
-  interpreter's start before the program's first line, and its exit."""
+  """Wall time, peak RSS (the program's own) and stage times (translate --timings) of
+  `experiments.translate` on one file, as a subprocess; "other" is the wall time outside
+  the stages: the interpreter's start before the program's first line, and its exit."""
   with tempfile.TemporaryDirectory() as tmp:
     timings = os.path.join(tmp, "timings.json")
     began = time.perf_counter()
@@ -134,8 +133,7 @@ def _whole_program(workdir: str, source_path: str, beam_size: int, batch_size: i
     with open(timings, encoding="utf-8") as f:
       stages = json.load(f)
   stages["other"] = seconds - stages["total"]
-  rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-  return {"seconds": seconds, "peak_rss_gib_children": rss, "stages": stages}
+  return {"seconds": seconds, "peak_rss_gib": stages.pop("peak_rss_gib"), "stages": stages}
 
 
 def _decoding(config, params, vocabs, sets, model, batch_size: int, tmp: str) -> dict:
@@ -165,7 +163,7 @@ def _whole_program_row(split: str, ev, beam_size: int, batch_size: int, tmp: str
   whole = _whole_program(FLAGS.decode_workdir, source, beam_size, batch_size)
   return {"program_seconds": whole["seconds"],
           "program_sentences_per_sec": ev.size / whole["seconds"],
-          "program_peak_rss_gib": whole["peak_rss_gib_children"],
+          "program_peak_rss_gib": whole["peak_rss_gib"],
           "program_stages": whole["stages"]}
 
 

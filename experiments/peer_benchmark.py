@@ -97,7 +97,7 @@ def ours(results: dict, whole_program: Callable[[int], dict], sentences: int,
       out[f"program_{name}_{run}_sentences_per_sec"] = sentences / whole["seconds"]
       out[f"program_{name}_{run}_stages"] = whole["stages"]
       out["decode_peak_rss_gib"] = max(out.get("decode_peak_rss_gib", 0.0),
-                                       whole["peak_rss_gib_children"])
+                                       whole["peak_rss_gib"])
   return out
 
 
@@ -105,7 +105,8 @@ def theirs(peer: dict, beam_size: int) -> dict:
   """The peer's figures under the same names."""
   out = {"train_target_tokens_per_sec": peer["training"]["tgt_tokens_per_s"]["median"],
          "train_peak_rss_gib": peer["training"]["peak_rss_gib"],
-         "decode_peak_rss_gib": peer["peak_rss_gib"]}
+         "decode_peak_rss_gib": max(peer["decoding"][name]["whole_program_peak_rss_gib"]
+                                    for name in ("greedy", f"beam{beam_size}"))}
   for name in ("greedy", f"beam{beam_size}"):
     row = peer["decoding"][name]
     out[f"search_{name}_sentences_per_sec"] = row["search_sentences_per_s"]

@@ -29,6 +29,7 @@ BEGAN = time.perf_counter()  # the program's start-up is timed from here (--timi
 
 import json
 import os
+import resource
 import sys
 
 from absl import app, flags
@@ -140,12 +141,16 @@ def plot_attention(trained: inference.Trained, outputs, directory: str, count: i
     plots.save(fig, os.path.join(directory, f"attention_line{i + 1}.png"))
 
 
+COUNTS = ("compilations", "loaded")  # stages' entries that count rather than time
+
+
 def write_timings(path: str, stages: dict) -> None:
-  """stages (name -> seconds, in program order, and the number of compilations) as JSON,
-  with their sum as "total"."""
-  total = sum(v for k, v in stages.items() if k != "compilations")
+  """stages (name -> seconds, in program order, and the counts of COUNTS) as JSON, with
+  their sum as "total" and the program's peak resident memory so far ("peak_rss_gib")."""
+  total = sum(v for k, v in stages.items() if k not in COUNTS)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
   with open(path, "w", encoding="utf-8") as f:
-    json.dump({**stages, "total": total}, f, indent=2)
+    json.dump({**stages, "total": total, "peak_rss_gib": peak}, f, indent=2)
     f.write("\n")
 
 

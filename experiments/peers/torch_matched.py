@@ -188,7 +188,8 @@ def translate(args):
   search = time.perf_counter() - began
   with open(args.output, "w", encoding="utf-8") as f:
     f.writelines(sp.decode(o) + "\n" for o in outputs)
-  print(json.dumps({"sentences": len(sources), "search_seconds": search}))
+  print(json.dumps({"sentences": len(sources), "search_seconds": search,
+                    "peak_rss_gib": peak_rss_gib()}))
 
 
 RATES = ("tgt_tokens_per_s", "src_tgt_tokens_per_s", "sentences_per_s")
@@ -256,12 +257,14 @@ def time_decoding(args, model, sp):
                    output=os.path.join(tmp, name), decode_sentences=args.decode_sentences,
                    threads=args.threads)
       command = [sys.executable, os.path.abspath(__file__), "--translate"]
-      subprocess.run(command + [f"--{k}={v}" for k, v in flags.items()], check=True,
-                     stdout=subprocess.DEVNULL)
+      proc = subprocess.run(command + [f"--{k}={v}" for k, v in flags.items()], check=True,
+                            stdout=subprocess.PIPE, text=True)
       whole = time.perf_counter() - began
+      program = json.loads(proc.stdout.strip().splitlines()[-1])
       results[name] = {"sentences": len(sources), "search_seconds": search,
                        "search_sentences_per_s": len(sources) / search, "whole_program_seconds":
-                       whole, "mean_output_len": statistics.mean(len(o) + 1 for o in outputs)}
+                       whole, "whole_program_peak_rss_gib": program["peak_rss_gib"],
+                       "mean_output_len": statistics.mean(len(o) + 1 for o in outputs)}
       print(f"{name}: " + ", ".join(f"{k} {v:,.2f}" for k, v in results[name].items()))
   return results
 

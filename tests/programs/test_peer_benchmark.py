@@ -13,15 +13,18 @@ def _peer_json():
   return {"training": {"tgt_tokens_per_s": {"median": 2000.0}, "peak_rss_gib": 1.25},
           "peak_rss_gib": 1.5,
           "decoding": {"greedy": {"sentences": 1000, "search_sentences_per_s": 200.0,
-                                  "whole_program_seconds": 8.0, "mean_output_len": 12.0},
+                                  "whole_program_seconds": 8.0, "mean_output_len": 12.0,
+                                  "whole_program_peak_rss_gib": 0.5},
                        "beam5": {"sentences": 1000, "search_sentences_per_s": 50.0,
-                                 "whole_program_seconds": 20.0, "mean_output_len": 11.0}}}
+                                 "whole_program_seconds": 20.0, "mean_output_len": 11.0,
+                                 "whole_program_peak_rss_gib": 0.6}}}
 
 
 def test_peer_figures_and_ratios_under_one_set_of_names():
   peer = peer_benchmark.theirs(_peer_json(), 5)
   assert peer["program_greedy_first_sentences_per_sec"] == 125.0
   assert peer["program_beam5_second_sentences_per_sec"] == 50.0
+  assert peer["decode_peak_rss_gib"] == 0.6
   mine = {key: 2 * value for key, value in peer.items()}
   ratio = peer_benchmark.ratios(mine, peer, 5)
   assert set(ratio) == {k.format(b=5) for k in peer_benchmark.RATIO_KEYS}

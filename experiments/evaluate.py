@@ -260,7 +260,7 @@ def main(argv):
       reports.append(report)
     if len(FLAGS.split) > 1 or FLAGS.split == ["all"]:
       write_summary(trained, out_dir, reports)
-  cli.run(body, argv, path=FLAGS.workdir)
+  cli.run(body, argv, path=FLAGS.workdir, exit_at_once=True)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ def main(argv):
       done("plots")
     if FLAGS.timings:
       write_timings(FLAGS.timings, stages)
-  cli.run(body, argv, path=FLAGS.output)
+  cli.run(body, argv, path=FLAGS.output, exit_at_once=True)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ For each source length n, `--rows` sources of n tokens cut from the held-out sou
 end to end (translation: --split; synthetic tasks: their held-out set) are decoded with
 EOS suppressed, so every output has n + 1 tokens (attn_jax/perf/decode_scaling.py), and the
 search is timed after its compilation (median of 3 calls). Prints milliseconds per sentence
-and microseconds per output token for each workdir's model 0, and with two workdirs their
-ratio: global attention's time per token grows with n, hard monotonic attention's should not.
+and microseconds per output token for each workdir's model 0, and with two workdirs the
+ratio of the first one's time to the second's: global attention's time per token grows
+with n, hard monotonic attention's should not.
 """
 
 from __future__ import annotations

@@ -391,3 +391,16 @@ def test_mocha_of_width_one_is_monotonic_and_its_chunks_sum_like_alpha(width):
     if width == 1:
       np.testing.assert_allclose(np.asarray(beta), np.asarray(state.alignment), rtol=1e-5,
                                  atol=1e-7)
+
+
+def test_expected_alignment_equals_the_cumulative_product_form_where_that_is_safe():
+  """Raffel et al. eq. 12, alpha_i = p_i cumprod(1 - p_i) cumsum(alpha_{i-1} / cumprod(1 - p_i))
+  with exclusive cumprod, equals the scan where the product stays away from 0."""
+  rng = np.random.default_rng(8)
+  p = rng.uniform(0.05, 0.6, size=S)
+  previous = rng.dirichlet(np.ones(S))
+  keep = np.concatenate([[1.0], np.cumprod(1 - p)[:-1]])  # exclusive cumprod
+  closed = p * keep * np.cumsum(previous / keep)
+  np.testing.assert_allclose(np.asarray(attention.expected_alignment(
+      jnp.asarray(p, jnp.float32), jnp.asarray(previous, jnp.float32))), closed, rtol=1e-5,
+      atol=1e-7)

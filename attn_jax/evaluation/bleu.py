@@ -10,13 +10,13 @@ Hypotheses and references are detokenised text, one sentence each.
 
 from __future__ import annotations
 
-from sacrebleu.metrics import BLEU, CHRF
-
 from attn_jax.evaluation import metrics
 
 
 def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, float | str]:
   """{"bleu", "bleu_tok_lc", "chrf"} and their sacreBLEU signatures ("..._signature")."""
+  from sacrebleu.metrics import BLEU, CHRF  # pylint: disable=g-import-not-at-top
+  # (imported here: the programs that only translate never load sacreBLEU)
   if len(hyps) != len(refs):
     raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
   out: dict[str, float | str] = {}
@@ -34,6 +34,7 @@ def bleu_by_length(hyps: list[str], refs: list[str], src_lengths: list[int],
   Buckets are [1, e_0], (e_0, e_1], ..., (e_last, inf) in source words; empty ones
   are left out. Returns [{"bucket": "1-10", "sentences": n, "bleu_tok_lc": x}, ...].
   """
+  from sacrebleu.metrics import BLEU  # pylint: disable=g-import-not-at-top
   metric = BLEU(lowercase=True, tokenize="13a")
   rows = []
   for label, idx in metrics.length_groups(src_lengths, edges).items():

@@ -7,7 +7,6 @@ import os
 import sys
 import time
 
-from tensorboardX import SummaryWriter
 
 
 def _format_seconds(seconds: float) -> str:
@@ -36,6 +35,8 @@ class RunLog:
     kept = [r for r in read_records(self.path) if r["step"] <= start_step]
     with open(self.path, "w", encoding="utf-8") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    # (imported here: the programs that only decode never load TensorBoard's writer)
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
     self._start_step, self._num_steps = start_step, num_steps
     self._start_time = time.time()

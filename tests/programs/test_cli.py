@@ -3,6 +3,9 @@ dispatch on CPU for the programs that train."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from absl import flags
 from absl.testing import flagsaver
 import jax
@@ -47,3 +50,14 @@ def test_programs_that_train_dispatch_inline_on_cpu():
   if jax.default_backend() != "cpu":
     pytest.skip("an accelerator keeps dispatching asynchronously")
   assert conftest.run_python(_TRAINING_PROGRAM) == ["True"]
+
+
+@pytest.mark.parametrize("program", ["translate", "evaluate"])
+def test_decoding_programs_import_no_plotting_scoring_or_logging_they_do_not_use(program):
+  """matplotlib only for --attention_plots, sacreBLEU only where BLEU is computed (evaluate
+  imports it when it scores), TensorBoard's writer only in training."""
+  code = (f"import sys, experiments.{program}; print(sorted({{m.split('.')[0] for m in "
+          f"sys.modules}} & {{'matplotlib', 'sacrebleu', 'tensorboardX', 'torch'}}))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        cwd=conftest.ROOT, env=conftest.subprocess_env(), check=True)
+  assert proc.stdout.strip() == "[]"

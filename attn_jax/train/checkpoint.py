@@ -228,6 +228,16 @@ class CheckpointReader:
                                                    metadata=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["metadata"])
 
+  def restore_params(self, step: int, target: Any) -> Any:
+    """Only the state's parameters, restored into `target` (the params subtree of the
+    state's target): decoding needs neither Adam's moments nor the step, so a reader reads
+    a third of the arrays and holds no optimizer state in memory."""
+    item = {"params": target}
+    restored = self._read(step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
+    return restored["state"]["params"]
+
   def scores(self) -> tuple[dict[int, float | None], list[str]]:
     """({step: its validation score or None} over the readable steps, the errors of those
     whose metadata cannot be read)."""

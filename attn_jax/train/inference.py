@@ -170,7 +170,7 @@ def _restore_step(reader: CheckpointReader, workdir: str, step: int, seed_index:
     if (other.model, other.train.num_seeds) != (config.model, num_seeds):
       raise ModelLoadError(f"--average: {directory}/{s} was trained with another model "
                            f"config than step {step}")
-    params.append(reader.restore(s, target)[0]["params"])
+    params.append(reader.restore_params(s, target["params"]))
   # [*param shape]: the mean over the averaged checkpoints, one leaf at a time.
   mean = params[0] if len(params) == 1 else jax.tree.map(
       lambda *leaves: sum(leaves[1:], leaves[0]) / len(leaves), *params)

@@ -180,3 +180,16 @@ def test_a_failed_save_is_one_error_naming_the_directory(tmp_path, monkeypatch):
                            r"\(RESOURCE_EXHAUSTED: .*No space left on device\); the complete"):
     ckpt.save(3, _small_state(0.3), {})
   ckpt.close()
+
+
+def test_the_reader_restores_the_parameters_alone(tmp_path):
+  d = str(tmp_path / "ckpt")
+  state = {"params": {"w": jnp.arange(4.0), "b": jnp.ones((2, 3))},
+           "opt_state": {"mu": jnp.full((4,), 7.0)}, "step": jnp.asarray(5, jnp.int32)}
+  ckpt = checkpoint.Checkpointer(d, keep=2)
+  ckpt.save(5, state, {"x": 5}, None)
+  ckpt.close()
+  reader = checkpoint.CheckpointReader(d)
+  params = reader.restore_params(5, jax.eval_shape(lambda: state["params"]))
+  assert helpers.tree_equal(params, state["params"]) and set(params) == {"w", "b"}
+  reader.close()

@@ -22,13 +22,14 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 from typing import Any
 
 import jax
 import jaxlib
 import numpy as np
 from jax.experimental import serialize_executable
+
+from attn_jax import atomic_write
 
 _SOURCE_ROOT = os.path.dirname(os.path.abspath(__file__))  # the attn_jax package
 
@@ -131,9 +132,9 @@ class ExecutableStore:
     try:
       payload, in_tree, out_tree = serialize_executable.serialize(compiled)
       os.makedirs(self.directory, exist_ok=True)
-      _write_atomically(self._path(key, ".exe"),
-                        pickle.dumps((key, payload, in_tree, out_tree)))
-      _write_atomically(self._path(key, ".json"), json.dumps(key, indent=1).encode())
+      atomic_write.write_atomically(self._path(key, ".exe"),
+                                    pickle.dumps((key, payload, in_tree, out_tree)))
+      atomic_write.write_atomically(self._path(key, ".json"), json.dumps(key, indent=1))
     except (OSError, ValueError, NotImplementedError) as e:
       note = f"warning: {self.directory}: compiled searches not stored ({e})"
       if note not in self.notes:
@@ -145,14 +146,3 @@ class ExecutableStore:
       print(note, file=sys.stderr, flush=True)
     self.notes.clear()
 
-
-def _write_atomically(path: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise

@@ -37,7 +37,7 @@ from typing import Callable
 
 from absl import app, flags
 
-from attn_jax import config as config_lib
+from attn_jax import atomic_write, config as config_lib
 from attn_jax.data import corpus, multi30k, pipeline, translation
 from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, plots
@@ -59,13 +59,6 @@ flags.DEFINE_list("beam_sizes", [],
 flags.DEFINE_list("length_penalties", ["0.6", "1.0", "1.5"],
                   "Length penalties tried with --beam_sizes.")
 flags.DEFINE_string("tune_split", "val", "Split that --beam_sizes tunes on (not a test split).")
-
-
-def _write_atomically(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def load_eval(trained: inference.Trained, data_dir: str, split_name: str) -> pipeline.EvalData:
@@ -202,8 +195,9 @@ def _file_name(trained: inference.Trained, split: str) -> str:
 def write_split(trained: inference.Trained, out_dir: str, report: dict, hyps: list[str]) -> None:
   """The split's outputs, report and BLEU-by-length plot in `out_dir`."""
   base = os.path.join(out_dir, _file_name(trained, report["split"]))
-  _write_atomically(f"{base}.{trained.config.data.tgt_lang}", "".join(h + "\n" for h in hyps))
-  _write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
+  atomic_write.write_atomically(f"{base}.{trained.config.data.tgt_lang}",
+                                "".join(h + "\n" for h in hyps))
+  atomic_write.write_atomically(f"{base}.json", json.dumps(report, indent=2) + "\n")
   plots.bleu_by_length(report["bleu_by_length"], f"{base}_bleu_by_length.png",
                        title=f"{report['split']}, beam {report['beam_size']}")
   print(f"wrote {base}.json")
@@ -228,8 +222,8 @@ def write_summary(trained: inference.Trained, out_dir: str, reports: list[dict])
   base = os.path.join(out_dir, _file_name(trained, name))
   table = summary_table(reports)
   print(table)
-  _write_atomically(f"{base}.md", table)
-  _write_atomically(f"{base}.json", json.dumps(
+  atomic_write.write_atomically(f"{base}.md", table)
+  atomic_write.write_atomically(f"{base}.json", json.dumps(
       [{k: v for k, v in r.items() if k != "bleu_by_length"} for r in reports], indent=2) + "\n")
   print(f"wrote {base}.md")
 

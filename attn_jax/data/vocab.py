@@ -24,6 +24,7 @@ import re
 
 import sentencepiece as spm
 
+from attn_jax import atomic_write
 from attn_jax.config import BOS_ID, ConfigError, EOS_ID, PAD_ID
 from attn_jax.data import bpe_dropout
 
@@ -170,17 +171,11 @@ def load_or_train(path: str, sentences: list[str], vocab_size: int,
   wanted = {"vocab_size": vocab_size, "languages": list(languages), "options": OPTIONS}
   if not os.path.exists(path):
     model = train(sentences, vocab_size)
-    _write_atomically(path, model)
+    atomic_write.write_atomically(path, model)
     record = dict(wanted, sha256=hashlib.sha256(model).hexdigest(),
                   text_sha256=_text_digest(sentences), sentences=len(sentences))
-    _write_atomically(record_path(path), (json.dumps(record, indent=1) + "\n").encode())
+    atomic_write.write_atomically(record_path(path), json.dumps(record, indent=1) + "\n")
   stored = load(path)
   check(stored, wanted)
   return stored
 
-
-def _write_atomically(path: str, data: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from attn_jax import config as config_lib, memory as memory_lib
+from attn_jax import atomic_write, config as config_lib, memory as memory_lib
 from attn_jax.config import EOS_ID, Config, ConfigError
 from attn_jax.data import pipeline, translation
 from attn_jax.data.pipeline import EvalData
@@ -164,13 +164,6 @@ def _example_line(ev: EvalData, length: int = 12) -> int:
   return int(np.argmin(np.abs(lengths - length)))
 
 
-def _write_json(path: str, value) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f)
-  os.replace(tmp, path)
-
-
 def _train_rate(workdir: str) -> float:
   """Median training tokens/s (all seeds together) over the run's log steps."""
   rates = [r["tokens_per_sec"] for r in read_records(os.path.join(workdir, "metrics.jsonl"))
@@ -229,7 +222,7 @@ def score_run(workdir: str, settings: dict, plan: Plan,
       e = outputs[line]
       record["example"] = {"line": line, "src": src_names(e.src), "output": tgt_names(e.output),
                            "weights": np.asarray(e.weights, np.float64).round(4).tolist()}
-  _write_json(os.path.join(workdir, "scores.json"), record)
+  atomic_write.write_atomically(os.path.join(workdir, "scores.json"), json.dumps(record))
   return record
 
 

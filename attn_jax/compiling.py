@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from attn_jax import memory as memory_lib
+from attn_jax import executable_store
 from attn_jax.executable_store import ExecutableStore
 
 
@@ -40,17 +41,19 @@ def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple],
   shape), timing each. The arguments are only read for their shapes, types and
   placement (a donated argument is not consumed). `memory`'s hooks run after each
   compilation and after the last. With a `store`, an executable it holds for the same
-  arguments is loaded instead, and one compiled here is added to it."""
+  arguments is loaded instead, and one compiled here (by XLA, not from JAX's persistent
+  cache: executable_store.compile_fresh) is added to it."""
   by_shape, seconds, temp, loaded = {}, {}, {}, set()
   for shape, args in sorted(args_by_shape.items()):
     began = time.perf_counter()
     executable = store.load(args) if store is not None else None
     if executable is not None:
       loaded.add(shape)
+    elif store is not None:
+      executable = executable_store.compile_fresh(fn, args)
+      store.save(args, executable)
     else:
       executable = fn.lower(*args).compile()
-      if store is not None:
-        store.save(args, executable)
     by_shape[shape] = executable
     seconds[shape] = time.perf_counter() - began
     temp[shape] = _temp_bytes(executable)

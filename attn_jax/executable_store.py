@@ -31,6 +31,7 @@ from jax.experimental import serialize_executable
 
 from attn_jax import atomic_write
 
+COMPILED_DIR = "compiled"  # a workdir's store, beside its checkpoints
 _SOURCE_ROOT = os.path.dirname(os.path.abspath(__file__))  # the attn_jax package
 
 
@@ -146,3 +147,21 @@ class ExecutableStore:
       print(note, file=sys.stderr, flush=True)
     self.notes.clear()
 
+
+
+def compile_fresh(fn, args: tuple):
+  """The jitted `fn` lowered for `args` and compiled by XLA itself, never taken from JAX's
+  persistent compilation cache: an executable that cache returns serializes into an entry
+  that fails once loaded (JaxRuntimeError NOT_FOUND: Function ... not found; JAX 0.10.2 on
+  CPU), so every executable a store keeps is a fresh compilation."""
+  previous = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    return fn.lower(*args).compile()
+  finally:
+    jax.config.update("jax_enable_compilation_cache", previous)
+
+
+def for_workdir(workdir: str, what: str) -> ExecutableStore:
+  """The store of `workdir`'s compiled programs described by `what`."""
+  return ExecutableStore(os.path.join(workdir, COMPILED_DIR), what)

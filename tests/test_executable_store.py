@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import conftest
 from attn_jax import compiling, executable_store
 from attn_jax.executable_store import ExecutableStore
 
@@ -86,3 +87,30 @@ def test_unwritable_store_is_a_note_not_an_error(tmp_path):
 def test_source_digest_covers_the_library_code():
   digest = executable_store.source_digest()
   assert len(digest) == 64 and executable_store.environment()["code"] == digest
+
+
+_STORE_THROUGH_A_WARM_CACHE = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from attn_jax import compiling
+from attn_jax.executable_store import ExecutableStore
+f = jax.jit(lambda x, y: jnp.where(x > y, jnp.tanh(x) @ y.T, y @ x.T))
+args = (np.ones((4, 4), np.float32), np.eye(4, dtype=np.float32))
+compiled = compiling.compile_per_shape(f, {4: args}, store=ExecutableStore(sys.argv[2], "f"))
+print(sorted(compiled.loaded), f"{float(np.asarray(compiled.by_shape[4](*args)).sum()):.5f}")
+"""
+
+
+def test_an_entry_stored_while_the_compilation_cache_holds_the_program_runs_once_loaded(
+    tmp_path):
+  """Three fresh interpreters sharing JAX's persistent compilation cache: the first fills it
+  (and store A), the second, whose compilation the cache could answer, fills store B, the
+  third loads B's entry and runs it. An executable taken from the cache would store an
+  entry that fails once loaded (NOT_FOUND: Function ... not found)."""
+  cache, a, b = (str(tmp_path / name) for name in ("xla", "a", "b"))
+  first = conftest.run_python(_STORE_THROUGH_A_WARM_CACHE, cache, a)
+  assert conftest.run_python(_STORE_THROUGH_A_WARM_CACHE, cache, b) == first == ["[]", "13.13913"]
+  assert conftest.run_python(_STORE_THROUGH_A_WARM_CACHE, cache, b) == ["[4]", "13.13913"]

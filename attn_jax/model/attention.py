@@ -52,7 +52,6 @@ weight exactly 0; the weights of a global variant sum to 1.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, NamedTuple
 

@@ -28,6 +28,7 @@ import jax
 import jaxlib
 import numpy as np
 from jax.experimental import serialize_executable
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from attn_jax import atomic_write
 
@@ -153,13 +154,17 @@ def compile_fresh(fn, args: tuple):
   """The jitted `fn` lowered for `args` and compiled by XLA itself, never taken from JAX's
   persistent compilation cache: an executable that cache returns serializes into an entry
   that fails once loaded (JaxRuntimeError NOT_FOUND: Function ... not found; JAX 0.10.2 on
-  CPU), so every executable a store keeps is a fresh compilation."""
-  previous = jax.config.jax_enable_compilation_cache
+  CPU), so every executable a store keeps is a fresh compilation. The cache is turned off
+  for this compilation alone (it decides once per process whether it is used, hence the
+  resets), and on again after it."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax_cache.reset_cache()
   jax.config.update("jax_enable_compilation_cache", False)
   try:
     return fn.lower(*args).compile()
   finally:
-    jax.config.update("jax_enable_compilation_cache", previous)
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    jax_cache.reset_cache()
 
 
 def for_workdir(workdir: str, what: str) -> ExecutableStore:

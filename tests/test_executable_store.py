@@ -99,6 +99,7 @@ from attn_jax import compiling
 from attn_jax.executable_store import ExecutableStore
 f = jax.jit(lambda x, y: jnp.where(x > y, jnp.tanh(x) @ y.T, y @ x.T))
 args = (np.ones((4, 4), np.float32), np.eye(4, dtype=np.float32))
+f(args[0][:2, :2], args[1][:2, :2]).block_until_ready()  # the process uses the cache first
 compiled = compiling.compile_per_shape(f, {4: args}, store=ExecutableStore(sys.argv[2], "f"))
 print(sorted(compiled.loaded), f"{float(np.asarray(compiled.by_shape[4](*args)).sum()):.5f}")
 """
@@ -106,10 +107,11 @@ print(sorted(compiled.loaded), f"{float(np.asarray(compiled.by_shape[4](*args)).
 
 def test_an_entry_stored_while_the_compilation_cache_holds_the_program_runs_once_loaded(
     tmp_path):
-  """Three fresh interpreters sharing JAX's persistent compilation cache: the first fills it
-  (and store A), the second, whose compilation the cache could answer, fills store B, the
-  third loads B's entry and runs it. An executable taken from the cache would store an
-  entry that fails once loaded (NOT_FOUND: Function ... not found)."""
+  """Three fresh interpreters sharing JAX's persistent compilation cache, each using it before
+  it compiles for a store: the first fills it (and store A), the second, whose compilation
+  the cache could answer, fills store B, the third loads B's entry and runs it. An
+  executable taken from the cache would store an entry that fails once loaded (NOT_FOUND:
+  Function ... not found)."""
   cache, a, b = (str(tmp_path / name) for name in ("xla", "a", "b"))
   first = conftest.run_python(_STORE_THROUGH_A_WARM_CACHE, cache, a)
   assert conftest.run_python(_STORE_THROUGH_A_WARM_CACHE, cache, b) == first == ["[]", "13.13913"]

@@ -17,7 +17,9 @@ import jax
 
 from attn_jax import config as config_lib
 from attn_jax.data import corpus, multi30k, vocab
+from attn_jax.decode import searches
 from attn_jax.evaluation import held_out
+from attn_jax import executable_store as executable_store_lib
 from attn_jax.executable_store import ExecutableStore
 from attn_jax.train import checkpoint, inference, loop, resume, writer_lock
 from experiments import host_memory, watchdog
@@ -177,8 +179,9 @@ def define_decoding_flags() -> None:
   flags.DEFINE_bool("ensemble_seeds", False,
                     "Decode with every model of a --num_seeds workdir as one ensemble "
                     "(what --ensemble does for each workdir it names).")
-  flags.DEFINE_integer("beam_size", 5, "Beam size; 1 is greedy search.", lower_bound=1)
-  flags.DEFINE_float("length_penalty", 0.6,
+  flags.DEFINE_integer("beam_size", searches.DEFAULT_BEAM_SIZE, "Beam size; 1 is greedy search.",
+                       lower_bound=1)
+  flags.DEFINE_float("length_penalty", searches.DEFAULT_LENGTH_PENALTY,
                      "GNMT length penalty exponent alpha (beam search); 0 ranks by log p.",
                      lower_bound=0.0)
   flags.DEFINE_bool("reuse_compiled", True,
@@ -195,7 +198,7 @@ def executable_store(what: str) -> ExecutableStore | None:
   --noreuse_compiled."""
   if not FLAGS.reuse_compiled:
     return None
-  return ExecutableStore(os.path.join(FLAGS.workdir, "compiled"), what)
+  return executable_store_lib.for_workdir(FLAGS.workdir, what)
 
 
 def load_model() -> inference.Trained:

@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 import jax
 
-from attn_jax.train import loop
+from attn_jax.train import inference, loop
 from experiments import cli, config_flags, host_memory
 
 FLAGS = flags.FLAGS
@@ -34,6 +34,10 @@ flags.DEFINE_integer("process_id", 0, "Multi-process training: this process's in
                      lower_bound=0)
 flags.DEFINE_boolean("debug_nans", False, "Stop at the first NaN any jitted function produces "
                      "(JAX's jax_debug_nans; slow).")
+flags.DEFINE_boolean("compile_searches", True,
+                     "When a translation run ends (not when it is stopped), compile "
+                     "translate's greedy and default beam searches for every length bucket "
+                     "into WORKDIR/compiled, so that the first translate loads them.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -55,10 +59,21 @@ def main(argv):
     start_distributed()
     if FLAGS.debug_nans:
       jax.config.update("jax_debug_nans", True)
-    loop.train_and_evaluate(config_flags.build_config(), FLAGS.workdir,
-                                flagfile=config_flags.flagfile_text("workdir"),
-                                stop_requested=watch.stop_requested, progress=watch.progress,
-                                memory=host_memory.GLIBC)
+    config = config_flags.build_config()
+    result = loop.train_and_evaluate(config, FLAGS.workdir,
+                                     flagfile=config_flags.flagfile_text("workdir"),
+                                     stop_requested=watch.stop_requested,
+                                     progress=watch.progress, memory=host_memory.GLIBC)
+    if (FLAGS.compile_searches and "stopped" not in result and jax.process_index() == 0
+        and config.data.task == "translation"):
+      try:
+        lines = inference.compile_searches(FLAGS.workdir, memory=host_memory.GLIBC)
+      except (inference.ModelLoadError, OSError) as e:  # the training itself is done
+        print(f"warning: translate's searches not compiled ({e}); translate compiles them "
+              f"when first run", file=sys.stderr, flush=True)
+        lines = []
+      for line in lines:
+        print(f"translate's search compiled into {FLAGS.workdir}/compiled, {line}", flush=True)
   cli.run(body, argv, config_flags.ERROR_FLAG_NAMES, FLAGS.workdir,
           keep_freed_pages=FLAGS.keep_freed_pages, polls_stop=True)
 

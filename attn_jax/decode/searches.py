@@ -13,6 +13,9 @@ import jax
 from attn_jax.config import ModelConfig
 from attn_jax.decode import beam, ensemble, greedy_search
 
+DEFAULT_BEAM_SIZE = 5  # translate's and evaluate's
+DEFAULT_LENGTH_PENALTY = 0.6  # GNMT's alpha (Wu et al. 2016, sec. 7)
+
 
 def make_greedy(config: ModelConfig, max_len: int):
   """(params, src, src_len) -> greedy_search.Hypotheses, jitted."""

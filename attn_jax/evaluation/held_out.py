@@ -6,7 +6,6 @@ detokenised outputs with sacreBLEU (`translation_scores`) after `decode`.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable, NamedTuple
 
 import jax
@@ -99,6 +98,9 @@ class DecodeCall(NamedTuple):
   src_len: np.ndarray  # int32 [batches*batch_size]
 
 
+CALL_BATCHES = 8  # batches per search call (experiments/results/speed.md, Decode shapes)
+
+
 def _width_groups(ev: EvalData) -> list[list[tuple[np.ndarray, dataset.Batch]]]:
   """The batches of `ev` grouped by width, in order."""
   widths: list[list[tuple[np.ndarray, dataset.Batch]]] = []
@@ -110,29 +112,20 @@ def _width_groups(ev: EvalData) -> list[list[tuple[np.ndarray, dataset.Batch]]]:
   return widths
 
 
-def batches_per_call(ev: EvalData, max_batches: int = 8) -> dict[int, int]:
-  """{width: batches in each call of that width}: the batches of a width shared evenly
-  among the fewest calls of at most `max_batches` batches."""
-  per_call = {}
-  for group in _width_groups(ev):
-    calls = math.ceil(len(group) / max_batches)
-    per_call[group[0][1].src.shape[1]] = math.ceil(len(group) / calls)
-  return per_call
+def call_shape(width: int, batch_size: int, batches: int = CALL_BATCHES) -> tuple[int, int]:
+  """(rows, width) of every search call of sources `width` wide: `batches` batches of
+  `batch_size` rows, whatever the input, so the shapes are known before it is."""
+  return batches * batch_size, width
 
 
-def decode_calls(ev: EvalData, max_batches: int = 8,
-                 per_call: dict[int, int] | None = None) -> list[DecodeCall]:
-  """The batches of `ev` gathered into calls of at most `max_batches` batches of one
-  width, so a streaming search (beam.search) refills its slots across batch borders.
-  The batches of a width are shared evenly among its calls, and every call of a width
-  has the same rows (the last padded with filler rows): one shape to compile per width.
-  per_call: batches per call of each width (batches_per_call of a larger set that `ev` is
-  a part of, so the parts share its shapes); default batches_per_call(ev, max_batches)."""
-  per_call = per_call or batches_per_call(ev, max_batches)
+def decode_calls(ev: EvalData, batches: int = CALL_BATCHES) -> list[DecodeCall]:
+  """The batches of `ev` gathered into calls of `batches` batches of one width, so a
+  streaming search (beam.search) refills its slots across batch borders. Every call of a
+  width has call_shape's rows (the last padded with filler rows): the call shapes are one
+  per width and do not depend on how many sentences the input has."""
   calls = []
   for group in _width_groups(ev):
-    size = per_call[group[0][1].src.shape[1]]
-    calls += [_call(group[i:i + size], size) for i in range(0, len(group), size)]
+    calls += [_call(group[i:i + batches], batches) for i in range(0, len(group), batches)]
   return calls
 
 
@@ -145,31 +138,35 @@ def _call(group: list[tuple[np.ndarray, dataset.Batch]], batches: int) -> Decode
                     np.concatenate([src_len, src_len[filler]]))
 
 
-def compile_ahead(search: Callable, params: dict, ev: EvalData, max_batches: int = 8,
-                  memory: memory_lib.HostMemory = memory_lib.NONE,
-                  per_call: dict[int, int] | None = None,
-                  store: ExecutableStore | None = None) -> tuple[Callable, compiling.Compiled]:
-  """`search` compiled for every call shape of decode_calls(ev, max_batches, per_call)
-  before any runs (compiling.compile_per_shape: one compilation per shape, each timed, or
-  loaded from `store`), and a function with the search's signature that runs the
-  executable of its arguments' shape, for decode. `memory`: the host-memory hooks run
-  after the compilations."""
-  by_shape = {c.src.shape: c for c in decode_calls(ev, max_batches, per_call)}
+def compile_shapes(search: Callable, params: dict, shapes: Iterable[tuple[int, int]],
+                   memory: memory_lib.HostMemory = memory_lib.NONE,
+                   store: ExecutableStore | None = None) -> tuple[Callable, compiling.Compiled]:
+  """`search` compiled for every call shape (rows, width) before any runs
+  (compiling.compile_per_shape: one compilation per shape, each timed, or loaded from
+  `store`), and a function with the search's signature that runs the executable of its
+  arguments' shape, for decode. `memory`: the host-memory hooks run after the compilations."""
   compiled = compiling.compile_per_shape(
-      search, {shape: (params, c.src, c.src_len, np.int32(len(c.lines)))
-               for shape, c in by_shape.items()}, memory, store)
+      search, {(rows, width): (params, np.zeros((rows, width), np.int32),
+                               np.zeros(rows, np.int32), np.int32(0))
+               for rows, width in shapes}, memory, store)
   return (lambda p, src, src_len, count: compiled.by_shape[src.shape](p, src, src_len, count),
           compiled)
 
 
-def decode(params: dict, ev: EvalData, search: Callable, max_batches: int = 8,
-           progress: Callable[[], None] = no_progress,
-           per_call: dict[int, int] | None = None) -> list[Example]:
+def compile_ahead(search: Callable, params: dict, ev: EvalData, batches: int = CALL_BATCHES,
+                  memory: memory_lib.HostMemory = memory_lib.NONE,
+                  store: ExecutableStore | None = None) -> tuple[Callable, compiling.Compiled]:
+  """compile_shapes for the call shapes of decode_calls(ev, batches)."""
+  shapes = {call_shape(b.src.shape[1], len(b.src), batches) for _, b in ev.batches}
+  return compile_shapes(search, params, shapes, memory, store)
+
+
+def decode(params: dict, ev: EvalData, search: Callable, batches: int = CALL_BATCHES,
+           progress: Callable[[], None] = no_progress) -> list[Example]:
   """Every sentence of `ev` decoded by search(params, src, src_len, count) (searches.make_search)
-  over decode_calls(ev, max_batches, per_call), in line order; `progress` is called after
-  each call."""
+  over decode_calls(ev, batches), in line order; `progress` is called after each call."""
   outputs: list[Example | None] = [None] * ev.size
-  for call in decode_calls(ev, max_batches, per_call):
+  for call in decode_calls(ev, batches):
     hyp: Hypotheses = jax.device_get(search(params, call.src, call.src_len,
                                             np.int32(len(call.lines))))
     progress()

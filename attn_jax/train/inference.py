@@ -21,9 +21,11 @@ import numpy as np
 
 from attn_jax import memory as memory_lib
 from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
+from attn_jax import executable_store
 from attn_jax.executable_store import ExecutableStore
 from attn_jax.data import pipeline, translation
 from attn_jax.data.vocab import Vocab
+from attn_jax.decode import searches
 from attn_jax.evaluation import held_out
 from attn_jax.evaluation.held_out import Example
 from attn_jax.train import parallel, resume, seeds, steps
@@ -236,31 +238,33 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
               memory: memory_lib.HostMemory = memory_lib.NONE,
               max_source_len: int | None = None, chunk_lines: int = CHUNK_LINES,
               done: Callable[[int, list[Example | None]], None] | None = None,
-              store: ExecutableStore | None = None) -> list[Example | None]:
+              store: ExecutableStore | None = None,
+              call_batches: int = held_out.CALL_BATCHES) -> list[Example | None]:
   """Every sentence through `search` (searches.make_search), in input order.
 
   The input is decoded `chunk_lines` lines at a time, batched by length within a chunk;
   after each chunk, done(first line, its outputs) is called, so a caller can write the
-  lines done so far. Every chunk's calls take the shapes the whole input would have (its
-  buckets, held_out.batches_per_call), so the search is compiled for those before any
-  sentence is decoded (held_out.compile_ahead), no more often than for one chunk; a row's
-  result does not depend on the other rows of its call. Blank sentences are not decoded:
-  their entry is None. A sentence of more than `max_source_len` subwords (default
-  source_limit) is cut before word starts into pieces that short (translation.cut),
-  translated one by one and joined (weights block-diagonal), with a warning line on
-  stderr; with the search's per-sentence output limits, no line can stall a run.
+  lines done so far. The call shapes depend only on the model's length buckets, `batch_size`
+  and the source limit (held_out.call_shape), so the search is compiled for those before
+  any sentence is decoded (held_out.compile_shapes), or loaded from `store`, where
+  compile_searches may have put them at the end of training; a row's result does not
+  depend on the other rows of its call. Blank sentences are not decoded: their entry is
+  None. A sentence of more than `max_source_len` subwords (default source_limit) is cut
+  before word starts into pieces that short (translation.cut), translated one by one and
+  joined (weights block-diagonal), with a warning line on stderr; with the search's
+  per-sentence output limits, no line can stall a run.
   stages: if given, receives the seconds spent segmenting ("tokenise"), compiling or
   loading from `store` ("compile", with the counts in "compilations" and "loaded") and
   searching ("search").
   progress: called after each search call. memory: host-memory hooks for the compilations.
+  call_batches: batches of `batch_size` rows per search call (held_out.decode_calls).
   """
   stages = {} if stages is None else stages
   stages.update(tokenise=0.0, compile=0.0, compilations=0, loaded=0, search=0.0)
   began = time.perf_counter()
-  src, owner = _source_pieces(sentences, trained.vocabs.src,
-                              max_source_len or source_limit(trained.config))
-  whole = translation.ids_split(src, pipeline.bucket_widths(trained.config.data.max_len))
-  widths = whole.buckets.widths  # every chunk's buckets: those of the whole input
+  limit = max_source_len or source_limit(trained.config)
+  src, owner = _source_pieces(sentences, trained.vocabs.src, limit)
+  widths = source_widths(trained.config, limit)
   chunks = [(first, min(first + chunk_lines, len(sentences)))
             for first in range(0, len(sentences), chunk_lines)]
   spans = [(bisect.bisect_left(owner, first), bisect.bisect_left(owner, end))
@@ -269,24 +273,57 @@ def translate(trained: Trained, sentences: list[str], search: Callable, batch_si
          else None for a, b in spans]
   stages["tokenise"] = time.perf_counter() - began
   outputs: list[Example | None] = [None] * len(sentences)
-  if src:  # every chunk's calls take the shapes of the whole input's: compiled once
-    whole_ev = pipeline.eval_data(whole, batch_size)
-    per_call = held_out.batches_per_call(whole_ev)
-    run, compiled = held_out.compile_ahead(search, trained.params, whole_ev, memory=memory,
-                                           per_call=per_call, store=store)
+  shapes = {held_out.call_shape(b.src.shape[1], batch_size, call_batches)
+            for ev in evs if ev is not None for _, b in ev.batches}
+  if shapes:  # the shapes of every chunk's calls, compiled (or loaded) once
+    run, compiled = held_out.compile_shapes(search, trained.params, shapes, memory, store)
     stages["compile"] = sum(compiled.seconds.values())
     stages["compilations"] = len(compiled.seconds) - len(compiled.loaded)
     stages["loaded"] = len(compiled.loaded)
   began = time.perf_counter()
   for (first, end), (a, b), ev in zip(chunks, spans, evs):
-    decoded = [] if ev is None else held_out.decode(trained.params, ev, run, progress=progress,
-                                                    per_call=per_call)
+    decoded = [] if ev is None else held_out.decode(trained.params, ev, run, call_batches,
+                                                    progress)
     for line, group in itertools.groupby(zip(owner[a:b], decoded), key=lambda p: p[0]):
       outputs[line] = _joined([example for _, example in group])
     if done is not None:
       done(first, outputs[first:end])
   stages["search"] = time.perf_counter() - began
   return outputs
+
+
+def source_widths(config: Config, limit: int) -> tuple[int, ...]:
+  """The source widths translate decodes with: the model's length buckets, and one for
+  sources up to `limit` subwords beyond them (EOS included in each)."""
+  widths = pipeline.bucket_widths(config.data.max_len)
+  return widths + ((limit + 1,) if limit + 1 > widths[-1] else ())
+
+
+# translate's greedy search and its default beam search: (beam size, length penalty)
+DEFAULT_SEARCHES = ((1, 0.0), (searches.DEFAULT_BEAM_SIZE, searches.DEFAULT_LENGTH_PENALTY))
+
+
+def compile_searches(workdir: str, batch_size: int = held_out.DECODE_BATCH_SIZE,
+                     beams: tuple[tuple[int, float], ...] = DEFAULT_SEARCHES,
+                     memory: memory_lib.HostMemory = memory_lib.NONE) -> list[str]:
+  """Compiles the searches (beam size, length penalty) of `workdir`'s model without
+  attention weights, as translate runs them, for every length bucket of the model, into
+  the workdir's executable store, so that a first translate loads rather than compiles
+  them. Every checkpoint of a workdir has the same shapes: the latest stands for all.
+  Entries the store already holds are kept. Returns one line per search."""
+  trained = load(workdir, "latest")
+  lines = []
+  for beam_size, alpha in beams:
+    args = dict(config=trained.search_config, beam_size=beam_size, alpha=alpha,
+                with_weights=False, slots=batch_size)
+    store = executable_store.for_workdir(workdir, searches.describe(**args))
+    shapes = [held_out.call_shape(w, batch_size)
+              for w in pipeline.bucket_widths(trained.config.data.max_len)]
+    _, compiled = held_out.compile_shapes(searches.make_search(**args), trained.params, shapes,
+                                          memory, store)
+    lines.append(f"beam {beam_size}: {len(shapes) - len(compiled.loaded)} compiled, "
+                 f"{len(compiled.loaded)} kept, {sum(compiled.seconds.values()):.1f}s")
+  return lines
 
 
 def _source_pieces(sentences: list[str], vocab: Vocab, limit: int

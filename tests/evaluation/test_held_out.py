@@ -84,20 +84,21 @@ def test_examples_never_come_from_filler_rows():
 
 
 def test_decode_calls_group_batches_of_one_width_real_rows_first():
-  """decode_calls: consecutive batches of a width, at most max_batches a call, one shape per
-  width, every line once, real rows first and filler rows (copies of row 0) after."""
+  """decode_calls: consecutive batches of a width, `batches` a call, one shape per width
+  whatever the input (call_shape), every line once, real rows first and filler rows
+  (copies of row 0) after."""
   rng = np.random.default_rng(0)
   lengths = rng.integers(1, 12, 70)
   pairs = [rng.integers(3, 20, n).astype(np.int32) for n in lengths]
   buckets = batching.bucket_pairs(pairs, pairs, (4, 8, 13))
   ev = pipeline.eval_data(translation.Split(buckets, None), 4)
-  calls = held_out.decode_calls(ev, max_batches=3)
+  calls = held_out.decode_calls(ev, batches=3)
   assert sorted(np.concatenate([c.lines for c in calls]).tolist()) == list(range(70))
   by_line = {int(line): (b.src[r], b.src_len[r]) for lines, b in ev.batches
              for r, line in enumerate(lines)}
   for call in calls:
-    rows = len(call.src)
-    assert rows % 4 == 0 and rows <= 12 and len(call.lines) > 0
+    assert call.src.shape == held_out.call_shape(call.src.shape[1], 4, 3) == (12, call.src.shape[1])
+    assert len(call.lines) > 0
     for r, line in enumerate(call.lines):
       np.testing.assert_array_equal(call.src[r], by_line[int(line)][0])
       assert call.src_len[r] == by_line[int(line)][1]

@@ -25,6 +25,7 @@ def test_english_to_czech_trains_evaluates_and_translates(tmp_path):
       "--num_plots=0")
   assert proc.returncode == 0, proc.stderr
   assert (workdir / "spm.encs.model").is_file()
+  assert "translate's search compiled into" in proc.stdout  # greedy and beam 5, every bucket
   proc = conftest.run_program("evaluate", f"--workdir={workdir}", "--split=all",
                               "--checkpoint=latest", "--beam_size=1")
   assert proc.returncode == 0, proc.stderr
@@ -33,5 +34,7 @@ def test_english_to_czech_trains_evaluates_and_translates(tmp_path):
   table = json.loads((workdir / "eval" / "all.json").read_text(encoding="utf-8"))
   assert [r["split"] for r in table] == ["test_2016_flickr"] and report["bleu"] == table[0]["bleu"]
   proc = conftest.run_program("translate", f"--workdir={workdir}", "--checkpoint=latest",
-                              stdin=b"the red cat\n")
+                              f"--timings={tmp_path / 't.json'}", stdin=b"the red cat\n")
   assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1, proc.stderr
+  stages = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+  assert stages["compilations"] == 0 and stages["loaded"] == 1  # compiled by train

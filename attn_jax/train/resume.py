@@ -30,8 +30,8 @@ def check_vocab(saved: dict, vocab_ids: dict | None, directory: str, step: int) 
 def abstract_state(config: Config, optimizer) -> dict:
   """The training state's shapes and dtypes (a dict of jax.ShapeDtypeStruct trees), stacked
   [num_seeds, ...] where the config trains several seeds: the target to restore into."""
-  k_init, _ = seeds.run_keys(config.train)
-  return jax.eval_shape(lambda: steps.init_state(k_init, config.model, optimizer))._asdict()
+  return jax.eval_shape(lambda: steps.init_state(seeds.run_keys(config.train)[0], config.model,
+                                                 optimizer))._asdict()  # keys traced too
 
 
 class CorruptCheckpointError(RuntimeError):

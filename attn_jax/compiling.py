@@ -11,7 +11,9 @@ installs (memory.HostMemory).
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent import futures
 from typing import Any, Callable, NamedTuple
 
 from attn_jax import memory as memory_lib
@@ -40,26 +42,35 @@ def compile_per_shape(fn: Callable, args_by_shape: dict[Any, tuple],
   """Lowers and compiles the jitted `fn` once per key of args_by_shape (a batch width or
   shape), timing each. The arguments are only read for their shapes, types and
   placement (a donated argument is not consumed). `memory`'s hooks run after each
-  compilation and after the last. With a `store`, an executable it holds for the same
-  arguments is loaded instead, and one compiled here (by XLA, not from JAX's persistent
-  cache: executable_store.compile_fresh) is added to it."""
-  by_shape, seconds, temp, loaded = {}, {}, {}, set()
-  for shape, args in sorted(args_by_shape.items()):
+  compilation and after the last. With a `store`, the executables it holds for the same
+  arguments are loaded instead, several at once (deserializing leaves the interpreter
+  free: 6 searches in 0.17-0.19 s on 2 threads against 0.30-0.44 s one by one), each
+  timed as an equal share of that; one compiled here (by XLA, not from JAX's persistent
+  cache: executable_store.compile_fresh) is added to the store."""
+  by_shape, seconds, temp = {}, {}, {}
+  shapes = sorted(args_by_shape)
+  if store is not None and shapes:
     began = time.perf_counter()
-    executable = store.load(args) if store is not None else None
-    if executable is not None:
-      loaded.add(shape)
-    elif store is not None:
-      executable = executable_store.compile_fresh(fn, args)
-      store.save(args, executable)
-    else:
-      executable = fn.lower(*args).compile()
-    by_shape[shape] = executable
-    seconds[shape] = time.perf_counter() - began
-    temp[shape] = _temp_bytes(executable)
+    with futures.ThreadPoolExecutor(min(len(shapes), os.cpu_count() or 1)) as pool:
+      found = dict(zip(shapes, pool.map(lambda s: store.load(args_by_shape[s]), shapes)))
+    by_shape = {s: e for s, e in found.items() if e is not None}
+    seconds = dict.fromkeys(by_shape, (time.perf_counter() - began) / max(len(by_shape), 1))
+  loaded = frozenset(by_shape)
+  for shape in shapes:
+    if shape not in loaded:
+      began = time.perf_counter()
+      args = args_by_shape[shape]
+      if store is not None:
+        by_shape[shape] = executable_store.compile_fresh(fn, args)
+        store.save(args, by_shape[shape])
+      else:
+        by_shape[shape] = fn.lower(*args).compile()
+      seconds[shape] = time.perf_counter() - began
+    temp[shape] = _temp_bytes(by_shape[shape])
     memory.release_freed()
-  if len(loaded) < len(args_by_shape):
+  if len(loaded) < len(shapes):
     memory.release_compiler_code()
   if store is not None:
     store.report()
-  return Compiled(by_shape, seconds, temp, frozenset(loaded))
+  return Compiled({s: by_shape[s] for s in shapes}, {s: seconds[s] for s in shapes},
+                  temp, loaded)

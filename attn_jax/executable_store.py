@@ -143,11 +143,10 @@ class ExecutableStore:
         self.notes.append(note)
 
   def report(self) -> None:
-    """Prints the notes gathered so far (stderr), once."""
-    for note in self.notes:
+    """Prints the notes gathered so far (stderr), each once (loads run on several threads)."""
+    for note in dict.fromkeys(self.notes):
       print(note, file=sys.stderr, flush=True)
     self.notes.clear()
-
 
 
 def compile_fresh(fn, args: tuple):

@@ -457,17 +457,19 @@ def _monotonic_attend(params, query, keys, values, mask, state, noise, window):
   return alignment @ values, alignment, state._replace(alignment=alignment)
 
 
-def _hard_stop(params, query, keys, mask, state):
+def _hard_stop(params, query, keys, mask, state, columns: slice = slice(None)):
   """Hard monotonic attention (Raffel et al. Algorithm 1): from j = t_{i-1}, the first j
   with p_ij = sigmoid(e_ij) >= 0.5 (e_ij >= 0). Energies are computed one position at a
-  time, so a whole sentence computes O(source + target) of them. Returns (j, found, the
-  state at j; past the end: position = the source length, and nothing is found again)."""
+  time, so a whole sentence computes O(source + target) of them; `columns` of a key row
+  are the energy's (read per position: slicing all of keys would copy them every step).
+  Returns (j, found, the state at j; past the end: position = the source length, and
+  nothing is found again)."""
   length = jnp.sum(mask).astype(jnp.int32)
   query_proj = layers.dense(params["query"], query)  # [attention]
   v = _normalised_v(params)
 
   def stops(j):
-    hidden = jnp.tanh(keys[j] + query_proj)  # [attention]
+    hidden = jnp.tanh(keys[j, columns] + query_proj)  # [attention]
     return layers.dense(v, hidden)[0] + params["r"] >= 0.0
 
   def more(carry):
@@ -544,10 +546,10 @@ def _mocha_hard(params, query, keys, values, mask, state, noise, window):
   """Searches (Chiu & Raffel Algorithm 1): stop at t_i as hard monotonic attention does,
   then a softmax of u over the chunk h_{t_i-w+1..t_i}: w chunk energies a step."""
   del noise
-  monotonic_keys, chunk_keys = _mocha_keys(params, keys)
-  j, found, state = _hard_stop(params["monotonic"], query, monotonic_keys, mask, state)
+  size = params["chunk"]["query"]["kernel"].shape[1]  # the keys: monotonic's, then the chunk's
+  j, found, state = _hard_stop(params["monotonic"], query, keys, mask, state, slice(0, size))
   positions, real = _chunks(j, window, mask)  # [w]
-  energy = _tanh_scores(params["chunk"]["v"], chunk_keys[positions],
+  energy = _tanh_scores(params["chunk"]["v"], keys[positions, size:],
                         layers.dense(params["chunk"]["query"], query))  # [w]
   chunk = masked_softmax(energy, real & found)  # [w]
   weights = jnp.zeros(mask.shape, jnp.float32).at[positions].add(chunk)  # [S]

@@ -16,8 +16,7 @@ import time
 from concurrent import futures
 from typing import Any, Callable, NamedTuple
 
-from attn_jax import memory as memory_lib
-from attn_jax import executable_store
+from attn_jax import executable_store, memory as memory_lib
 from attn_jax.executable_store import ExecutableStore
 
 

@@ -98,7 +98,9 @@ class DecodeCall(NamedTuple):
   src_len: np.ndarray  # int32 [batches*batch_size]
 
 
-CALL_BATCHES = 8  # batches per search call (experiments/results/speed.md, Decode shapes)
+# Batches per search call: the shortest greedy + beam-5 time of 2, 4, 8 and 16
+# (experiments/results/speed.md, "Beside the PyTorch peer in one run").
+CALL_BATCHES = 8
 
 
 def _width_groups(ev: EvalData) -> list[list[tuple[np.ndarray, dataset.Batch]]]:

@@ -19,9 +19,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from attn_jax import memory as memory_lib
+from attn_jax import executable_store, memory as memory_lib
 from attn_jax.config import Config, ModelConfig, is_checkpoint_choice
-from attn_jax import executable_store
 from attn_jax.executable_store import ExecutableStore
 from attn_jax.data import pipeline, translation
 from attn_jax.data.vocab import Vocab

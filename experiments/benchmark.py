@@ -209,7 +209,7 @@ def measure() -> dict:
                                          "data loaded": loaded,
                                          **training["resident_gib_by_stage"]}
     training["seconds_incl_compile"] = time.perf_counter() - began
-    training["peak_rss_gib"] = timing.peak_rss_gib()
+    training["peak_rss_gib"] = rss.peak_rss_gib()
     training["device_peak_gib"] = timing.device_memory_gib()
     training["matmul_utilisation"] = (training["flops_per_sec"]["median"]
                                       / results["matmul_peak_flops_per_sec"])

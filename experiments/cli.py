@@ -15,11 +15,10 @@ from typing import Callable
 from absl import flags, logging
 import jax
 
-from attn_jax import config as config_lib
+from attn_jax import config as config_lib, executable_store as executable_store_lib
 from attn_jax.data import corpus, multi30k, vocab
 from attn_jax.decode import searches
 from attn_jax.evaluation import held_out
-from attn_jax import executable_store as executable_store_lib
 from attn_jax.executable_store import ExecutableStore
 from attn_jax.train import checkpoint, inference, loop, resume, writer_lock
 from experiments import host_memory, watchdog

@@ -29,7 +29,6 @@ BEGAN = time.perf_counter()  # the program's start-up is timed from here (--timi
 
 import json
 import os
-import resource
 import sys
 
 from absl import app, flags
@@ -39,6 +38,7 @@ from attn_jax.data import corpus
 from attn_jax.decode import searches
 from attn_jax.evaluation import plots
 from attn_jax.model import attention, seq2seq
+from attn_jax.perf import rss
 from attn_jax.train import inference
 from experiments import cli, host_memory, watchdog
 
@@ -148,9 +148,8 @@ def write_timings(path: str, stages: dict) -> None:
   """stages (name -> seconds, in program order, and the counts of COUNTS) as JSON, with
   their sum as "total" and the program's peak resident memory so far ("peak_rss_gib")."""
   total = sum(v for k, v in stages.items() if k not in COUNTS)
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
   with open(path, "w", encoding="utf-8") as f:
-    json.dump({**stages, "total": total, "peak_rss_gib": peak}, f, indent=2)
+    json.dump({**stages, "total": total, "peak_rss_gib": rss.peak_rss_gib()}, f, indent=2)
     f.write("\n")
 
 

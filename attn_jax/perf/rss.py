@@ -1,8 +1,9 @@
-"""The process's resident memory, for the benchmark's figures."""
+"""The process's resident memory, now and at its peak, for the benchmark's and translate's figures."""
 
 from __future__ import annotations
 
 import os
+import resource
 
 
 def resident_gib() -> float | None:
@@ -13,3 +14,8 @@ def resident_gib() -> float | None:
   except (OSError, ValueError, IndexError):
     return None
   return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def peak_rss_gib() -> float:
+  """Peak resident memory of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

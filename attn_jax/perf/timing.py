@@ -15,7 +15,6 @@ nothing. Useful FLOPs come from flops.py (real lengths, matmuls only).
 from __future__ import annotations
 
 import functools
-import resource
 import statistics
 import time
 
@@ -36,11 +35,6 @@ def spread(values: list[float]) -> dict[str, float]:
   """{"median", "min", "max"} of a list of measurements."""
   return {"median": float(statistics.median(values)), "min": float(min(values)),
           "max": float(max(values))}
-
-
-def peak_rss_gib() -> float:
-  """Peak resident memory of this process so far (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def device_memory_gib() -> float | None:

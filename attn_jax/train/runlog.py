@@ -8,7 +8,6 @@ import sys
 import time
 
 
-
 def _format_seconds(seconds: float) -> str:
   seconds = int(max(0, seconds))
   h, rest = divmod(seconds, 3600)

@@ -19,18 +19,19 @@ general is q^T W k for any sizes. Matmul FLOPs are counted by tracing these
 functions (perf/flops.py), so nothing here is written for the count.
 
 Global variants score every source position with a ``score(params, query, keys)
--> [S]`` function. The local variants of Luong et al. (2015, section 3.2) wrap
+-> [S]`` function (additive's, Bahdanau et al. 2014 eq. 6, is in additive.py, which the
+coverage, monotonic and MoChA variants build on). The local variants of Luong et al. (2015, section 3.2) wrap
 any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
 (predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights times a
 Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
 
 ``sparsemax_<score>`` and ``entmax15_<score>`` put a sparse normaliser in place of
-the softmax of any global score (sparse_normalisers.py: Martins & Astudillo 2016;
+the softmax of any global score (normalisers.py: Martins & Astudillo 2016;
 Peters, Niculae & Martins 2019 with alpha = 1.5): weights exactly 0 at real positions
 too, still summing to 1.
 
-``multihead_additive`` and ``multihead_scaled_dot`` (Chen et al. 2018, RNMT+;
-Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads, each
+``multihead_additive`` and ``multihead_scaled_dot`` (multihead.py: Chen et al. 2018,
+RNMT+; Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads, each
 with its own softmax; the context is the concatenation of the heads' contexts over
 per-head value projections (W^V, so it keeps the key size) and the weights returned are
 the heads' mean (``Variant.heads`` gives each head's, for the evaluation).
@@ -39,7 +40,7 @@ Three variants carry a state from one decoder step to the next (``Variant.recurr
 the decoder keeps it in its scan carry and beam search reorders it with the
 hypotheses): ``coverage_additive`` (Tu et al. 2016; See et al. 2017, eq. 11) adds
 w_c cov_j, the weight position j received so far, to the additive score, and
-``monotonic`` (Raffel et al. 2017) attends by a left-to-right stop-or-move choice: the
+``monotonic`` (monotonic.py: Raffel et al. 2017) attends by a left-to-right stop-or-move choice: the
 expected alignment while training and hard monotonic attention in searches, which
 advances through each source position once per sentence (linear time); ``mocha``
 (Chiu & Raffel 2018) adds a softmax over the chunk of `window` positions that ends where
@@ -59,10 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from attn_jax import config as config_lib
-from attn_jax.model import layers, sparse_normalisers
-
-_MASKED = -1e30  # exp(_MASKED - max) underflows to exactly 0 in float32
-
+from attn_jax.model import additive, layers, monotonic, multihead, normalisers
 
 class Sizes(NamedTuple):
   query: int  # H: the decoder state
@@ -97,17 +95,7 @@ class Variant(NamedTuple):
   # with every head's weights [N, S] in place of their mean
 
 
-def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
-  """scores [S], mask [S] bool -> weights [S]: softmax over mask, exactly 0 elsewhere."""
-  scores = jnp.where(mask, scores, _MASKED)
-  weights = jax.nn.softmax(scores)
-  return jnp.where(mask, weights, 0.0)
-
-
-Normaliser = Callable[[jax.Array, jax.Array], jax.Array]  # (scores [S], mask [S]) -> weights [S]
-
-
-def _attend_with(score: Score, normalise: Normaliser = masked_softmax):
+def _attend_with(score: Score, normalise: normalisers.Normaliser = normalisers.masked_softmax):
   """Builds a global attend() from a score function: `normalise` (softmax unless given)
   over all real positions."""
   def attend(params, query, keys, values, mask, t, window):
@@ -178,38 +166,6 @@ def scaled_dot_score(params, query, keys):
   return keys @ query / math.sqrt(query.shape[-1])  # [S]
 
 
-# -- additive / concat (Bahdanau et al. 2014, eq. 6) ---------------------------
-
-def _additive_init(key, sizes):
-  k_q, k_k, k_v = jax.random.split(key, 3)
-  return {
-      "query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),  # W
-      "key": layers.dense_init(k_k, sizes.key, sizes.attention),  # U, b
-      "v": layers.dense_init(k_v, sizes.attention, 1, bias=False),  # v
-  }
-
-
-def _additive_prepare(params, states, summary):
-  del summary
-  return layers.dense(params["key"], states)  # U k_j + b  [S, attention]
-
-
-@jax.checkpoint
-def _tanh_scores(v_params, keys, query_proj):
-  """v^T tanh(U k_j + b + W q) [S] from keys [S, attention] and W q [attention].
-
-  Rematerialised: the backward pass recomputes the tanh instead of keeping it, so a
-  teacher-forced scan stores W q [attention] per step, not [S, attention].
-  """
-  hidden = jnp.tanh(keys + query_proj)  # [S, attention]
-  return layers.dense(v_params, hidden)[:, 0]  # [S]
-
-
-def additive_score(params, query, keys):
-  """score(q, k_j) = v^T tanh(W q + U k_j + b)  (Bahdanau eq. 6)."""
-  return _tanh_scores(params["v"], keys, layers.dense(params["query"], query))  # [S]
-
-
 # -- location (Luong et al. 2015, section 3.1) ---------------------------------
 
 def _location_init(key, sizes):
@@ -226,7 +182,7 @@ def location_score(params, query, keys):
   scores = layers.dense(params["W_a"], query)  # [positions]
   length = keys.shape[0]
   if length > scores.shape[0]:
-    scores = jnp.pad(scores, (0, length - scores.shape[0]), constant_values=_MASKED)
+    scores = jnp.pad(scores, (0, length - scores.shape[0]), constant_values=normalisers.MASKED)
   return scores[:length]  # [S]
 
 
@@ -237,7 +193,7 @@ def _windowed(score: Score, params, query, keys, mask, centre, window):
   |s - centre| <= window, exactly 0 elsewhere; positions 0..S-1 as floats."""
   positions = jnp.arange(mask.shape[0], dtype=jnp.float32)  # [S]
   near = mask & (jnp.abs(positions - centre) <= window)  # [S]
-  return masked_softmax(score(params, query, keys), near), positions
+  return normalisers.masked_softmax(score(params, query, keys), near), positions
 
 
 def _local_m(base: Variant) -> Variant:
@@ -277,76 +233,20 @@ def _local_p(base: Variant) -> Variant:
 
 # -- sparse normalisers (Martins & Astudillo 2016; Peters et al. 2019) ---------------
 
-NORMALISERS: dict[str, Normaliser] = {"sparsemax": sparse_normalisers.sparsemax,
-                                      "entmax15": sparse_normalisers.entmax15}
+NORMALISERS: dict[str, normalisers.Normaliser] = {"sparsemax": normalisers.sparsemax,
+                                                  "entmax15": normalisers.entmax15}
 
 
-def _normalised(base: Variant, normalise: Normaliser) -> Variant:
+def _normalised(base: Variant, normalise: normalisers.Normaliser) -> Variant:
   """A global variant's score with `normalise` in place of softmax: weights that can be
-  exactly 0 at real positions (sparse_normalisers.py)."""
+  exactly 0 at real positions (normalisers.py)."""
   return base._replace(attend=_attend_with(base.score, normalise))
 
 
-# -- multi-head attention (Chen et al. 2018; Vaswani et al. 2017, eq. 1 and sec. 3.2.2) ----
-
-def _multihead_init(key, sizes):
-  """Per head n of N: query and key projections to attention/N, values projected to key/N
-  (W^V, so the concatenated context keeps the key size), and for the additive score v_n."""
-  k_q, k_k, k_v, k_s = jax.random.split(key, 4)
-  return {"query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),
-          "key": layers.dense_init(k_k, sizes.key, sizes.attention),
-          "value": layers.dense_init(k_v, sizes.key, sizes.key, bias=False),
-          "v": layers.dense_init(k_s, sizes.attention // sizes.heads, sizes.heads, bias=False)}
-
-
-def _multihead_prepare(params, states, summary):
-  """keys [S, attention + key]: U k_j + b of every head, then W^V k_j of every head."""
-  del summary
-  return jnp.concatenate([layers.dense(params["key"], states),
-                          layers.dense(params["value"], states)], axis=-1)
-
-
-def _multihead(score_heads):
-  """attend() of a multi-head variant from score_heads(params, query [H], keys [S, N, d])
-  -> scores [N, S]: softmax per head, context = concat_n (sum_j a_nj W^V_n k_j) [key],
-  weights = every head's [N, S]; Variant.attend returns their mean [S] (each head's sums
-  to 1, so the mean does)."""
-  def attend_heads(params, query, keys, values, mask, t, window):
-    del values, t, window
-    heads = params["v"]["kernel"].shape[1]
-    size = params["query"]["kernel"].shape[1]
-    length = keys.shape[0]
-    k = keys[:, :size].reshape(length, heads, size // heads)  # [S, N, d]
-    v = keys[:, size:].reshape(length, heads, -1)  # [S, N, key/N]
-    weights = jax.vmap(masked_softmax, in_axes=(0, None))(
-        score_heads(params, query, k), mask)  # [N, S]
-    context = jnp.einsum("ns,snv->nv", weights, v).reshape(-1)  # [key]
-    return context, weights  # [key], [N, S]
-
-  def attend(params, query, keys, values, mask, t, window):
-    context, weights = attend_heads(params, query, keys, values, mask, t, window)
-    return context, jnp.mean(weights, axis=0)  # [key], [S]
-  return attend, attend_heads
-
-
-def _additive_heads(params, query, keys):
-  """v_n^T tanh(W_n q + U_n k_j + b_n) per head (Bahdanau eq. 6 in each of N heads)."""
-  heads, d = keys.shape[1], keys.shape[2]
-  q = layers.dense(params["query"], query).reshape(heads, d)  # [N, d]
-  hidden = jnp.tanh(keys + q[None])  # [S, N, d]
-  return jnp.einsum("snd,dn->ns", hidden, params["v"]["kernel"])  # [N, S]
-
-
-def _scaled_dot_heads(params, query, keys):
-  """(W^Q_n q) . (W^K_n k_j) / sqrt(d) per head (Vaswani eq. 1; d = attention / N)."""
-  heads, d = keys.shape[1], keys.shape[2]
-  q = layers.dense(params["query"], query).reshape(heads, d)  # [N, d]
-  return jnp.einsum("nd,snd->ns", q, keys) / math.sqrt(d)  # [N, S]
-
-
 def _multihead_variant(score_heads) -> Variant:
-  attend, attend_heads = _multihead(score_heads)
-  return Variant(_multihead_init, _multihead_prepare, attend, heads=attend_heads)
+  """Heads scored by score_heads(params, query [H], keys [S, N, d]) -> [N, S] (multihead.py)."""
+  attend, attend_heads = multihead.attend_functions(score_heads)
+  return Variant(multihead.init, multihead.prepare_keys, attend, heads=attend_heads)
 
 
 # -- coverage (Tu et al. 2016; See et al. 2017, eq. 10-11) ---------------------
@@ -354,13 +254,13 @@ def _multihead_variant(score_heads) -> Variant:
 def _coverage_init(key, sizes):
   """Additive attention's W, U, b, v and the coverage weights w_c [attention]."""
   k_a, k_c = jax.random.split(key)
-  return {**_additive_init(k_a, sizes),
+  return {**additive.init(k_a, sizes),
           "coverage": layers.dense_init(k_c, 1, sizes.attention, bias=False)}  # w_c
 
 
 @jax.checkpoint
 def _coverage_scores(v_params, w_c, keys, query_proj, coverage):
-  """v^T tanh(U k_j + b + W q + w_c cov_j) [S]; rematerialised like _tanh_scores."""
+  """v^T tanh(U k_j + b + W q + w_c cov_j) [S]; rematerialised like additive.tanh_scores."""
   hidden = jnp.tanh(keys + query_proj + coverage[:, None] * w_c)  # [S, attention]
   return layers.dense(v_params, hidden)[:, 0]  # [S]
 
@@ -376,184 +276,8 @@ def _coverage_attend(params, query, keys, values, mask, coverage, noise, window)
   del noise, window
   scores = _coverage_scores(params["v"], params["coverage"]["kernel"][0], keys,
                             layers.dense(params["query"], query), coverage)  # [S]
-  weights = masked_softmax(scores, mask)  # [S]
+  weights = normalisers.masked_softmax(scores, mask)  # [S]
   return weights @ values, weights, coverage + weights  # [V], [S], [S]
-
-
-# -- monotonic attention (Raffel et al. 2017) ----------------------------------
-
-MONOTONIC_ENERGY_BIAS = -4.0  # r's initial value (Raffel et al. sec. 2.5): stop rarely at first
-
-
-class MonotonicState(NamedTuple):
-  alignment: jax.Array  # float32 [S]: alpha_{i-1}, the expected alignment (training)
-  position: jax.Array  # int32 []: t_{i-1}, where hard attention stopped last (searches);
-  # the source length once it ran past the end (every later context is then 0)
-
-
-def _monotonic_init(key, sizes):
-  """W (query), V and b (key), v, and the scalars g (= 1/sqrt(attention)) and r."""
-  k_q, k_k, k_v = jax.random.split(key, 3)
-  return {"query": layers.dense_init(k_q, sizes.query, sizes.attention, bias=False),
-          "key": layers.dense_init(k_k, sizes.key, sizes.attention),
-          "v": layers.dense_init(k_v, sizes.attention, 1, bias=False),
-          "g": jnp.asarray(1.0 / math.sqrt(sizes.attention), jnp.float32),
-          "r": jnp.asarray(MONOTONIC_ENERGY_BIAS, jnp.float32)}
-
-
-def _normalised_v(params):
-  """{"kernel": g v / ||v||} [attention, 1] (weight normalisation, Raffel sec. 2.5)."""
-  v = params["v"]["kernel"]  # [attention, 1]
-  return {"kernel": params["g"] * v / jnp.linalg.norm(v)}
-
-
-def monotonic_energy(params, query, keys):
-  """e_ij = g v^T/||v|| tanh(W s + V h_j + b) + r [S] (Raffel et al. sec. 2.5)."""
-  return (_tanh_scores(_normalised_v(params), keys, layers.dense(params["query"], query))
-          + params["r"])  # [S]
-
-
-def _first_state(mask):
-  """alpha_0 = delta_{j,0}: attention starts at the first source position."""
-  return MonotonicState(alignment=jax.nn.one_hot(0, mask.shape[0], dtype=jnp.float32),
-                        position=jnp.zeros((), jnp.int32))
-
-
-def expected_alignment(p, previous):
-  """alpha_i [S] from the stopping probabilities p_i [S] and alpha_{i-1} [S].
-
-  alpha_ij = p_ij sum_k alpha_{i-1,k} prod_{l=k}^{j-1} (1 - p_il) (eq. 9), computed through
-  the recurrence q_ij = (1 - p_i,j-1) q_i,j-1 + alpha_{i-1,j}, alpha_ij = p_ij q_ij (eq. 10-11)
-  as a parallel associative scan over j (log S deep). It needs no division: the closed
-  form alpha_i = p_i cumprod(1 - p_i) cumsum(alpha_{i-1} / cumprod(1 - p_i)) (eq. 12) divides
-  by a product that underflows where p is near 1, and clipping it (sec. 2.5) then loses the
-  alignment (alpha 1e-10 where it should be 1).
-  """
-  keep = jnp.concatenate([jnp.zeros((1,), p.dtype), 1.0 - p[:-1]])  # 1 - p_i,j-1; q_i,-1 = 0
-
-  def compose(first, second):  # q -> a q + b, then the next: (a1 a2, a2 b1 + b2)
-    (a1, b1), (a2, b2) = first, second
-    return a1 * a2, a2 * b1 + b2
-
-  _, q = jax.lax.associative_scan(compose, (keep, previous))  # [S]
-  return p * q  # [S]
-
-
-def _expected_monotonic(params, query, keys, mask, state, noise):
-  """alpha_i [S] while training: p_ij = sigmoid(e_ij + noise) (noise ~ N(0, 1) while
-  training, sec. 2.5), p = 0 at padding, alpha_i = expected_alignment (eq. 9-12)."""
-  energy = monotonic_energy(params, query, keys)  # [S]
-  if noise.shape[0]:
-    energy = energy + noise
-  p = jnp.where(mask, jax.nn.sigmoid(energy), 0.0)  # [S]
-  return jnp.where(mask, expected_alignment(p, state.alignment), 0.0)  # [S]
-
-
-def _monotonic_attend(params, query, keys, values, mask, state, noise, window):
-  """Training: alpha_i (_expected_monotonic), c_i = sum_j alpha_ij h_j. The weights sum to
-  at most 1: the rest is the chance of having run past the end."""
-  del window
-  alignment = _expected_monotonic(params, query, keys, mask, state, noise)  # [S]
-  return alignment @ values, alignment, state._replace(alignment=alignment)
-
-
-def _hard_stop(params, query, keys, mask, state, columns: slice = slice(None)):
-  """Hard monotonic attention (Raffel et al. Algorithm 1): from j = t_{i-1}, the first j
-  with p_ij = sigmoid(e_ij) >= 0.5 (e_ij >= 0). Energies are computed one position at a
-  time, so a whole sentence computes O(source + target) of them; `columns` of a key row
-  are the energy's (read per position: slicing all of keys would copy them every step).
-  Returns (j, found, the state at j; past the end: position = the source length, and
-  nothing is found again)."""
-  length = jnp.sum(mask).astype(jnp.int32)
-  query_proj = layers.dense(params["query"], query)  # [attention]
-  v = _normalised_v(params)
-
-  def stops(j):
-    hidden = jnp.tanh(keys[j, columns] + query_proj)  # [attention]
-    return layers.dense(v, hidden)[0] + params["r"] >= 0.0
-
-  def more(carry):
-    j, found = carry
-    return (j < length) & ~found
-
-  def move(carry):
-    j, _ = carry
-    found = stops(j)
-    return jnp.where(found, j, j + 1), found
-
-  j, found = jax.lax.while_loop(more, move, (state.position, jnp.zeros((), jnp.bool_)))
-  return j, found, state._replace(position=jnp.where(found, j, length))
-
-
-def _monotonic_hard(params, query, keys, values, mask, state, noise, window):
-  """Searches: attend to h_j alone where _hard_stop stops; past the end the context is 0."""
-  del noise, window
-  j, found, state = _hard_stop(params, query, keys, mask, state)
-  weights = jnp.where(found, jax.nn.one_hot(j, mask.shape[0], dtype=jnp.float32), 0.0)  # [S]
-  context = jnp.where(found, values[jnp.minimum(j, mask.shape[0] - 1)], 0.0)  # h_j, not a @ h
-  return context, weights, state
-
-
-# -- monotonic chunkwise attention (Chiu & Raffel 2018) ------------------------
-
-def _mocha_init(key, sizes):
-  """Monotonic attention's parameters, and an additive energy for the chunk (W, U, b, v)."""
-  k_m, k_c = jax.random.split(key)
-  return {"monotonic": _monotonic_init(k_m, sizes), "chunk": _additive_init(k_c, sizes)}
-
-
-def _mocha_prepare(params, states, summary):
-  """keys [S, 2 attention]: the monotonic energy's V h_j + b, then the chunk energy's."""
-  return jnp.concatenate([_additive_prepare(params["monotonic"], states, summary),
-                          _additive_prepare(params["chunk"], states, summary)], axis=-1)
-
-
-def _mocha_keys(params, keys):
-  size = params["chunk"]["query"]["kernel"].shape[1]
-  return keys[:, :size], keys[:, size:]  # [S, attention] each
-
-
-def _chunks(ends, width, mask):
-  """Positions [..., w] of the chunks of `width` ending at `ends` [...], clipped into the
-  source, and which of them are real (inside it and not padding)."""
-  positions = ends[..., None] - (width - 1) + jnp.arange(width)  # [..., w]
-  inside = jnp.clip(positions, 0, mask.shape[0] - 1)
-  return inside, (positions >= 0) & mask[inside]
-
-
-def chunkwise_weights(alignment, energy, mask, width):
-  """beta_ij = sum_{k=j}^{j+w-1} alpha_ik exp(u_ij) / sum_{l=k-w+1}^{k} exp(u_il) [S]
-  (Chiu & Raffel 2018: the expected chunkwise weights) from alpha_i [S] and the chunk energies u_i [S]: each
-  chunk's softmax formed over its own w positions (no division by a moving sum that
-  can underflow), then spread by alpha."""
-  positions, real = _chunks(jnp.arange(mask.shape[0]), width, mask)  # [S, w]
-  per_chunk = jax.vmap(masked_softmax)(energy[positions], real)  # [S, w]
-  return jnp.zeros(mask.shape, jnp.float32).at[positions].add(alignment[:, None] * per_chunk)
-
-
-def _mocha_attend(params, query, keys, values, mask, state, noise, window):
-  """Training: alpha_i as monotonic attention's, the chunk energy u_ij = v^T tanh(W q +
-  U h_j + b), weights beta_i = chunkwise_weights, c_i = sum_j beta_ij h_j."""
-  monotonic_keys, chunk_keys = _mocha_keys(params, keys)
-  alignment = _expected_monotonic(params["monotonic"], query, monotonic_keys, mask, state,
-                                  noise)  # [S]
-  weights = chunkwise_weights(alignment, additive_score(params["chunk"], query, chunk_keys),
-                              mask, window)  # [S]
-  return weights @ values, weights, state._replace(alignment=alignment)
-
-
-def _mocha_hard(params, query, keys, values, mask, state, noise, window):
-  """Searches (Chiu & Raffel Algorithm 1): stop at t_i as hard monotonic attention does,
-  then a softmax of u over the chunk h_{t_i-w+1..t_i}: w chunk energies a step."""
-  del noise
-  size = params["chunk"]["query"]["kernel"].shape[1]  # the keys: monotonic's, then the chunk's
-  j, found, state = _hard_stop(params["monotonic"], query, keys, mask, state, slice(0, size))
-  positions, real = _chunks(j, window, mask)  # [w]
-  energy = _tanh_scores(params["chunk"]["v"], keys[positions, size:],
-                        layers.dense(params["chunk"]["query"], query))  # [w]
-  chunk = masked_softmax(energy, real & found)  # [w]
-  weights = jnp.zeros(mask.shape, jnp.float32).at[positions].add(chunk)  # [S]
-  return chunk @ values[positions], weights, state
 
 
 def _recurrent(init, prepare_keys, recurrence: Recurrence) -> Variant:
@@ -571,7 +295,7 @@ _GLOBAL: dict[str, Variant] = {
     "dot": _global(_dot_init, _raw_keys, dot_score),
     "scaled_dot": _global(_dot_init, _raw_keys, scaled_dot_score),
     "general": _global(_general_init, _project_keys, dot_score),
-    "additive": _global(_additive_init, _additive_prepare, additive_score),
+    "additive": _global(additive.init, additive.prepare_keys, additive.score),
     "location": _global(_location_init, _no_keys, location_score),
 }
 
@@ -582,15 +306,16 @@ VARIANTS: dict[str, Variant] = {
     **{f"local_p_{name}": _local_p(v) for name, v in _GLOBAL.items() if name != "location"},
     **{f"{n}_{name}": _normalised(v, f) for n, f in NORMALISERS.items()
        for name, v in _GLOBAL.items()},
-    "multihead_additive": _multihead_variant(_additive_heads),
-    "multihead_scaled_dot": _multihead_variant(_scaled_dot_heads),
-    "coverage_additive": _recurrent(_coverage_init, _additive_prepare,
+    "multihead_additive": _multihead_variant(multihead.additive_scores),
+    "multihead_scaled_dot": _multihead_variant(multihead.scaled_dot_scores),
+    "coverage_additive": _recurrent(_coverage_init, additive.prepare_keys,
                                     Recurrence(_zero_coverage, _coverage_attend)),
-    "monotonic": _recurrent(_monotonic_init, _additive_prepare,
-                            Recurrence(_first_state, _monotonic_attend, _monotonic_hard,
-                                       noisy=True)),
-    "mocha": _recurrent(_mocha_init, _mocha_prepare,
-                        Recurrence(_first_state, _mocha_attend, _mocha_hard, noisy=True)),
+    "monotonic": _recurrent(monotonic.init, additive.prepare_keys,
+                            Recurrence(monotonic.first_state, monotonic.attend_expected,
+                                       monotonic.attend_hard, noisy=True)),
+    "mocha": _recurrent(monotonic.mocha_init, monotonic.mocha_prepare_keys,
+                        Recurrence(monotonic.first_state, monotonic.mocha_attend_expected,
+                                   monotonic.mocha_attend_hard, noisy=True)),
 }
 LOCAL = tuple(name for name in VARIANTS if name.startswith("local_"))
 config_lib.check_registry("attention", tuple(VARIANTS), config_lib.ATTENTIONS)

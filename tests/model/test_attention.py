@@ -9,7 +9,7 @@ import pytest
 
 import helpers
 from attn_jax import config as config_lib
-from attn_jax.model import attention
+from attn_jax.model import additive, attention
 
 GLOBAL = ("dot", "scaled_dot", "general", "additive", "location")
 LOCAL = tuple(f"local_{kind}_{score}" for kind in "mp" for score in GLOBAL[:-1])
@@ -145,7 +145,7 @@ def test_additive_score_gradient_matches_numpy_derivative():
   g = np.random.default_rng(5).normal(size=S)  # d loss / d score_j
 
   def loss(params, q, keys):
-    return jnp.dot(attention.additive_score(params, q, keys), jnp.asarray(g, jnp.float32))
+    return jnp.dot(additive.score(params, q, keys), jnp.asarray(g, jnp.float32))
 
   d_params, d_q, d_keys = jax.grad(loss, argnums=(0, 1, 2))(params, jnp.asarray(q), keys)
   w_q = np.asarray(params["query"]["kernel"], np.float64)  # [H, ATT]
@@ -157,15 +157,6 @@ def test_additive_score_gradient_matches_numpy_derivative():
   np.testing.assert_allclose(d_params["query"]["kernel"], np.outer(q, d_pre.sum(0)),
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(d_params["v"]["kernel"][:, 0], g @ hidden, rtol=1e-5, atol=1e-6)
-
-
-def test_masked_softmax_direct():
-  scores = jnp.array([3.0, -1e9, 1e9, 0.5, 2.0])
-  mask = jnp.array([True, False, False, True, True])
-  w = np.asarray(attention.masked_softmax(scores, mask))
-  assert w[1] == 0.0 and w[2] == 0.0
-  np.testing.assert_allclose(w, helpers.masked_softmax(np.asarray(scores, np.float64),
-                                                       np.asarray(mask)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ALL)
@@ -344,17 +335,6 @@ def test_expected_alignment_parallel_form_equals_eq9_with_noise():
   assert np.all(w.sum(-1) <= 1.0 + 1e-6) and np.all(w[:, ~mask] == 0.0)
 
 
-def test_expected_alignment_is_stable_where_the_cumulative_product_underflows():
-  """p = 1 at every position: prod(1 - p) is 0, which the clipped form divides by safely;
-  alpha_i stays at alpha_{i-1}'s position, and the gradient is finite."""
-  previous = jnp.asarray(np.eye(S)[2])
-  alpha = attention.expected_alignment(jnp.ones(S), previous)
-  np.testing.assert_allclose(np.asarray(alpha), np.eye(S)[2], atol=1e-6)
-  grad = jax.grad(lambda e: jnp.sum(attention.expected_alignment(jax.nn.sigmoid(e), previous)
-                                    * jnp.arange(S)))(jnp.full(S, 30.0))
-  assert np.all(np.isfinite(np.asarray(grad)))
-
-
 def test_hard_monotonic_is_the_limit_of_the_expected_alignment():
   """With energies far from 0 (p in {0, 1}) the expected alignment is the hard one."""
   params, _, states, summary, mask = _setup("monotonic", 2 * H, lengths=(6,))
@@ -391,16 +371,3 @@ def test_mocha_of_width_one_is_monotonic_and_its_chunks_sum_like_alpha(width):
     if width == 1:
       np.testing.assert_allclose(np.asarray(beta), np.asarray(state.alignment), rtol=1e-5,
                                  atol=1e-7)
-
-
-def test_expected_alignment_equals_the_cumulative_product_form_where_that_is_safe():
-  """Raffel et al. eq. 12, alpha_i = p_i cumprod(1 - p_i) cumsum(alpha_{i-1} / cumprod(1 - p_i))
-  with exclusive cumprod, equals the scan where the product stays away from 0."""
-  rng = np.random.default_rng(8)
-  p = rng.uniform(0.05, 0.6, size=S)
-  previous = rng.dirichlet(np.ones(S))
-  keep = np.concatenate([[1.0], np.cumprod(1 - p)[:-1]])  # exclusive cumprod
-  closed = p * keep * np.cumsum(previous / keep)
-  np.testing.assert_allclose(np.asarray(attention.expected_alignment(
-      jnp.asarray(p, jnp.float32), jnp.asarray(previous, jnp.float32))), closed, rtol=1e-5,
-      atol=1e-7)

@@ -1,5 +1,5 @@
-"""sparsemax and 1.5-entmax against NumPy transcriptions of the papers, masking, and their
-custom JVPs against finite differences."""
+"""softmax, sparsemax and 1.5-entmax against NumPy transcriptions of the papers, masking,
+and the sparse ones' custom JVPs against finite differences."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import helpers
-from attn_jax.model import sparse_normalisers as sn
+from attn_jax.model import normalisers
 
 
-CASES = {"sparsemax": (sn.sparsemax, helpers.sparsemax),
-         "entmax15": (sn.entmax15, helpers.entmax15)}
+CASES = {"sparsemax": (normalisers.sparsemax, helpers.sparsemax),
+         "entmax15": (normalisers.entmax15, helpers.entmax15)}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -72,3 +72,12 @@ def test_huge_negative_scores_stay_finite(name):
   assert np.isfinite(np.asarray(weights)).all() and float(weights[1]) == 0.0
   grad = jax.grad(lambda s: normalise(s, jnp.ones(4, bool))[0])(jnp.array([1.0, -1e30, 0.5, 0.2]))
   assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_masked_softmax_direct():
+  scores = jnp.array([3.0, -1e9, 1e9, 0.5, 2.0])
+  mask = jnp.array([True, False, False, True, True])
+  w = np.asarray(normalisers.masked_softmax(scores, mask))
+  assert w[1] == 0.0 and w[2] == 0.0
+  np.testing.assert_allclose(w, helpers.masked_softmax(np.asarray(scores, np.float64),
+                                                       np.asarray(mask)), rtol=1e-6)

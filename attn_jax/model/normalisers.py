@@ -1,7 +1,9 @@
-"""Sparse normalisers in place of softmax: sparsemax and 1.5-entmax, exact, masked.
+"""Normalisers from masked scores to attention weights: softmax, sparsemax, 1.5-entmax.
 
-Both map scores z [S] to weights on the simplex that can be exactly 0:
+Each maps scores z [S] and a mask [S] to weights on the simplex over the real positions,
+padded positions exactly 0, written for one example:
 
+* softmax, the normaliser of every variant unless named otherwise.
 * sparsemax (Martins & Astudillo 2016, eq. 2): the Euclidean projection of z onto the
   simplex, p = [z - tau]_+, with tau from the sorted scores (their Algorithm 1, eq. 3);
   its Jacobian (their eq. 12) is diag(s) - s s^T / |S|, s the support's indicator.
@@ -10,17 +12,30 @@ Both map scores z [S] to weights on the simplex that can be exactly 0:
   g = [z/2 - tau]_+ its Jacobian is diag(g) - g g^T / sum(g) (their Proposition 1
   applied to alpha = 1.5), which the custom JVPs below use.
 
-Written for one example (scores [S], mask [S]); padded positions get weight exactly 0
-and the real ones sum to 1. For numerical range the scores are shifted by their
-maximum, and padded ones (and real ones far below the rest, such as the location
-score's -1e30 past its rows) are set just below the lowest score that could still be
-in the support (max - 1 for sparsemax, max/2 - 1 for entmax), so no value is huge.
+The two sparse ones give weights that can be exactly 0 at real positions too. For
+numerical range their scores are shifted by their maximum, and padded ones (and real ones
+far below the rest, such as the location score's MASKED past its rows) are set just below
+the lowest score that could still be in the support (max - 1 for sparsemax, max/2 - 1 for
+entmax), so no value is huge.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
+
+MASKED = -1e30  # a score that exp(MASKED - max) turns into exactly 0 in float32
+
+Normaliser = Callable[[jax.Array, jax.Array], jax.Array]  # (scores [S], mask [S]) -> weights [S]
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """scores [S], mask [S] bool -> weights [S]: softmax over mask, exactly 0 elsewhere."""
+  scores = jnp.where(mask, scores, MASKED)
+  weights = jax.nn.softmax(scores)
+  return jnp.where(mask, weights, 0.0)
 
 
 def _shifted(scores: jax.Array, mask: jax.Array, floor: float) -> jax.Array:

@@ -38,7 +38,7 @@ from attn_jax.decode import searches
 from attn_jax.evaluation import bleu, held_out, metrics, plots
 from attn_jax.model import attention, seq2seq
 from attn_jax.study import report
-from attn_jax.train import inference, loop, steps, writer_lock
+from attn_jax.train import early_stopping, inference, loop, steps, writer_lock
 from attn_jax.train.runlog import read_records
 
 LENGTH_BUCKET = 10  # source words (translation) or symbols (synthetic) per length bucket
@@ -232,7 +232,7 @@ def beam_sweep(workdir: str, plan: Plan,
   (translation: pipeline.EVAL_SPLIT); a markdown table of the main metric."""
   trained = inference.load(workdir, "best", 0, translation_only=False)
   ev = eval_data(trained, pipeline.EVAL_SPLIT, plan.batch_size, workdir)
-  metric = loop.score_name(trained.config)
+  metric = early_stopping.score_name(trained.config)
   lines = ["| beam | " + " | ".join(f"α = {a}" for a in plan.length_penalties) + " |",
            "|---|" + "---|" * len(plan.length_penalties)]
   for size in plan.beam_sizes:
@@ -245,7 +245,7 @@ def beam_sweep(workdir: str, plan: Plan,
 
 
 def _plots(records: dict[str, dict], config: Config, workdir: str) -> None:
-  metric = loop.score_name(config)
+  metric = early_stopping.score_name(config)
   series = {name: {bucket: float(np.mean([s["by_length"].get(bucket, np.nan)
                                           for s in r["seeds"]]))
                    for bucket in r["seeds"][0]["by_length"]}
@@ -319,7 +319,7 @@ def _compare(base: Config, workdir: str, plan: Plan,
              memory: memory_lib.HostMemory) -> None:
   configs = _variant_configs(base, plan.variants)
   os.makedirs(workdir, exist_ok=True)
-  metric = loop.score_name(base)
+  metric = early_stopping.score_name(base)
   records: dict[str, dict] = {}
   for variant, config in configs.items():
     records[variant] = _train_and_score(config, os.path.join(workdir, variant), plan,

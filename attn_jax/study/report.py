@@ -11,7 +11,7 @@ import math
 from attn_jax.config import Config
 from attn_jax.data import corpus
 from attn_jax.study import significance
-from attn_jax.train import loop
+from attn_jax.train import early_stopping
 
 
 def summary(record: dict, metric: str) -> tuple[float, float]:
@@ -77,7 +77,7 @@ def variants_table(records: dict[str, dict], config: Config, baseline: str, spli
 
 def ablation_table(records: dict[tuple[str, bool], dict], config: Config) -> str:
   """query x input_feeding: mean ± 95 % CI of the main metric (records keyed by both)."""
-  metric = loop.score_name(config)
+  metric = early_stopping.score_name(config)
   scale = 100.0 if metric == "sequence_accuracy" else 1.0
   lines = ["| query | input feeding | no input feeding |", "|---|---|---|"]
   for query in ("previous", "current"):
@@ -95,7 +95,7 @@ def header(base: Config, split: str, beam_size: int, length_penalty: float) -> s
   last = t.seed + t.num_seeds - 1
   return (f"Task: {task}. {t.num_seeds} seeds per variant (seeds {t.seed}…{last}, trained "
           f"together as one program), {t.num_steps} steps each; every seed scored at "
-          f"its best checkpoint by validation {loop.score_name(base)} on "
+          f"its best checkpoint by validation {early_stopping.score_name(base)} on "
           f"{split if d.task == 'translation' else 'the held-out set'}, "
           f"beam {beam_size}, length penalty {length_penalty}.\n")
 

@@ -1,10 +1,10 @@
-"""train_and_evaluate: the training loop, its logging, evaluation and checkpoints."""
+"""train_and_evaluate: the training loop, its evaluations and checkpoints (what it logs
+between them: progress.py; early stopping and the plateau: early_stopping.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -15,22 +15,15 @@ from attn_jax.config import Config
 from attn_jax.data import pipeline
 from attn_jax.data.dataset import Batch
 from attn_jax.decode import searches
-from attn_jax.evaluation import held_out, metrics, plots
+from attn_jax.evaluation import held_out, plots
 from attn_jax.evaluation.held_out import Example
 from attn_jax.model import attention
-from attn_jax.train import checkpoint, fine_tune, parallel, resume, seeds, steps, writer_lock
+from attn_jax.train import (checkpoint, early_stopping, fine_tune, parallel, progress, resume,
+                            seeds, steps, writer_lock)
 from attn_jax.train.checkpoint import Checkpointer
 from attn_jax.train.runlog import RunLog, read_records
 
 # The validation metric that picks the best checkpoint (higher is better).
-SCORES = {"translation": "bleu_tok_lc"}
-DEFAULT_SCORE = "sequence_accuracy"
-
-
-def score_name(config: Config) -> str:
-  return SCORES.get(config.data.task, DEFAULT_SCORE)
-
-
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
@@ -43,56 +36,6 @@ def _plot_attention(examples: list[Example], step: int, workdir: str, log: RunLo
   suffix = split.removeprefix("eval")
   fig.savefig(os.path.join(workdir, "plots", f"attention_{step}{suffix}.png"), dpi=100)
   log.figure(f"{split}/attention", fig, step)
-
-
-def _train_rates(window: list[dict]) -> dict[str, float]:
-  """Rates of the window's steps; of stacked runs ([N] sums) pooled, plus each run's loss."""
-  per_run = {k: np.sum([np.asarray(w[k], np.float64) for w in window], axis=0)
-             for k in window[0]}  # [] or [N]
-  sums = {k: float(np.sum(v)) for k, v in per_run.items()}
-  rates = metrics.summarize(sums)
-  rates["grad_norm"] = sums["grad_norm_sum"] / sums["steps"] if sums["steps"] else float("nan")
-  rates["nonfinite_steps"] = int(sums["nonfinite_steps"])
-  for k in range(per_run["loss_sum"].size if per_run["loss_sum"].ndim else 0):
-    run_sums = {name: v[k] for name, v in per_run.items()}
-    rates[f"loss_seed{k}"] = metrics.summarize(run_sums)["loss"]
-  return rates
-
-
-def _nonfinite_run(run: int, window: list[dict]) -> int:
-  """Consecutive steps (of any stacked run) skipped as non-finite at the end of `window`,
-  continuing `run`."""
-  for sums in window:
-    run = run + 1 if np.any(sums["nonfinite_steps"]) else 0
-  return run
-
-
-class _Throughput:
-  """Target tokens per second of training alone: compilation, evaluation and saves excluded."""
-
-  def __init__(self):
-    self.restart()
-
-  def restart(self) -> None:
-    self.tokens, self.seconds, self._since = 0, 0.0, time.time()
-
-  def pause(self) -> None:
-    self.seconds += time.time() - self._since
-
-  def resume(self) -> None:
-    self._since = time.time()
-
-  def elapsed(self) -> float:
-    """Seconds since the last restart or resume."""
-    return time.time() - self._since
-
-  def rate(self) -> float | None:
-    """Tokens/s since the last call; None if no tokens were counted since."""
-    self.pause()
-    rate = self.tokens / self.seconds if self.tokens else None
-    self.tokens, self.seconds = 0, 0.0
-    self.resume()
-    return rate
 
 
 class _Context(NamedTuple):
@@ -110,27 +53,6 @@ class _Context(NamedTuple):
   memory: memory_lib.HostMemory  # host-memory hooks: after compilations, around evaluations
   placement: parallel.Placement  # the devices: batches split over them, state replicated
   init_from: dict | None  # fine_tune.Origin of a fine-tuned run's parameters; None if fresh
-
-
-class _Patience(NamedTuple):
-  """Early-stopping record, saved in checkpoint metadata so a resumed run keeps it."""
-  best: float | None  # best validation score so far
-  best_step: int | None
-  waited: int  # scored evaluations since the best
-
-  def update(self, score: float | None, step: int) -> "_Patience":
-    if score is None:
-      return self
-    if self.best is None or score > self.best:
-      return _Patience(score, step, 0)
-    return self._replace(waited=self.waited + 1)
-
-
-def on_plateau(patience: _Patience, score: float | None, plateau_patience: int) -> bool:
-  """Whether the evaluation just recorded in `patience` (scoring `score`) lowers the
-  learning rate: every `plateau_patience`-th scored evaluation without a new best."""
-  return (score is not None and plateau_patience > 0 and patience.waited > 0
-          and patience.waited % plateau_patience == 0)
 
 
 def _bleu_due(ctx: _Context, step: int) -> bool:
@@ -189,7 +111,7 @@ def _evaluate_run(params: dict, step: int, ctx: _Context, log: RunLog | None,
 
 
 def _save(ckpt: Checkpointer, state: steps.TrainState, step: int, ctx: _Context,
-          k_train: jax.Array, score: float | None, patience: _Patience) -> None:
+          k_train: jax.Array, score: float | None, patience: early_stopping.Patience) -> None:
   metadata = {"config": ctx.config.to_dict(),
               "data_position": ctx.data.train.position(step),
               "vocab": pipeline.vocab_ids(ctx.data.vocabs),
@@ -242,7 +164,7 @@ def train_and_evaluate(config: Config, workdir: str, flagfile: str | None = None
 def _start(config: Config, workdir: str, flagfile: str | None,
            stop_requested: Callable[[], str | None], progress: Callable[[], None],
            memory: memory_lib.HostMemory, placement: parallel.Placement
-           ) -> tuple[_Context, steps.TrainState, _Patience]:
+           ) -> tuple[_Context, steps.TrainState, early_stopping.Patience]:
   """The run's data, its starting state (resumed, fine-tuned or fresh) and its context;
   the run files written. A failed fresh start removes the files it wrote first."""
   tc = config.train
@@ -265,7 +187,7 @@ def _start(config: Config, workdir: str, flagfile: str | None,
     if fresh and placement.is_main_process:
       _remove_new_files(workdir, before)
     raise
-  patience = _Patience(**metadata.get("patience", {"best": None, "best_step": None, "waited": 0}))
+  patience = early_stopping.Patience(**metadata.get("patience", early_stopping.NONE_YET._asdict()))
   main = placement.is_main_process  # process 0 alone writes logs, plots and run files
   if main:
     _write_run_files(config, workdir, flagfile)
@@ -291,7 +213,8 @@ def _remove_new_files(workdir: str, before: set[str]) -> None:
       os.rmdir(path)
 
 
-def _run(ctx: _Context, state: steps.TrainState, patience: _Patience) -> dict[str, float]:
+def _run(ctx: _Context, state: steps.TrainState, patience: early_stopping.Patience
+         ) -> dict[str, float]:
   """Trains from `state` to the configured step (or only evaluates when there), then
   closes the checkpointer and the log."""
   start, tc = int(state.step), ctx.config.train
@@ -363,7 +286,7 @@ def _compile_train_step(state: steps.TrainState, ctx: _Context, batches: dict[in
   return compiled
 
 
-def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> dict:
+def _train_loop(state: steps.TrainState, ctx: _Context, patience: early_stopping.Patience) -> dict:
   """Steps from state.step to num_steps (or an early stop); returns the last evaluation.
 
   The train step is compiled first for every width of the steps to the end of the
@@ -377,7 +300,7 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
   key = seeds.step_key(k_train, start)  # read for its shape only
   run = _Run(compiled=_compile_train_step(
       state, ctx, pipeline.first_batch_per_width(ctx.data.train, start, tc.num_steps), key,
-      leading, {}), window=[], timer=_Throughput(), bad_run=0, leading=leading,
+      leading, {}), window=[], timer=progress.Throughput(), bad_run=0, leading=leading,
       one_in_flight=one_step_in_flight())
   result = {}
   for step in range(start, tc.num_steps):
@@ -392,9 +315,9 @@ def _train_loop(state: steps.TrainState, ctx: _Context, patience: _Patience) -> 
                                                    result, is_eval)
       run.timer.resume()
       if tc.patience and patience.waited >= tc.patience:
-        print(f"stopping early at step {done}: no better {score_name(ctx.config)} in "
-              f"{patience.waited} evaluations (best {patience.best:.4f} at step "
-              f"{patience.best_step})", flush=True)
+        print(f"stopping early at step {done}: no better "
+              f"{early_stopping.score_name(ctx.config)} in {patience.waited} evaluations "
+              f"(best {patience.best:.4f} at step {patience.best_step})", flush=True)
         break
     reason = ctx.stop_requested()
     if reason and done < tc.num_steps:
@@ -410,7 +333,7 @@ class _Run(NamedTuple):
   """The loop's bookkeeping between steps."""
   compiled: dict  # width -> the train step's executable
   window: list  # the steps' sums since the last log step, on the device
-  timer: _Throughput  # target tokens per second, compilation and evaluation left out
+  timer: progress.Throughput  # target tokens per second, compilation and evaluation left out
   bad_run: int  # consecutive non-finite steps at the last log step
   leading: int  # 1 if batches are stacked [N, batch, width] (num_seeds > 1), else 0
   one_in_flight: bool  # dispatch a step only once the last has finished
@@ -441,14 +364,14 @@ def _log_window(ctx: _Context, run: _Run, done: int) -> _Run:
   consecutive non-finite steps."""
   tc = ctx.config.train
   window = ctx.placement.fetch(run.window)
-  rates = _train_rates(window)
+  rates = progress.train_rates(window)
   tokens_per_sec = run.timer.rate()
   if tokens_per_sec is not None:
     rates["tokens_per_sec"] = tokens_per_sec
   if ctx.log is not None:
     ctx.log.write(done, "train", rates)
     ctx.log.progress(done, rates)
-  bad_run = _nonfinite_run(run.bad_run, window)
+  bad_run = progress.nonfinite_run(run.bad_run, window)
   if bad_run >= tc.max_nonfinite_steps:
     ctx.ckpt.wait()
     raise NonFiniteLossError(
@@ -458,9 +381,9 @@ def _log_window(ctx: _Context, run: _Run, done: int) -> _Run:
   return run._replace(window=[], bad_run=bad_run)
 
 
-def _evaluate_and_save(state: steps.TrainState, ctx: _Context, patience: _Patience,
+def _evaluate_and_save(state: steps.TrainState, ctx: _Context, patience: early_stopping.Patience,
                        done: int, k_train: jax.Array, result: dict, is_eval: bool
-                       ) -> tuple[steps.TrainState, _Patience, dict]:
+                       ) -> tuple[steps.TrainState, early_stopping.Patience, dict]:
   """At an evaluation step: evaluate, update patience, lower the rate on a plateau; then
   checkpoint (with the score, if evaluated). Returns the state, patience and last result."""
   tc = ctx.config.train
@@ -469,12 +392,12 @@ def _evaluate_and_save(state: steps.TrainState, ctx: _Context, patience: _Patien
     ctx.memory.release_freed()  # the steps' kept temporaries, before evaluation compiles
     result = _evaluate(state.params, done, ctx, ctx.log)
     ctx.memory.release_compiler_code()  # its searches may have compiled
-    score = result.get(score_name(ctx.config))
+    score = result.get(early_stopping.score_name(ctx.config))
     patience = patience.update(score, done)
-    if on_plateau(patience, score, tc.plateau_patience):
+    if early_stopping.on_plateau(patience, score, tc.plateau_patience):
       state = steps.lower_rate(state, tc.plateau_factor)
       scale = steps.rate_scale(state)
-      print(f"no better {score_name(ctx.config)} in {patience.waited} evaluations: "
+      print(f"no better {early_stopping.score_name(ctx.config)} in {patience.waited} evaluations: "
             f"learning rate scaled by {scale:g}", flush=True)
       if ctx.log is not None:
         ctx.log.write(done, "plateau", {"lr_scale": scale})

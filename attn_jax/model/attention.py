@@ -20,10 +20,10 @@ functions (perf/flops.py), so nothing here is written for the count.
 
 Global variants score every source position with a ``score(params, query, keys)
 -> [S]`` function (additive's, Bahdanau et al. 2014 eq. 6, is in additive.py, which the
-coverage, monotonic and MoChA variants build on). The local variants of Luong et al. (2015, section 3.2) wrap
-any score: ``local_m_<score>`` (monotonic, p_t = t) and ``local_p_<score>``
-(predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights times a
-Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
+coverage, monotonic and MoChA variants build on). The local variants of Luong et al.
+(2015, section 3.2) wrap any score: ``local_m_<score>`` (monotonic, p_t = t) and
+``local_p_<score>`` (predictive, p_t = S sigmoid(v_p^T tanh(W_p h_t)), eq. 9, weights
+times a Gaussian of sigma = D/2, eq. 10) attend within [p_t - D, p_t + D].
 
 ``sparsemax_<score>`` and ``entmax15_<score>`` put a sparse normaliser in place of
 the softmax of any global score (normalisers.py: Martins & Astudillo 2016;
@@ -31,8 +31,8 @@ Peters, Niculae & Martins 2019 with alpha = 1.5): weights exactly 0 at real posi
 too, still summing to 1.
 
 ``multihead_additive`` and ``multihead_scaled_dot`` (multihead.py: Chen et al. 2018,
-RNMT+; Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads, each
-with its own softmax; the context is the concatenation of the heads' contexts over
+RNMT+; Vaswani et al. 2017, eq. 1 per head) split the projections into Sizes.heads heads,
+each with its own softmax; the context is the concatenation of the heads' contexts over
 per-head value projections (W^V, so it keeps the key size) and the weights returned are
 the heads' mean (``Variant.heads`` gives each head's, for the evaluation).
 
@@ -40,11 +40,11 @@ Three variants carry a state from one decoder step to the next (``Variant.recurr
 the decoder keeps it in its scan carry and beam search reorders it with the
 hypotheses): ``coverage_additive`` (Tu et al. 2016; See et al. 2017, eq. 11) adds
 w_c cov_j, the weight position j received so far, to the additive score, and
-``monotonic`` (monotonic.py: Raffel et al. 2017) attends by a left-to-right stop-or-move choice: the
-expected alignment while training and hard monotonic attention in searches, which
-advances through each source position once per sentence (linear time); ``mocha``
-(Chiu & Raffel 2018) adds a softmax over the chunk of `window` positions that ends where
-monotonic attention stops.
+``monotonic`` (monotonic.py: Raffel et al. 2017) attends by a left-to-right
+stop-or-move choice: the expected alignment while training and hard monotonic attention
+in searches, which advances through each source position once per sentence (linear
+time); ``mocha`` (Chiu & Raffel 2018) adds a softmax over the chunk of `window` positions
+that ends where monotonic attention stops.
 ``step_fn`` gives every variant the same per-step signature, state included.
 
 Scores of padded positions are masked before the softmax, so padding gets
@@ -61,6 +61,7 @@ import jax.numpy as jnp
 
 from attn_jax import config as config_lib
 from attn_jax.model import additive, layers, monotonic, multihead, normalisers
+
 
 class Sizes(NamedTuple):
   query: int  # H: the decoder state

@@ -56,8 +56,8 @@ def _normalised_v(params):
 
 def energy(params, query, keys):
   """e_ij = g v^T/||v|| tanh(W s + V h_j + b) + r [S] (Raffel et al. sec. 2.5)."""
-  return (additive.tanh_scores(_normalised_v(params), keys, layers.dense(params["query"], query))
-          + params["r"])  # [S]
+  query_proj = layers.dense(params["query"], query)  # [attention]
+  return additive.tanh_scores(_normalised_v(params), keys, query_proj) + params["r"]  # [S]
 
 
 def first_state(mask):
@@ -168,9 +168,9 @@ def _chunks(ends, width, mask):
 
 def chunkwise_weights(alignment, energy, mask, width):
   """beta_ij = sum_{k=j}^{j+w-1} alpha_ik exp(u_ij) / sum_{l=k-w+1}^{k} exp(u_il) [S]
-  (Chiu & Raffel 2018: the expected chunkwise weights) from alpha_i [S] and the chunk energies u_i [S]: each
-  chunk's softmax formed over its own w positions (no division by a moving sum that
-  can underflow), then spread by alpha."""
+  (Chiu & Raffel 2018: the expected chunkwise weights) from alpha_i [S] and the chunk
+  energies u_i [S]: each chunk's softmax formed over its own w positions (no division by
+  a moving sum that can underflow), then spread by alpha."""
   positions, real = _chunks(jnp.arange(mask.shape[0]), width, mask)  # [S, w]
   per_chunk = jax.vmap(normalisers.masked_softmax)(energy[positions], real)  # [S, w]
   return jnp.zeros(mask.shape, jnp.float32).at[positions].add(alignment[:, None] * per_chunk)

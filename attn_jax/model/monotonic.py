@@ -153,9 +153,10 @@ def mocha_prepare_keys(params, states, summary):
                           additive.prepare_keys(params["chunk"], states, summary)], axis=-1)
 
 
-def _mocha_keys(params, keys):
-  size = params["chunk"]["query"]["kernel"].shape[1]
-  return keys[:, :size], keys[:, size:]  # [S, attention] each
+def _monotonic_columns(params) -> int:
+  """How many leading columns of a MoChA key row are the monotonic energy's V h_j + b;
+  the rest are the chunk energy's U h_j + b (mocha_prepare_keys)."""
+  return params["chunk"]["query"]["kernel"].shape[1]
 
 
 def _chunks(ends, width, mask):
@@ -179,7 +180,8 @@ def chunkwise_weights(alignment, energy, mask, width):
 def mocha_attend_expected(params, query, keys, values, mask, state, noise, window):
   """Training: alpha_i as monotonic attention's, the chunk energy u_ij = v^T tanh(W q +
   U h_j + b), weights beta_i = chunkwise_weights, c_i = sum_j beta_ij h_j."""
-  monotonic_keys, chunk_keys = _mocha_keys(params, keys)
+  size = _monotonic_columns(params)
+  monotonic_keys, chunk_keys = keys[:, :size], keys[:, size:]  # [S, attention] each
   alignment = _expected(params["monotonic"], query, monotonic_keys, mask, state,
                                   noise)  # [S]
   weights = chunkwise_weights(alignment, additive.score(params["chunk"], query, chunk_keys),
@@ -191,7 +193,7 @@ def mocha_attend_hard(params, query, keys, values, mask, state, noise, window):
   """Searches (Chiu & Raffel Algorithm 1): stop at t_i as hard monotonic attention does,
   then a softmax of u over the chunk h_{t_i-w+1..t_i}: w chunk energies a step."""
   del noise
-  size = params["chunk"]["query"]["kernel"].shape[1]  # the keys: monotonic's, then the chunk's
+  size = _monotonic_columns(params)
   j, found, state = _hard_stop(params["monotonic"], query, keys, mask, state, slice(0, size))
   positions, real = _chunks(j, window, mask)  # [w]
   energy = additive.tanh_scores(params["chunk"]["v"], keys[positions, size:],

@@ -1,4 +1,5 @@
-"""The process's resident memory, now and at its peak, for the benchmark's and translate's figures."""
+"""The process's resident memory, now and at its peak, for the figures of the benchmark
+and of translate's timings."""
 
 from __future__ import annotations
 
